@@ -1,0 +1,50 @@
+// The KEK interface: the seam between the broker and every key service. A backend is a
+// thin adapter; it knows its service, the broker knows only this.
+
+export interface KeyVersionInfo {
+  /** Backend-specific version name, as recorded in envelopes ("1", "2", ...). */
+  readonly version: string;
+  /**
+   * A stable, non-secret identity of this exact key (e.g. token serial + CKA_ID), so that
+   * key_id changes if a key is ever recreated under the same version name.
+   */
+  readonly fingerprint: string;
+  readonly createdAt?: string | undefined;
+}
+
+export interface WrapRequest {
+  readonly plaintext: Buffer;
+  readonly keyVersion: string;
+  /** Bytes bound to the wrap (AES-GCM AAD): the envelope header. */
+  readonly aad: Buffer;
+  readonly signal: AbortSignal;
+}
+
+export interface UnwrapRequest {
+  readonly wrapped: Buffer;
+  readonly keyVersion: string;
+  readonly mechanism: string;
+  readonly aad: Buffer;
+  readonly signal: AbortSignal;
+}
+
+export interface KekBackend {
+  readonly name: string;
+  readonly type: string;
+  /** The mechanism new wraps use; recorded (and authenticated) in each envelope header. */
+  readonly mechanism: string;
+  /** Whether start-up may create version 1 when the service holds no key. */
+  readonly autoCreate: boolean;
+  /** The config key that enables autoCreate, named in the error when no key exists. */
+  readonly autoCreateOption: string;
+  /** Connect and authenticate. Fails fast on configuration errors (wrong PIN, no token). */
+  open(): Promise<void>;
+  listVersions(signal: AbortSignal): Promise<KeyVersionInfo[]>;
+  /** Creates a new key version in the service. */
+  createVersion(signal: AbortSignal): Promise<KeyVersionInfo>;
+  wrap(request: WrapRequest): Promise<Buffer>;
+  unwrap(request: UnwrapRequest): Promise<Buffer>;
+  /** Cheap liveness check of the service: never a wrap. */
+  probe(signal: AbortSignal): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,75 @@
+// One loaded, initialized PKCS#11 library per path per process: C_Initialize is process-
+// wide, so two backends on the same library (two tokens) must share it, and only the last
+// user may finalize it.
+import { setTimeout as delay } from 'node:timers/promises';
+import graphene from 'graphene-pk11';
+import pkcs11js from 'pkcs11js';
+import { BrokerError } from '../../errors.ts';
+
+export interface LoadedModule {
+  readonly module: graphene.Module;
+  /** Finalize and initialize again after a device error, once in-flight calls are done. */
+  reset(isIdle: () => boolean): Promise<void>;
+  release(): void;
+}
+
+interface Entry {
+  module: graphene.Module;
+  users: number;
+}
+
+const loaded = new Map<string, Entry>();
+const RESET_IDLE_WAIT_MS = 3000;
+const RESET_POLL_MS = 10;
+
+export function loadModule(path: string): LoadedModule {
+  let entry = loaded.get(path);
+  if (entry === undefined) {
+    let module: graphene.Module;
+    try {
+      module = graphene.Module.load(path, 'kms-broker');
+      // Without CKF_OS_LOCKING_OK SoftHSM disables its locks, yet the async calls run on
+      // libuv's thread pool: concurrent operations would corrupt its state.
+      module.initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+    } catch (error) {
+      throw new BrokerError(
+        'BACKEND_UNAVAILABLE',
+        `cannot load PKCS#11 module ${path}: ${(error as Error).message.split('\n')[0]}`,
+      );
+    }
+    entry = { module, users: 0 };
+    loaded.set(path, entry);
+  }
+  entry.users++;
+  const shared = entry;
+  let released = false;
+  return {
+    module: shared.module,
+    async reset(isIdle) {
+      // Finalizing under another user, or with an operation in flight, crashes some
+      // libraries; in those cases only sessions are re-opened.
+      if (shared.users > 1) return;
+      for (let waited = 0; !isIdle() && waited < RESET_IDLE_WAIT_MS; waited += RESET_POLL_MS)
+        await delay(RESET_POLL_MS);
+      if (!isIdle()) return;
+      try {
+        shared.module.finalize();
+      } catch {
+        // Already finalized by the failure itself.
+      }
+      shared.module.initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+    },
+    release() {
+      if (released) return;
+      released = true;
+      shared.users--;
+      if (shared.users > 0) return;
+      loaded.delete(path);
+      try {
+        shared.module.finalize();
+      } catch {
+        // Nothing to finalize.
+      }
+    },
+  };
+}

@@ -1,0 +1,50 @@
+// Classifies PKCS#11 return values into what the backend should do about them. Only the
+// CKR_ name leaves this module (as a log-safe cause); never the library's message.
+
+export type Pkcs11Failure =
+  /** The session handle is gone: replace the session. */
+  | 'session'
+  /** Logged out or object handles invalid (SoftHSM reports a logout this way): re-login, re-find keys. */
+  | 'login'
+  /** Device or library state lost: finalize, initialize, re-open. */
+  | 'device'
+  /** The ciphertext did not authenticate or decrypt: the caller's data is bad. */
+  | 'data'
+  /** PIN problems: never retried, a token may lock or wipe itself. */
+  | 'pin'
+  | 'other';
+
+const failureByName: Record<string, Pkcs11Failure> = {
+  CKR_SESSION_HANDLE_INVALID: 'session',
+  CKR_SESSION_CLOSED: 'session',
+  CKR_SESSION_COUNT: 'session',
+  CKR_USER_NOT_LOGGED_IN: 'login',
+  CKR_OBJECT_HANDLE_INVALID: 'login',
+  CKR_KEY_HANDLE_INVALID: 'login',
+  CKR_DEVICE_REMOVED: 'device',
+  CKR_DEVICE_ERROR: 'device',
+  CKR_TOKEN_NOT_PRESENT: 'device',
+  CKR_TOKEN_NOT_RECOGNIZED: 'device',
+  CKR_CRYPTOKI_NOT_INITIALIZED: 'device',
+  CKR_SLOT_ID_INVALID: 'device',
+  CKR_ENCRYPTED_DATA_INVALID: 'data',
+  CKR_ENCRYPTED_DATA_LEN_RANGE: 'data',
+  // SoftHSM reports a GCM tag mismatch as a general error (SymDecrypt in SoftHSM.cpp).
+  CKR_GENERAL_ERROR: 'data',
+  CKR_PIN_INCORRECT: 'pin',
+  CKR_PIN_LOCKED: 'pin',
+  CKR_PIN_EXPIRED: 'pin',
+  CKR_PIN_INVALID: 'pin',
+  CKR_PIN_LEN_RANGE: 'pin',
+};
+
+/** The CKR_ name of a PKCS#11 error, or undefined for anything else. */
+export function ckrName(error: unknown): string | undefined {
+  if (!(error instanceof Error)) return undefined;
+  return /\b(CKR_[A-Z0-9_]+)\b/.exec(error.message)?.[1];
+}
+
+export function classify(error: unknown): Pkcs11Failure {
+  const name = ckrName(error);
+  return (name === undefined ? undefined : failureByName[name]) ?? 'other';
+}

@@ -1,0 +1,110 @@
+// A fixed-size pool of HSM sessions. PKCS#11 allows one active operation per session, so
+// concurrency to the token is exactly the pool size; callers beyond it wait in a bounded
+// FIFO queue and give up when their deadline fires.
+import { BrokerError } from '../../errors.ts';
+import { deadlineExceeded } from '../../broker/deadline.ts';
+
+export interface PoolHooks<T> {
+  create(): T;
+  destroy(item: T): void;
+}
+
+interface Waiter<T> {
+  resolve(item: T): void;
+  reject(error: Error): void;
+}
+
+export class SessionPool<T> {
+  readonly #hooks: PoolHooks<T>;
+  readonly #size: number;
+  readonly #maxWaiters: number;
+  readonly #idle: T[] = [];
+  readonly #waiters: Waiter<T>[] = [];
+  #leased = 0;
+  #closed = false;
+
+  constructor(hooks: PoolHooks<T>, size: number, maxWaiters: number) {
+    this.#hooks = hooks;
+    this.#size = size;
+    this.#maxWaiters = maxWaiters;
+  }
+
+  get leased(): number {
+    return this.#leased;
+  }
+
+  acquire(signal: AbortSignal): Promise<T> {
+    if (this.#closed)
+      return Promise.reject(new BrokerError('BACKEND_UNAVAILABLE', 'the HSM session pool is closed'));
+    if (signal.aborted) return Promise.reject(deadlineExceeded());
+    const idle = this.#idle.pop();
+    if (idle !== undefined) return Promise.resolve(this.#lease(idle));
+    if (this.#leased < this.#size) {
+      // Creating a session can fail (token gone); the caller sees the error directly.
+      const item = this.#hooks.create();
+      return Promise.resolve(this.#lease(item));
+    }
+    if (this.#waiters.length >= this.#maxWaiters) {
+      return Promise.reject(
+        new BrokerError('BACKEND_UNAVAILABLE', 'too many calls are waiting for the HSM', 'QUEUE_FULL'),
+      );
+    }
+    return new Promise<T>((resolve, reject) => {
+      const waiter: Waiter<T> = {
+        resolve: item => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(item);
+        },
+        reject,
+      };
+      const onAbort = () => {
+        const index = this.#waiters.indexOf(waiter);
+        if (index >= 0) this.#waiters.splice(index, 1);
+        reject(deadlineExceeded());
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** Returns a session; a broken one is destroyed and its slot freed for a new one. */
+  release(item: T, broken = false): void {
+    this.#leased--;
+    if (broken || this.#closed) {
+      this.#hooks.destroy(item);
+      this.#serveWaiter();
+      return;
+    }
+    const waiter = this.#waiters.shift();
+    if (waiter === undefined) this.#idle.push(item);
+    else waiter.resolve(this.#lease(item));
+  }
+
+  /** Destroys idle sessions (after a re-login or a device reset); leased ones die on release. */
+  discardIdle(): void {
+    for (const item of this.#idle.splice(0)) this.#hooks.destroy(item);
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.discardIdle();
+    for (const waiter of this.#waiters.splice(0)) {
+      waiter.reject(new BrokerError('BACKEND_UNAVAILABLE', 'the HSM session pool is closed'));
+    }
+  }
+
+  #lease(item: T): T {
+    this.#leased++;
+    return item;
+  }
+
+  #serveWaiter(): void {
+    const waiter = this.#waiters.shift();
+    if (waiter === undefined) return;
+    try {
+      waiter.resolve(this.#lease(this.#hooks.create()));
+    } catch (error) {
+      waiter.reject(error as Error);
+    }
+  }
+}

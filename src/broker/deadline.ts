@@ -1,0 +1,36 @@
+// Every backend call runs under a deadline well inside the apiserver's timeout, so the
+// broker answers DEADLINE_EXCEEDED or UNAVAILABLE before the apiserver gives up on it.
+import { BrokerError } from '../errors.ts';
+
+/**
+ * A signal that fires at the earlier of the broker's own budget and the caller's deadline
+ * (epoch ms), keeping a small margin so our answer reaches the caller in time.
+ */
+export function callSignal(budgetMs: number, callerDeadline?: number): AbortSignal {
+  const marginMs = 50;
+  const callerBudget = callerDeadline === undefined ? Infinity : callerDeadline - Date.now() - marginMs;
+  return AbortSignal.timeout(Math.max(1, Math.min(budgetMs, callerBudget)));
+}
+
+/** Settles with the promise, or rejects with DEADLINE_EXCEEDED when the signal fires first. */
+export function withSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(deadlineExceeded());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(deadlineExceeded());
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      value => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: Error) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+export function deadlineExceeded(): BrokerError {
+  return new BrokerError('DEADLINE_EXCEEDED', 'the call did not complete within its deadline');
+}

@@ -1,0 +1,101 @@
+// The versioned, self-describing envelope (proto/envelope.proto) that the broker returns
+// as ciphertext: magic "kbr\x01" || Envelope{header, wrapped}. Parsing is bounded and total:
+// anything that is not exactly our format becomes INVALID_CIPHERTEXT.
+import { fileURLToPath } from 'node:url';
+import protobuf from 'protobufjs';
+import { backendNameSchema } from '../config/schema.ts';
+import { BrokerError } from '../errors.ts';
+
+export const ENVELOPE_MAGIC = Buffer.from('kbr\x01', 'latin1');
+/** The apiserver rejects a ciphertext (encrypted DEK source) over 1 KiB. */
+export const MAX_CIPHERTEXT_BYTES = 1024;
+const MAX_KEY_VERSION_LENGTH = 128;
+const MAX_MECHANISM_LENGTH = 32;
+const backendNamePattern = new RegExp(backendNameSchema.pattern as string);
+
+// keepCase: field names as in the .proto (key_version), not camel-cased.
+const root = new protobuf.Root().loadSync(
+  fileURLToPath(new URL('../../proto/envelope.proto', import.meta.url)),
+  {
+    keepCase: true,
+  },
+);
+const WrapHeaderType = root.lookupType('kmsbroker.envelope.v1.WrapHeader');
+const EnvelopeType = root.lookupType('kmsbroker.envelope.v1.Envelope');
+
+export interface WrapHeader {
+  readonly backend: string;
+  readonly keyVersion: string;
+  readonly mechanism: string;
+}
+
+export interface ParsedEnvelope {
+  readonly header: WrapHeader;
+  /** The authenticated bytes: magic || serialized header. */
+  readonly aad: Buffer;
+  readonly wrapped: Buffer;
+}
+
+/** Serializes a header and returns the AAD that a wrap under it must bind. */
+export function headerAad(header: WrapHeader): Buffer {
+  const bytes = WrapHeaderType.encode(
+    WrapHeaderType.fromObject({
+      backend: header.backend,
+      key_version: header.keyVersion,
+      mechanism: header.mechanism,
+    }),
+  ).finish();
+  return Buffer.concat([ENVELOPE_MAGIC, bytes]);
+}
+
+export function encodeEnvelope(aad: Buffer, wrapped: Buffer): Buffer {
+  const header = aad.subarray(ENVELOPE_MAGIC.length);
+  const body = EnvelopeType.encode(EnvelopeType.fromObject({ header, wrapped })).finish();
+  return Buffer.concat([ENVELOPE_MAGIC, body]);
+}
+
+export function isEnvelope(ciphertext: Buffer): boolean {
+  return (
+    ciphertext.length > ENVELOPE_MAGIC.length &&
+    ciphertext.subarray(0, ENVELOPE_MAGIC.length).equals(ENVELOPE_MAGIC)
+  );
+}
+
+export function decodeEnvelope(ciphertext: Buffer): ParsedEnvelope {
+  if (ciphertext.length > MAX_CIPHERTEXT_BYTES)
+    throw malformed(`ciphertext exceeds ${MAX_CIPHERTEXT_BYTES} bytes`);
+  if (!isEnvelope(ciphertext)) throw malformed('ciphertext was not produced by kms-broker (unknown format)');
+  const body = ciphertext.subarray(ENVELOPE_MAGIC.length);
+  let headerBytes: Buffer;
+  let wrapped: Buffer;
+  let header: { backend?: string; key_version?: string; mechanism?: string };
+  try {
+    const envelope = EnvelopeType.toObject(EnvelopeType.decode(body), { bytes: Buffer }) as {
+      header?: Buffer;
+      wrapped?: Buffer;
+    };
+    headerBytes = Buffer.from(envelope.header ?? Buffer.alloc(0));
+    wrapped = Buffer.from(envelope.wrapped ?? Buffer.alloc(0));
+    header = WrapHeaderType.toObject(WrapHeaderType.decode(headerBytes));
+  } catch {
+    throw malformed('ciphertext envelope is malformed');
+  }
+  const backend = header.backend ?? '';
+  const keyVersion = header.key_version ?? '';
+  const mechanism = header.mechanism ?? '';
+  if (!backendNamePattern.test(backend)) throw malformed('envelope header has an invalid backend name');
+  if (keyVersion === '' || keyVersion.length > MAX_KEY_VERSION_LENGTH)
+    throw malformed('envelope header has an invalid key version');
+  if (mechanism === '' || mechanism.length > MAX_MECHANISM_LENGTH)
+    throw malformed('envelope header has an invalid mechanism');
+  if (wrapped.length === 0) throw malformed('envelope carries no wrapped key');
+  return {
+    header: { backend, keyVersion, mechanism },
+    aad: Buffer.concat([ENVELOPE_MAGIC, headerBytes]),
+    wrapped,
+  };
+}
+
+function malformed(message: string): BrokerError {
+  return new BrokerError('INVALID_CIPHERTEXT', message);
+}

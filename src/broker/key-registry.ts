@@ -1,0 +1,130 @@
+// Which key versions exist per backend, which one writes, which are retired, and the
+// key_id they add up to. The registry is the in-memory truth behind Status and Encrypt;
+// its persistent form is BrokerState (state-store.ts).
+import type { KeyVersionInfo } from '../backends/kek.ts';
+import { BrokerError } from '../errors.ts';
+import { deriveKeyId, type WriteKey } from './key-id.ts';
+import type { BrokerState, StoredVersion } from './state-store.ts';
+
+type StoredBackend = BrokerState['backends'][string];
+
+/** What Encrypt needs, taken in one read so key_id always matches the version that wraps. */
+export interface WriteSnapshot {
+  readonly keyId: string;
+  readonly writeKey: WriteKey;
+}
+
+export class KeyRegistry {
+  #state: BrokerState;
+  readonly #writeOrder: readonly string[];
+  #snapshot: WriteSnapshot;
+
+  constructor(state: BrokerState, writeOrder: readonly string[]) {
+    this.#state = structuredClone(state);
+    this.#writeOrder = writeOrder;
+    this.#snapshot = this.#derive();
+  }
+
+  get current(): WriteSnapshot {
+    return this.#snapshot;
+  }
+
+  /** A copy for persisting; the registry's own state is never handed out. */
+  toState(): BrokerState {
+    return structuredClone(this.#state);
+  }
+
+  version(backend: string, version: string): StoredVersion | undefined {
+    return this.#state.backends[backend]?.versions.find(entry => entry.version === version);
+  }
+
+  /** Adds a freshly created version and makes it the write version of its backend. */
+  addWriteVersion(backend: string, info: KeyVersionInfo, now: Date): void {
+    const entry = this.#state.backends[backend];
+    const record: StoredVersion = {
+      version: info.version,
+      fingerprint: info.fingerprint,
+      createdAt: info.createdAt ?? now.toISOString(),
+      state: 'active',
+    };
+    if (entry === undefined)
+      this.#state.backends[backend] = { writeVersion: info.version, versions: [record] };
+    else
+      this.#state.backends[backend] = { writeVersion: info.version, versions: [...entry.versions, record] };
+    this.#snapshot = this.#derive();
+  }
+
+  /** Replaces the whole state (e.g. after another process rewrote the state file). */
+  replace(state: BrokerState): void {
+    this.#state = structuredClone(state);
+    this.#snapshot = this.#derive();
+  }
+
+  #derive(): WriteSnapshot {
+    const writer = this.#writeOrder[0];
+    const entry = writer === undefined ? undefined : this.#state.backends[writer];
+    const version = entry?.versions.find(candidate => candidate.version === entry.writeVersion);
+    if (writer === undefined || version === undefined) {
+      throw new BrokerError('INTERNAL', `no write version is known for backend ${writer ?? '(none)'}`);
+    }
+    const writeKey: WriteKey = {
+      backend: writer,
+      version: version.version,
+      fingerprint: version.fingerprint,
+    };
+    return { keyId: deriveKeyId([writeKey], this.#state.generation), writeKey };
+  }
+}
+
+/**
+ * Merges what the state file says about one backend with what the backend holds.
+ * Versions the backend has but the state lacks are adopted as active (created by another
+ * broker or an operator); a state entry whose keys are gone, or whose keys now have a
+ * different identity, is refused rather than guessed at.
+ * Returns undefined when neither side knows any version.
+ */
+export function reconcileBackend(
+  name: string,
+  stored: StoredBackend | undefined,
+  listed: readonly KeyVersionInfo[],
+  now: Date,
+): { backend: StoredBackend; changed: boolean } | undefined {
+  const byVersion = new Map(listed.map(info => [info.version, info]));
+  if (stored === undefined) {
+    if (listed.length === 0) return undefined;
+    const versions = listed.map(info => toStored(info, now));
+    const latest = versions[versions.length - 1] as StoredVersion;
+    return { backend: { writeVersion: latest.version, versions }, changed: true };
+  }
+  for (const version of stored.versions) {
+    const found = byVersion.get(version.version);
+    if (found === undefined && version.version === stored.writeVersion) {
+      throw new BrokerError(
+        'STATE_MISMATCH',
+        `backend ${name}: the state says version ${version.version} writes, but the backend holds no such key; check that the backend points at the right token or key`,
+      );
+    }
+    if (found !== undefined && found.fingerprint !== version.fingerprint) {
+      throw new BrokerError(
+        'STATE_MISMATCH',
+        `backend ${name}: key version ${version.version} has a different identity than the state records; it was recreated or the backend points elsewhere`,
+      );
+    }
+  }
+  const known = new Set(stored.versions.map(version => version.version));
+  const adopted = listed.filter(info => !known.has(info.version)).map(info => toStored(info, now));
+  if (adopted.length === 0) return { backend: stored, changed: false };
+  return {
+    backend: { writeVersion: stored.writeVersion, versions: [...stored.versions, ...adopted] },
+    changed: true,
+  };
+}
+
+function toStored(info: KeyVersionInfo, now: Date): StoredVersion {
+  return {
+    version: info.version,
+    fingerprint: info.fingerprint,
+    createdAt: info.createdAt ?? now.toISOString(),
+    state: 'active',
+  };
+}

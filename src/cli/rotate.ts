@@ -1,0 +1,22 @@
+import { startBroker } from '../app.ts';
+import { loadConfigFile } from '../config/load.ts';
+import { createLogger } from '../log.ts';
+
+/**
+ * Offline rotation against the configured backend and state file. A broker serving the
+ * same state file notices the change within seconds and switches key_id without a restart.
+ */
+export async function rotateCommand(configPath: string, backendName?: string): Promise<void> {
+  const config = loadConfigFile(configPath);
+  const logger = createLogger('warn');
+  const broker = await startBroker(config, { logger });
+  try {
+    const result = await broker.rotate(backendName ?? (config.failover.order[0] as string));
+    process.stdout.write(
+      `${JSON.stringify({ backend: backendName ?? config.failover.order[0], version: result.version, keyId: result.keyId })}\n`,
+    );
+  } finally {
+    await broker.close();
+    logger.flush();
+  }
+}

@@ -1,0 +1,146 @@
+// Loads the YAML configuration once: parse, validate against the schema (defaults filled
+// in, unknown keys rejected), check what a schema cannot say, then deep-freeze. Messages
+// name the path of the offending key, e.g. `backends[0].tokenLabel`.
+import { readFileSync } from 'node:fs';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { parse as parseYaml } from 'yaml';
+import { BrokerError } from '../errors.ts';
+import {
+  backendHeadSchema,
+  backendSchemas,
+  configSchema,
+  type BackendConfig,
+  type BackendType,
+  type BrokerConfig,
+} from './schema.ts';
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true });
+const validateTop = ajv.compile(configSchema);
+const validateHead = ajv.compile(backendHeadSchema);
+const validateBackend = Object.fromEntries(
+  Object.entries(backendSchemas).map(([type, schema]) => [type, ajv.compile(schema)]),
+) as Record<BackendType, ValidateFunction>;
+
+export function loadConfigFile(path: string): BrokerConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new BrokerError(
+      'CONFIG_INVALID',
+      `cannot read config file ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
+  }
+  return parseConfig(text, path);
+}
+
+export function parseConfig(text: string, source = 'config'): BrokerConfig {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text, { maxAliasCount: 100 });
+  } catch (error) {
+    throw new BrokerError(
+      'CONFIG_INVALID',
+      `${source}: not valid YAML: ${(error as Error).message.split('\n')[0]}`,
+    );
+  }
+  return validateConfig(raw, source);
+}
+
+export function validateConfig(raw: unknown, source = 'config'): BrokerConfig {
+  const candidate: unknown = structuredClone(raw ?? {});
+  if (!validateTop(candidate)) fail(source, validateTop.errors, '');
+  const config = candidate as Omit<BrokerConfig, 'backends'> & { backends: unknown[] };
+  config.backends.forEach((backend, index) => {
+    const at = `/backends/${index}`;
+    if (!validateHead(backend)) fail(source, onlyHeadErrors(validateHead.errors), at);
+    const { type } = backend as { type: BackendType };
+    const validate = validateBackend[type];
+    if (!validate(backend)) fail(source, validate.errors, at);
+    checkBackendRules(backend as BackendConfig, index, source);
+  });
+  checkCrossReferences(config as BrokerConfig, source);
+  return deepFreeze(config as BrokerConfig);
+}
+
+/** The head schema allows other keys; only its own complaints are relevant. */
+function onlyHeadErrors(errors: ErrorObject[] | null | undefined): ErrorObject[] {
+  return (errors ?? []).filter(error => error.keyword !== 'additionalProperties');
+}
+
+function checkBackendRules(backend: BackendConfig, index: number, source: string): void {
+  const at = `backends[${index}]`;
+  if ((backend.tokenLabel === undefined) === (backend.tokenSerial === undefined)) {
+    throw invalid(source, `${at}: set exactly one of tokenLabel and tokenSerial`);
+  }
+  if ((backend.pinFile === undefined) === (backend.pinEnv === undefined)) {
+    throw invalid(
+      source,
+      `${at}: set exactly one of pinFile and pinEnv (a PIN is never written in the config)`,
+    );
+  }
+}
+
+function checkCrossReferences(config: BrokerConfig, source: string): void {
+  const names = new Set<string>();
+  config.backends.forEach((backend, index) => {
+    if (names.has(backend.name))
+      throw invalid(source, `backends[${index}].name: duplicate backend name '${backend.name}'`);
+    names.add(backend.name);
+  });
+  config.failover.order.forEach((name, index) => {
+    if (!names.has(name)) throw invalid(source, `failover.order[${index}]: no backend is named '${name}'`);
+  });
+  if (config.state.path === config.socket) throw invalid(source, 'state.path: must differ from socket');
+}
+
+function fail(source: string, errors: ErrorObject[] | null | undefined, prefix: string): never {
+  const first = (errors ?? [])[0];
+  if (first === undefined) throw invalid(source, `${displayPath(prefix) || '(root)'}: invalid`);
+  throw invalid(source, describe(first, prefix));
+}
+
+function describe(error: ErrorObject, prefix: string): string {
+  const path = displayPath(prefix + error.instancePath);
+  const where = path === '' ? '(root)' : path;
+  switch (error.keyword) {
+    case 'additionalProperties': {
+      const key = (error.params as { additionalProperty: string }).additionalProperty;
+      return `${path === '' ? '' : path + '.'}${key}: unknown key`;
+    }
+    case 'required': {
+      const key = (error.params as { missingProperty: string }).missingProperty;
+      return `${path === '' ? '' : path + '.'}${key}: required key is missing`;
+    }
+    case 'const':
+      return `${where}: must be ${JSON.stringify((error.params as { allowedValue: unknown }).allowedValue)}`;
+    case 'anyOf':
+      return `${where}: not one of the allowed values`;
+    default:
+      return `${where}: ${error.message ?? 'invalid'}`;
+  }
+}
+
+/** `/backends/0/tokenLabel` → `backends[0].tokenLabel`. */
+function displayPath(pointer: string): string {
+  return pointer
+    .split('/')
+    .slice(1)
+    .map(part => part.replaceAll('~1', '/').replaceAll('~0', '~'))
+    .reduce(
+      (path, part) => (/^\d+$/.test(part) ? `${path}[${part}]` : path === '' ? part : `${path}.${part}`),
+      '',
+    );
+}
+
+function invalid(source: string, message: string): BrokerError {
+  return new BrokerError('CONFIG_INVALID', `${source}: ${message}`);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}

@@ -1,0 +1,106 @@
+// One error catalog for the whole broker. Every error that can leave the process (as a
+// gRPC status, an HTTP problem+json body or a start-up message) is a BrokerError with a
+// stable code from this table, mapped explicitly to a gRPC code and an HTTP status.
+// Messages are written by us; a backend's raw error text never becomes a message, it may
+// only travel as a sanitised `cause` name for logs.
+
+/** gRPC status codes (grpc/status.h); kept here so the core does not depend on grpc-js. */
+export const GrpcCode = {
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
+} as const;
+export type GrpcCode = (typeof GrpcCode)[keyof typeof GrpcCode];
+
+interface CatalogEntry {
+  readonly grpc: GrpcCode;
+  readonly http: number;
+  readonly title: string;
+}
+
+export const errorCatalog = {
+  INVALID_REQUEST: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, title: 'Request violates a limit' },
+  INVALID_CIPHERTEXT: {
+    grpc: GrpcCode.INVALID_ARGUMENT,
+    http: 400,
+    title: 'Ciphertext is malformed, foreign or tampered with',
+  },
+  UNKNOWN_BACKEND: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 409,
+    title: 'Envelope names a backend that is not configured',
+  },
+  UNKNOWN_KEY_VERSION: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 409,
+    title: 'Envelope names a key version the backend does not hold',
+  },
+  KEY_VERSION_RETIRED: { grpc: GrpcCode.FAILED_PRECONDITION, http: 409, title: 'Key version is retired' },
+  BACKEND_UNAVAILABLE: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'Key backend is unavailable' },
+  DEADLINE_EXCEEDED: { grpc: GrpcCode.DEADLINE_EXCEEDED, http: 504, title: 'Deadline exceeded' },
+  SHUTTING_DOWN: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'Broker is shutting down' },
+  CONFIG_INVALID: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, title: 'Configuration is invalid' },
+  SECRET_UNREADABLE: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'A secret could not be read' },
+  STATE_CORRUPT: { grpc: GrpcCode.INTERNAL, http: 500, title: 'State file is corrupt' },
+  STATE_MISMATCH: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'State does not match what the backend holds',
+  },
+  HSM_LOGIN_FAILED: { grpc: GrpcCode.UNAUTHENTICATED, http: 500, title: 'HSM login failed' },
+  HSM_TOKEN_NOT_FOUND: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'HSM token not found' },
+  KEY_MISSING: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'Backend holds no key version' },
+  SOCKET_IN_USE: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'Socket is served by another process',
+  },
+  SOCKET_PATH_INVALID: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'Socket path is not usable' },
+  INTERNAL: { grpc: GrpcCode.INTERNAL, http: 500, title: 'Internal error' },
+} as const satisfies Record<string, CatalogEntry>;
+
+export type ErrorCode = keyof typeof errorCatalog;
+
+/** Brand so that `isBrokerError` holds across duplicated module copies. */
+const brand = Symbol.for('kms-broker.error');
+
+export class BrokerError extends Error {
+  readonly code: ErrorCode;
+  /** A safe, short name of the underlying failure (e.g. CKR_DEVICE_ERROR), for logs only. */
+  readonly causeName: string | undefined;
+  readonly [brand] = true;
+
+  constructor(code: ErrorCode, message: string, causeName?: string) {
+    super(message);
+    this.name = 'BrokerError';
+    this.code = code;
+    this.causeName = causeName;
+  }
+
+  get grpcCode(): GrpcCode {
+    return errorCatalog[this.code].grpc;
+  }
+
+  get httpStatus(): number {
+    return errorCatalog[this.code].http;
+  }
+}
+
+export function isBrokerError(value: unknown): value is BrokerError {
+  return typeof value === 'object' && value !== null && brand in value;
+}
+
+/**
+ * Turns anything thrown into a BrokerError without leaking its text: unknown errors
+ * become INTERNAL with a fixed message; the original is only named.
+ */
+export function toBrokerError(value: unknown): BrokerError {
+  if (isBrokerError(value)) return value;
+  const causeName = value instanceof Error ? value.name : typeof value;
+  return new BrokerError('INTERNAL', 'internal error', causeName);
+}
