@@ -248,20 +248,21 @@ export class Pkcs11Backend implements KekBackend {
   ): Promise<T> {
     for (let attempt = 0; attempt < 2; attempt++) {
       await this.#recovering;
-      const lease = await this.#pool.acquire(signal);
       let failure: Pkcs11Failure | undefined;
       let caught: unknown;
+      let lease: Lease | undefined;
       try {
+        // Opening a pooled session can itself fail when the token or library was lost.
+        lease = await this.#pool.acquire(signal);
         return await operation(lease.session);
       } catch (error) {
         caught = error;
-        failure = classify(error);
+        failure = error instanceof BrokerError ? undefined : classify(error);
       } finally {
-        const stale = lease.generation !== this.#generation;
-        this.#pool.release(
-          lease,
-          stale || failure === 'session' || failure === 'login' || failure === 'device',
-        );
+        if (lease !== undefined) {
+          const stale = lease.generation !== this.#generation;
+          this.#pool.release(lease, stale || isRecoverable(failure));
+        }
       }
       if (failure === 'data' && purpose === 'unwrap') {
         throw new BrokerError(
@@ -270,7 +271,7 @@ export class Pkcs11Backend implements KekBackend {
           ckrName(caught),
         );
       }
-      if (attempt === 0 && (failure === 'session' || failure === 'login' || failure === 'device')) {
+      if (attempt === 0 && isRecoverable(failure)) {
         await this.#recover(failure, ckrName(caught));
         continue;
       }
@@ -286,8 +287,7 @@ export class Pkcs11Backend implements KekBackend {
       return await operation();
     } catch (error) {
       const failure = classify(error);
-      if (failure !== 'session' && failure !== 'login' && failure !== 'device')
-        throw this.#unavailable(error);
+      if (!isRecoverable(failure)) throw this.#unavailable(error);
       await this.#recover(failure, ckrName(error));
       try {
         return await operation();
@@ -374,6 +374,10 @@ export class Pkcs11Backend implements KekBackend {
       name ?? 'HSM_ERROR',
     );
   }
+}
+
+function isRecoverable(failure: Pkcs11Failure | undefined): failure is 'session' | 'login' | 'device' {
+  return failure === 'session' || failure === 'login' || failure === 'device';
 }
 
 function closeQuietly(session: graphene.Session): void {

@@ -33,21 +33,15 @@ export class SessionPool<T> {
     return this.#leased;
   }
 
-  acquire(signal: AbortSignal): Promise<T> {
-    if (this.#closed)
-      return Promise.reject(new BrokerError('BACKEND_UNAVAILABLE', 'the HSM session pool is closed'));
-    if (signal.aborted) return Promise.reject(deadlineExceeded());
+  /** Async so that a failing session open (token gone, library reset) becomes a rejection. */
+  async acquire(signal: AbortSignal): Promise<T> {
+    if (this.#closed) throw new BrokerError('BACKEND_UNAVAILABLE', 'the HSM session pool is closed');
+    if (signal.aborted) throw deadlineExceeded();
     const idle = this.#idle.pop();
-    if (idle !== undefined) return Promise.resolve(this.#lease(idle));
-    if (this.#leased < this.#size) {
-      // Creating a session can fail (token gone); the caller sees the error directly.
-      const item = this.#hooks.create();
-      return Promise.resolve(this.#lease(item));
-    }
+    if (idle !== undefined) return this.#lease(idle);
+    if (this.#leased < this.#size) return this.#lease(this.#hooks.create());
     if (this.#waiters.length >= this.#maxWaiters) {
-      return Promise.reject(
-        new BrokerError('BACKEND_UNAVAILABLE', 'too many calls are waiting for the HSM', 'QUEUE_FULL'),
-      );
+      throw new BrokerError('BACKEND_UNAVAILABLE', 'too many calls are waiting for the HSM', 'QUEUE_FULL');
     }
     return new Promise<T>((resolve, reject) => {
       const waiter: Waiter<T> = {
