@@ -14,6 +14,8 @@ import {
   type BrokerConfig,
 } from './schema.ts';
 
+const MAX_SOCKET_PATH_BYTES = 107;
+
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true });
 const validateTop = ajv.compile(configSchema);
 const validateHead = ajv.compile(backendHeadSchema);
@@ -92,6 +94,14 @@ function checkCrossReferences(config: BrokerConfig, source: string): void {
     if (!names.has(name)) throw invalid(source, `failover.order[${index}]: no backend is named '${name}'`);
   });
   if (config.state.path === config.socket) throw invalid(source, 'state.path: must differ from socket');
+  // sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+  const socketBytes = Buffer.byteLength(config.socket);
+  if (socketBytes > MAX_SOCKET_PATH_BYTES) {
+    throw invalid(
+      source,
+      `socket: the path is ${socketBytes} bytes; unix sockets allow at most ${MAX_SOCKET_PATH_BYTES}`,
+    );
+  }
 }
 
 function fail(source: string, errors: ErrorObject[] | null | undefined, prefix: string): never {
