@@ -74,6 +74,16 @@ describe('KMS v2 on a SoftHSM token', () => {
     await expectGrpcError(client.encrypt(randomBytes(129)), GrpcStatus.INVALID_ARGUMENT, /at most 128/);
   });
 
+  it('refuses an over-long uid and messages beyond 64 KiB, and keeps serving', async () => {
+    await expectGrpcError(
+      client.encrypt(randomBytes(32), 'u'.repeat(257)),
+      GrpcStatus.INVALID_ARGUMENT,
+      /uid exceeds 256/,
+    );
+    await expectGrpcError(client.encrypt(randomBytes(100 * 1024)), GrpcStatus.RESOURCE_EXHAUSTED);
+    assert.equal((await client.status()).healthz, 'ok');
+  });
+
   it('refuses Decrypt requests that break the apiserver limits', async () => {
     const good = await client.encrypt(randomBytes(32));
     await expectGrpcError(
