@@ -43,7 +43,6 @@ export const errorCatalog = {
   KEY_VERSION_RETIRED: { grpc: GrpcCode.FAILED_PRECONDITION, http: 409, title: 'Key version is retired' },
   BACKEND_UNAVAILABLE: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'Key backend is unavailable' },
   DEADLINE_EXCEEDED: { grpc: GrpcCode.DEADLINE_EXCEEDED, http: 504, title: 'Deadline exceeded' },
-  SHUTTING_DOWN: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'Broker is shutting down' },
   CONFIG_INVALID: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, title: 'Configuration is invalid' },
   SECRET_UNREADABLE: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'A secret could not be read' },
   STATE_CORRUPT: { grpc: GrpcCode.INTERNAL, http: 500, title: 'State file is corrupt' },

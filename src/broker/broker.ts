@@ -86,7 +86,7 @@ export class Broker {
         opened.push(backend);
       }
       const stored = await deps.stateStore.load();
-      const state = await reconcileAll(deps.backends, stored, now(), { create: true });
+      const state = await reconcileAll(deps.backends, stored, now(), { create: true, logger: deps.logger });
       if (stored === undefined || state.changed) await deps.stateStore.save(state.state);
       const broker = new Broker(deps, new KeyRegistry(state.state, deps.config.failover.order), now);
       broker.#health.start();
@@ -200,8 +200,21 @@ export class Broker {
   reload(): Promise<void> {
     this.#reloading ??= (async () => {
       try {
-        const stored = await this.#store.load();
-        const result = await reconcileAll(this.#backends, stored, this.#now(), { create: false });
+        let stored = await this.#store.load();
+        if (stored === undefined) {
+          // The file vanished under a running broker (deleted by hand, a wiped folder): the
+          // registry in memory is the better record, retired versions and all.
+          stored = this.#registry.toState();
+          await this.#store.save(stored);
+          this.#logger.warn(
+            { path: this.#config.state.path },
+            'state file disappeared; rewrote it from memory',
+          );
+        }
+        const result = await reconcileAll(this.#backends, stored, this.#now(), {
+          create: false,
+          logger: this.#logger,
+        });
         const before = this.#registry.current.keyId;
         this.#registry.replace(result.state);
         if (result.changed) await this.#store.save(result.state);
@@ -294,7 +307,7 @@ async function reconcileAll(
   backends: ReadonlyMap<string, KekBackend>,
   stored: BrokerState | undefined,
   now: Date,
-  options: { create: boolean },
+  options: { create: boolean; logger: Logger },
 ): Promise<{ state: BrokerState; changed: boolean }> {
   const state: BrokerState =
     stored === undefined ? { format: 1, generation: 0, backends: {} } : structuredClone(stored);
@@ -305,6 +318,12 @@ async function reconcileAll(
     if (merged !== undefined) {
       state.backends[name] = merged.backend;
       changed ||= merged.changed;
+      if (merged.missing.length > 0) {
+        options.logger.warn(
+          { backend: name, versions: merged.missing },
+          'key versions in the state are missing from the backend; their data is unreadable until they are restored',
+        );
+      }
       continue;
     }
     if (!options.create || !backend.autoCreate) {

@@ -1,6 +1,7 @@
 // The versioned, self-describing envelope (proto/envelope.proto) that the broker returns
 // as ciphertext: magic "kbr\x01" || Envelope{header, wrapped}. Parsing is bounded and total:
-// anything that is not exactly our format becomes INVALID_CIPHERTEXT.
+// anything that is not exactly our format, in its one canonical encoding, becomes
+// INVALID_CIPHERTEXT.
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import { backendNameSchema } from '../config/schema.ts';
@@ -89,11 +90,20 @@ export function decodeEnvelope(ciphertext: Buffer): ParsedEnvelope {
   if (mechanism === '' || mechanism.length > MAX_MECHANISM_LENGTH)
     throw malformed('envelope header has an invalid mechanism');
   if (wrapped.length === 0) throw malformed('envelope carries no wrapped key');
-  return {
+  const parsed = {
     header: { backend, keyVersion, mechanism },
     aad: Buffer.concat([ENVELOPE_MAGIC, headerBytes]),
     wrapped,
   };
+  // Protobuf decoding tolerates unknown and repeated fields; only the canonical encoding is
+  // accepted, so every envelope has exactly one byte form.
+  if (
+    !headerAad(parsed.header).equals(parsed.aad) ||
+    !encodeEnvelope(parsed.aad, wrapped).equals(ciphertext)
+  ) {
+    throw malformed('ciphertext envelope is not in canonical form');
+  }
+  return parsed;
 }
 
 function malformed(message: string): BrokerError {

@@ -24,6 +24,8 @@ export function deriveKeyId(writeKeys: readonly WriteKey[], generation: number):
 }
 
 /** Whether a key_id has the shape this broker issues (Decrypt must not touch foreign data). */
+const ownKeyIdPattern = new RegExp(`^${KEY_ID_PREFIX}[A-Za-z0-9_-]{43}$`);
+
 export function isOwnKeyId(keyId: string): boolean {
-  return keyId.startsWith(KEY_ID_PREFIX) && keyId.length === KEY_ID_PREFIX.length + 43;
+  return ownKeyIdPattern.test(keyId);
 }

@@ -79,8 +79,9 @@ export class KeyRegistry {
 /**
  * Merges what the state file says about one backend with what the backend holds.
  * Versions the backend has but the state lacks are adopted as active (created by another
- * broker or an operator); a state entry whose keys are gone, or whose keys now have a
- * different identity, is refused rather than guessed at.
+ * broker or an operator). A write version the backend lacks, or a key whose identity
+ * changed, is refused rather than guessed at. An older version the backend lacks is kept
+ * (its data reads again once the key is restored) and reported in `missing`.
  * Returns undefined when neither side knows any version.
  */
 export function reconcileBackend(
@@ -88,13 +89,13 @@ export function reconcileBackend(
   stored: StoredBackend | undefined,
   listed: readonly KeyVersionInfo[],
   now: Date,
-): { backend: StoredBackend; changed: boolean } | undefined {
+): { backend: StoredBackend; changed: boolean; missing: string[] } | undefined {
   const byVersion = new Map(listed.map(info => [info.version, info]));
   if (stored === undefined) {
     if (listed.length === 0) return undefined;
     const versions = listed.map(info => toStored(info, now));
     const latest = versions[versions.length - 1] as StoredVersion;
-    return { backend: { writeVersion: latest.version, versions }, changed: true };
+    return { backend: { writeVersion: latest.version, versions }, changed: true, missing: [] };
   }
   for (const version of stored.versions) {
     const found = byVersion.get(version.version);
@@ -111,12 +112,16 @@ export function reconcileBackend(
       );
     }
   }
+  const missing = stored.versions
+    .filter(version => !byVersion.has(version.version))
+    .map(version => version.version);
   const known = new Set(stored.versions.map(version => version.version));
   const adopted = listed.filter(info => !known.has(info.version)).map(info => toStored(info, now));
-  if (adopted.length === 0) return { backend: stored, changed: false };
+  if (adopted.length === 0) return { backend: stored, changed: false, missing };
   return {
     backend: { writeVersion: stored.writeVersion, versions: [...stored.versions, ...adopted] },
     changed: true,
+    missing,
   };
 }
 

@@ -8,6 +8,7 @@ import { watchFile, unwatchFile, type Stats } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
 import { Ajv } from 'ajv';
+import { describeSchemaErrors } from '../config/schema-errors.ts';
 import { BrokerError } from '../errors.ts';
 
 const versionSchema = Type.Object(
@@ -118,10 +119,9 @@ export function parseState(text: string, source: string): BrokerState {
     );
   }
   if (!validateState(value)) {
-    const first = validateState.errors?.[0];
     throw new BrokerError(
       'STATE_CORRUPT',
-      `state file ${source} is invalid at ${first?.instancePath || '(root)'}: ${first?.message ?? 'invalid'}; restore it from a backup or move it away to rebuild from the backends`,
+      `state file ${source} is invalid: ${describeSchemaErrors(validateState.errors)}; restore it from a backup or move it away to rebuild from the backends`,
     );
   }
   for (const [name, backend] of Object.entries(value.backends)) {

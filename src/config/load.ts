@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { BrokerError } from '../errors.ts';
+import { describeSchemaErrors } from './schema-errors.ts';
 import {
   backendHeadSchema,
   backendSchemas,
@@ -105,42 +106,7 @@ function checkCrossReferences(config: BrokerConfig, source: string): void {
 }
 
 function fail(source: string, errors: ErrorObject[] | null | undefined, prefix: string): never {
-  const first = (errors ?? [])[0];
-  if (first === undefined) throw invalid(source, `${displayPath(prefix) || '(root)'}: invalid`);
-  throw invalid(source, describe(first, prefix));
-}
-
-function describe(error: ErrorObject, prefix: string): string {
-  const path = displayPath(prefix + error.instancePath);
-  const where = path === '' ? '(root)' : path;
-  switch (error.keyword) {
-    case 'additionalProperties': {
-      const key = (error.params as { additionalProperty: string }).additionalProperty;
-      return `${path === '' ? '' : path + '.'}${key}: unknown key`;
-    }
-    case 'required': {
-      const key = (error.params as { missingProperty: string }).missingProperty;
-      return `${path === '' ? '' : path + '.'}${key}: required key is missing`;
-    }
-    case 'const':
-      return `${where}: must be ${JSON.stringify((error.params as { allowedValue: unknown }).allowedValue)}`;
-    case 'anyOf':
-      return `${where}: not one of the allowed values`;
-    default:
-      return `${where}: ${error.message ?? 'invalid'}`;
-  }
-}
-
-/** `/backends/0/tokenLabel` → `backends[0].tokenLabel`. */
-function displayPath(pointer: string): string {
-  return pointer
-    .split('/')
-    .slice(1)
-    .map(part => part.replaceAll('~1', '/').replaceAll('~0', '~'))
-    .reduce(
-      (path, part) => (/^\d+$/.test(part) ? `${path}[${part}]` : path === '' ? part : `${path}.${part}`),
-      '',
-    );
+  throw invalid(source, describeSchemaErrors(errors, prefix));
 }
 
 function invalid(source: string, message: string): BrokerError {

@@ -250,6 +250,19 @@ describe('broker lifecycle', () => {
     }
   });
 
+  it('rewrites its state file from memory when it disappears while serving', async () => {
+    const config = writeConfig(token, { backends: [pkcs11Backend(token, { keyLabel: 'vanish' })] });
+    const broker = await startBrokerProcess(config.path, token.env);
+    try {
+      const original = readFileSync(config.statePath, 'utf8');
+      rmSync(config.statePath);
+      await broker.waitForLog(record => record.msg === 'state file disappeared; rewrote it from memory');
+      assert.deepEqual(JSON.parse(readFileSync(config.statePath, 'utf8')), JSON.parse(original));
+    } finally {
+      await broker.stop();
+    }
+  });
+
   it('refuses to start on a corrupt state file and never overwrites it', async () => {
     const config = writeConfig(token);
     const garbage = '{"format": 1, "generation": 0, "backends": {"hsm": ';

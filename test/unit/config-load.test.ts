@@ -1,0 +1,296 @@
+// Configuration loading: defaults filled in, the result deeply frozen, and every mistake a
+// CONFIG_INVALID whose message names the exact key path an operator has to fix.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import { parseConfig, validateConfig } from '../../src/config/load.ts';
+import { brokerError } from './expect-error.ts';
+
+const minimalYaml = `
+socket: /run/kms-broker/kms.sock
+state:
+  path: /var/lib/kms-broker/state.json
+backends:
+  - name: hsm
+    type: pkcs11
+    module: /usr/lib/softhsm/libsofthsm2.so
+    tokenLabel: kms
+    pinFile: /etc/kms-broker/pin
+    keyLabel: kek
+failover:
+  order: [hsm]
+`;
+
+type Raw = Record<string, unknown> & { backends: Record<string, unknown>[] };
+
+/** A fresh, mutable copy of the minimal config as plain data. */
+function minimal(): Raw {
+  return {
+    socket: '/run/kms-broker/kms.sock',
+    state: { path: '/var/lib/kms-broker/state.json' },
+    backends: [
+      {
+        name: 'hsm',
+        type: 'pkcs11',
+        module: '/usr/lib/softhsm/libsofthsm2.so',
+        tokenLabel: 'kms',
+        pinFile: '/etc/kms-broker/pin',
+        keyLabel: 'kek',
+      },
+    ],
+    failover: { order: ['hsm'] },
+  };
+}
+
+function firstBackend(raw: Raw): Record<string, unknown> {
+  return raw.backends[0] as Record<string, unknown>;
+}
+
+/** Every object reachable from `value`, with its path, for the deep-freeze check. */
+function objectsIn(value: unknown, path = '(root)'): [string, object][] {
+  if (typeof value !== 'object' || value === null) return [];
+  return [
+    [path, value],
+    ...Object.entries(value).flatMap(([key, child]) => objectsIn(child, `${path}.${key}`)),
+  ];
+}
+
+describe('config loading', () => {
+  it('fills in every default for a minimal config', () => {
+    const config = parseConfig(minimalYaml);
+    assert.equal(config.socket, '/run/kms-broker/kms.sock');
+    assert.equal(config.socketMode, '0600');
+    assert.deepEqual(config.log, { level: 'info' });
+    assert.deepEqual(config.timeouts, { callMs: 2500, shutdownGraceMs: 10000 });
+    assert.deepEqual(config.health, { probeIntervalMs: 10000 });
+    assert.deepEqual(config.backends, [
+      {
+        name: 'hsm',
+        type: 'pkcs11',
+        module: '/usr/lib/softhsm/libsofthsm2.so',
+        tokenLabel: 'kms',
+        pinFile: '/etc/kms-broker/pin',
+        keyLabel: 'kek',
+        sessions: 4,
+        mechanism: 'aes-gcm',
+        generateIfMissing: false,
+      },
+    ]);
+    assert.deepEqual(config.failover, { order: ['hsm'] });
+  });
+
+  it('keeps values that are set instead of the defaults', () => {
+    const raw = minimal();
+    Object.assign(raw, { socketMode: '0660', log: { level: 'debug' }, timeouts: { callMs: 1000 } });
+    Object.assign(firstBackend(raw), { sessions: 8, generateIfMissing: true });
+    const config = validateConfig(raw);
+    assert.equal(config.socketMode, '0660');
+    assert.equal(config.log.level, 'debug');
+    assert.deepEqual(config.timeouts, { callMs: 1000, shutdownGraceMs: 10000 });
+    assert.equal(config.backends[0]?.sessions, 8);
+    assert.equal(config.backends[0]?.generateIfMissing, true);
+  });
+
+  it('returns a deeply frozen config', () => {
+    const objects = objectsIn(parseConfig(minimalYaml));
+    assert.ok(objects.length >= 9, `only ${objects.length} objects found`);
+    for (const [path, object] of objects) assert.ok(Object.isFrozen(object), `${path} is not frozen`);
+  });
+
+  it('leaves the caller’s raw object untouched (defaults go into a copy)', () => {
+    const raw = minimal();
+    validateConfig(raw);
+    assert.deepEqual(raw, minimal());
+    assert.equal(Object.isFrozen(raw), false);
+  });
+
+  it('accepts a socket path of exactly 107 bytes', () => {
+    const raw = minimal();
+    raw.socket = '/' + 's'.repeat(106);
+    assert.equal(validateConfig(raw).socket.length, 107);
+  });
+
+  it('accepts tokenSerial and pinEnv in place of tokenLabel and pinFile', () => {
+    const raw = minimal();
+    const backend = firstBackend(raw);
+    delete backend.tokenLabel;
+    delete backend.pinFile;
+    Object.assign(backend, { tokenSerial: '1234abcd', pinEnv: 'HSM_PIN' });
+    const config = validateConfig(raw);
+    assert.equal(config.backends[0]?.tokenSerial, '1234abcd');
+    assert.equal(config.backends[0]?.pinEnv, 'HSM_PIN');
+  });
+
+  describe('rejects with CONFIG_INVALID naming the key path', () => {
+    const cases: { name: string; change: (raw: Raw) => void; expected: string }[] = [
+      {
+        name: 'an unknown top-level key',
+        change: raw => (raw.foo = 1),
+        expected: 'foo: unknown key',
+      },
+      {
+        name: 'an unknown (misspelt) backend key',
+        change: raw => {
+          const backend = firstBackend(raw);
+          backend.tokenLable = backend.tokenLabel;
+          delete backend.tokenLabel;
+        },
+        expected: 'backends[0].tokenLable: unknown key',
+      },
+      {
+        name: 'an unknown nested key',
+        change: raw => (raw.timeouts = { callMS: 100 }),
+        expected: 'timeouts.callMS: unknown key',
+      },
+      {
+        name: 'a missing top-level key',
+        change: raw => delete raw.socket,
+        expected: 'socket: required key is missing',
+      },
+      {
+        name: 'a missing nested key',
+        change: raw => (raw.state = {}),
+        expected: 'state.path: required key is missing',
+      },
+      {
+        name: 'a missing backend key',
+        change: raw => delete firstBackend(raw).keyLabel,
+        expected: 'backends[0].keyLabel: required key is missing',
+      },
+      {
+        name: 'a wrong type',
+        change: raw => (raw.timeouts = { callMs: 'fast' }),
+        expected: 'timeouts.callMs: must be integer',
+      },
+      {
+        name: 'a wrong type in a backend',
+        change: raw => (firstBackend(raw).sessions = '4'),
+        expected: 'backends[0].sessions: must be integer',
+      },
+      {
+        name: 'a number out of range',
+        change: raw => (raw.timeouts = { callMs: 10 }),
+        expected: 'timeouts.callMs: must be >= 50',
+      },
+      {
+        name: 'a relative socket path',
+        change: raw => (raw.socket = 'run/kms.sock'),
+        expected: 'socket: must match pattern',
+      },
+      {
+        name: 'an uppercase backend name',
+        change: raw => (firstBackend(raw).name = 'HSM'),
+        expected: 'backends[0].name: must match pattern',
+      },
+      {
+        name: 'a backend name with an underscore',
+        change: raw => (firstBackend(raw).name = 'my_hsm'),
+        expected: 'backends[0].name: must match pattern',
+      },
+      {
+        name: 'an unknown backend type',
+        change: raw => (firstBackend(raw).type = 'vault'),
+        expected: 'backends[0].type: must be "pkcs11"',
+      },
+      {
+        name: 'a log level that is not one of the choices',
+        change: raw => (raw.log = { level: 'verbose' }),
+        expected: 'log.level: must be one of "fatal", "error", "warn", "info", "debug", "trace"',
+      },
+      {
+        name: 'both tokenLabel and tokenSerial',
+        change: raw => (firstBackend(raw).tokenSerial = '1234'),
+        expected: 'backends[0]: set exactly one of tokenLabel and tokenSerial',
+      },
+      {
+        name: 'neither tokenLabel nor tokenSerial',
+        change: raw => delete firstBackend(raw).tokenLabel,
+        expected: 'backends[0]: set exactly one of tokenLabel and tokenSerial',
+      },
+      {
+        name: 'both pinFile and pinEnv',
+        change: raw => (firstBackend(raw).pinEnv = 'HSM_PIN'),
+        expected: 'backends[0]: set exactly one of pinFile and pinEnv',
+      },
+      {
+        name: 'neither pinFile nor pinEnv',
+        change: raw => delete firstBackend(raw).pinFile,
+        expected: 'backends[0]: set exactly one of pinFile and pinEnv',
+      },
+      {
+        name: 'a PIN written into the config',
+        change: raw => (firstBackend(raw).pin = '1234'),
+        expected: 'backends[0].pin: unknown key',
+      },
+      {
+        name: 'duplicate backend names',
+        change: raw => raw.backends.push({ ...firstBackend(raw), tokenLabel: 'other' }),
+        expected: "backends[1].name: duplicate backend name 'hsm'",
+      },
+      {
+        name: 'failover.order naming an unknown backend',
+        change: raw => (raw.failover = { order: ['hsm', 'nope'] }),
+        expected: "failover.order[1]: no backend is named 'nope'",
+      },
+      {
+        name: 'a state path equal to the socket path',
+        change: raw => (raw.state = { path: raw.socket }),
+        expected: 'state.path: must differ from socket',
+      },
+      {
+        name: 'a socket path longer than sun_path allows (108 bytes)',
+        change: raw => (raw.socket = '/' + 's'.repeat(107)),
+        expected: 'socket: the path is 108 bytes; unix sockets allow at most 107',
+      },
+      {
+        name: 'a socket path of 61 characters but 121 UTF-8 bytes',
+        change: raw => (raw.socket = '/' + 'é'.repeat(60)),
+        expected: 'socket: the path is 121 bytes',
+      },
+      {
+        name: 'no backends at all',
+        change: raw => (raw.backends = []),
+        expected: 'backends: must NOT have fewer than 1 items',
+      },
+    ];
+    for (const { name, change, expected } of cases) {
+      it(name, () => {
+        const raw = minimal();
+        change(raw);
+        // Through YAML, as an operator writes it, and from plain data.
+        assert.throws(
+          () => parseConfig(stringify(raw)),
+          brokerError('CONFIG_INVALID', `config: ${expected}`),
+        );
+        assert.throws(() => validateConfig(raw), brokerError('CONFIG_INVALID', `config: ${expected}`));
+      });
+    }
+
+    it('invalid YAML, naming the source', () => {
+      assert.throws(
+        () => parseConfig('socket: [/run/kms.sock\n', '/etc/kms-broker/config.yaml'),
+        brokerError('CONFIG_INVALID', /^\/etc\/kms-broker\/config\.yaml: not valid YAML: /),
+      );
+    });
+
+    it('a document that is not a mapping', () => {
+      for (const text of ['just a string', '- a\n- list']) {
+        assert.throws(
+          () => parseConfig(text),
+          brokerError('CONFIG_INVALID', 'config: (root): must be object'),
+        );
+      }
+    });
+
+    it('an empty document, as missing required keys', () => {
+      assert.throws(() => parseConfig(''), brokerError('CONFIG_INVALID', 'required key is missing'));
+    });
+
+    it('an unquoted octal socketMode (YAML reads 0600 as the number 600)', () => {
+      assert.throws(
+        () => parseConfig(`socketMode: 0600\n${minimalYaml}`),
+        brokerError('CONFIG_INVALID', 'config: socketMode: must be string'),
+      );
+    });
+  });
+});

@@ -1,0 +1,245 @@
+// The ciphertext envelope: magic "kbr\x01" || Envelope{header, wrapped}. Encoding must be
+// exactly the documented protobuf layout, and decoding must be total: every input either
+// parses or is rejected as INVALID_CIPHERTEXT.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  decodeEnvelope,
+  encodeEnvelope,
+  ENVELOPE_MAGIC,
+  headerAad,
+  MAX_CIPHERTEXT_BYTES,
+  type WrapHeader,
+} from '../../src/broker/envelope.ts';
+import { BrokerError } from '../../src/errors.ts';
+import { brokerError } from './expect-error.ts';
+
+const header: WrapHeader = { backend: 'hsm-1', keyVersion: '7', mechanism: 'aes-gcm' };
+const wrapped = Buffer.from('0123456789abcdef0123456789abcdef0123456789abcdef0123456789', 'latin1');
+
+/** A length-delimited protobuf field (wire type 2), written by hand. */
+function field(number: number, value: Buffer | string): Buffer {
+  const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+  const length: number[] = [];
+  for (let rest = bytes.length; ; rest >>>= 7) {
+    if (rest < 0x80) {
+      length.push(rest);
+      break;
+    }
+    length.push((rest & 0x7f) | 0x80);
+  }
+  return Buffer.concat([Buffer.from([(number << 3) | 2, ...length]), bytes]);
+}
+
+function envelopeOf(h: WrapHeader, w: Buffer = wrapped): Buffer {
+  return encodeEnvelope(headerAad(h), w);
+}
+
+/** A small deterministic PRNG (mulberry32), so a failing fuzz input can be reproduced. */
+function prng(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe('envelope', () => {
+  describe('encoding', () => {
+    it('makes the AAD exactly magic || serialized WrapHeader', () => {
+      const expected = Buffer.concat([
+        Buffer.from('kbr\x01', 'latin1'),
+        field(1, 'hsm-1'),
+        field(2, '7'),
+        field(3, 'aes-gcm'),
+      ]);
+      assert.deepEqual(headerAad(header), expected);
+    });
+
+    it('writes magic || Envelope{header: the AAD without magic, wrapped}', () => {
+      const aad = headerAad(header);
+      const expected = Buffer.concat([
+        ENVELOPE_MAGIC,
+        field(1, aad.subarray(ENVELOPE_MAGIC.length)),
+        field(2, wrapped),
+      ]);
+      assert.deepEqual(encodeEnvelope(aad, wrapped), expected);
+    });
+
+    it('round-trips: decoding gives back the same header, AAD and wrapped bytes', () => {
+      const aad = headerAad(header);
+      const decoded = decodeEnvelope(encodeEnvelope(aad, wrapped));
+      assert.deepEqual(decoded.header, header);
+      assert.deepEqual(decoded.aad, aad);
+      assert.deepEqual(decoded.wrapped, wrapped);
+    });
+
+    it('round-trips the longest accepted key version (128 characters) and non-ASCII versions', () => {
+      for (const keyVersion of ['v'.repeat(128), 'versión-2']) {
+        const decoded = decodeEnvelope(envelopeOf({ ...header, keyVersion }));
+        assert.equal(decoded.header.keyVersion, keyVersion);
+      }
+    });
+
+    it('accepts only the canonical field order, so the authenticated bytes are unique', () => {
+      // Same fields, unusual order: decodable, but a second byte form of the same header.
+      const reordered = Buffer.concat([field(3, 'aes-gcm'), field(1, 'hsm-1'), field(2, '7')]);
+      const ciphertext = Buffer.concat([ENVELOPE_MAGIC, field(1, reordered), field(2, wrapped)]);
+      assert.throws(
+        () => decodeEnvelope(ciphertext),
+        brokerError('INVALID_CIPHERTEXT', 'not in canonical form'),
+      );
+      assert.deepEqual(decodeEnvelope(envelopeOf(header)).aad, headerAad(header));
+    });
+
+    it(`accepts a ciphertext of exactly ${MAX_CIPHERTEXT_BYTES} bytes`, () => {
+      let ciphertext: Buffer | undefined;
+      for (let size = 900; size <= MAX_CIPHERTEXT_BYTES && ciphertext === undefined; size++) {
+        const candidate = envelopeOf(header, Buffer.alloc(size, 1));
+        if (candidate.length === MAX_CIPHERTEXT_BYTES) ciphertext = candidate;
+      }
+      assert.ok(ciphertext !== undefined, 'no wrapped size gives a 1024-byte envelope');
+      assert.equal(decodeEnvelope(ciphertext).header.backend, header.backend);
+    });
+  });
+
+  describe('rejects as INVALID_CIPHERTEXT', () => {
+    const valid = envelopeOf(header);
+    const cases: { name: string; input: Buffer; message: string }[] = [
+      { name: 'an empty ciphertext', input: Buffer.alloc(0), message: 'unknown format' },
+      { name: 'the magic alone', input: Buffer.from(ENVELOPE_MAGIC), message: 'unknown format' },
+      {
+        name: 'a wrong magic (version byte 2)',
+        input: Buffer.concat([Buffer.from('kbr\x02', 'latin1'), valid.subarray(4)]),
+        message: 'unknown format',
+      },
+      {
+        name: 'another plugin’s ciphertext (no magic)',
+        input: Buffer.from('k8s:enc:kms:v2:other:payload'),
+        message: 'unknown format',
+      },
+      { name: 'a truncated body', input: valid.subarray(0, valid.length - 5), message: 'malformed' },
+      {
+        name: 'a valid envelope with an unknown field appended',
+        input: Buffer.concat([valid, field(15, 'abc')]),
+        message: 'not in canonical form',
+      },
+      {
+        name: 'a valid envelope with a second wrapped key before the real one',
+        input: Buffer.concat([
+          ENVELOPE_MAGIC,
+          field(2, Buffer.from([1, 2])),
+          valid.subarray(ENVELOPE_MAGIC.length),
+        ]),
+        message: 'not in canonical form',
+      },
+      {
+        name: 'a header with an unknown field',
+        input: encodeEnvelope(Buffer.concat([headerAad(header), field(9, 'x')]), wrapped),
+        message: 'not in canonical form',
+      },
+
+      {
+        name: 'garbage after the magic',
+        input: Buffer.concat([ENVELOPE_MAGIC, Buffer.from('ffffffffffffffffffff0a', 'hex')]),
+        message: 'malformed',
+      },
+      {
+        name: `more than ${MAX_CIPHERTEXT_BYTES} bytes, even if well formed`,
+        input: envelopeOf(header, Buffer.alloc(1100, 1)),
+        message: `exceeds ${MAX_CIPHERTEXT_BYTES} bytes`,
+      },
+      {
+        name: 'an uppercase backend name',
+        input: envelopeOf({ ...header, backend: 'HSM' }),
+        message: 'invalid backend name',
+      },
+      {
+        name: 'a backend name longer than a DNS label (64 characters)',
+        input: envelopeOf({ ...header, backend: 'a'.repeat(64) }),
+        message: 'invalid backend name',
+      },
+      {
+        name: 'an empty backend name',
+        input: envelopeOf({ ...header, backend: '' }),
+        message: 'invalid backend name',
+      },
+      {
+        name: 'an empty key version',
+        input: envelopeOf({ ...header, keyVersion: '' }),
+        message: 'invalid key version',
+      },
+      {
+        name: 'a key version of 129 characters',
+        input: envelopeOf({ ...header, keyVersion: 'v'.repeat(129) }),
+        message: 'invalid key version',
+      },
+      {
+        name: 'an empty mechanism',
+        input: envelopeOf({ ...header, mechanism: '' }),
+        message: 'invalid mechanism',
+      },
+      {
+        name: 'a mechanism of 33 characters',
+        input: envelopeOf({ ...header, mechanism: 'm'.repeat(33) }),
+        message: 'invalid mechanism',
+      },
+      {
+        name: 'an empty wrapped key',
+        input: envelopeOf(header, Buffer.alloc(0)),
+        message: 'no wrapped key',
+      },
+      {
+        name: 'an envelope without a header',
+        input: Buffer.concat([ENVELOPE_MAGIC, field(2, wrapped)]),
+        message: 'invalid backend name',
+      },
+    ];
+    for (const { name, input, message } of cases) {
+      it(name, () => {
+        assert.throws(() => decodeEnvelope(input), brokerError('INVALID_CIPHERTEXT', message));
+      });
+    }
+  });
+
+  it('never fails with anything but INVALID_CIPHERTEXT on 2,000 random and mutated inputs', () => {
+    const random = prng(0x6b6272);
+    const int = (below: number) => Math.floor(random() * below);
+    const bytes = (length: number) => Buffer.from(Array.from({ length }, () => int(256)));
+    const valid = envelopeOf(header);
+    const mutations: ((input: Buffer) => Buffer)[] = [
+      input => {
+        const copy = Buffer.from(input);
+        for (let flips = 1 + int(4); flips > 0; flips--) copy[int(copy.length)] = int(256);
+        return copy;
+      },
+      input => input.subarray(0, int(input.length)),
+      input => {
+        const at = int(input.length);
+        return Buffer.concat([input.subarray(0, at), bytes(1 + int(8)), input.subarray(at)]);
+      },
+      () => Buffer.concat([ENVELOPE_MAGIC, bytes(int(200))]),
+      () => bytes(int(1100)),
+    ];
+    let parsed = 0;
+    for (let iteration = 0; iteration < 2000; iteration++) {
+      const mutate = mutations[iteration % mutations.length] as (input: Buffer) => Buffer;
+      const input = mutate(valid);
+      try {
+        const envelope = decodeEnvelope(input);
+        parsed++;
+        assert.ok(envelope.wrapped.length > 0 && envelope.aad.subarray(0, 4).equals(ENVELOPE_MAGIC));
+      } catch (error) {
+        assert.ok(
+          error instanceof BrokerError && error.code === 'INVALID_CIPHERTEXT',
+          `input ${input.toString('hex')} (iteration ${iteration}) threw ${String(error)}`,
+        );
+      }
+    }
+    // Single-byte flips in the wrapped bytes still parse; the loop must have exercised both paths.
+    assert.ok(parsed > 0 && parsed < 2000, `parsed ${parsed} of 2000`);
+  });
+});

@@ -1,0 +1,182 @@
+// The key registry (which version writes, which key_id that makes) and the reconciliation
+// of the state file with what a backend lists.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { KeyVersionInfo } from '../../src/backends/kek.ts';
+import { deriveKeyId } from '../../src/broker/key-id.ts';
+import { KeyRegistry, reconcileBackend } from '../../src/broker/key-registry.ts';
+import type { BrokerState, StoredVersion } from '../../src/broker/state-store.ts';
+import { brokerError } from './expect-error.ts';
+
+const now = new Date('2025-06-01T12:00:00.000Z');
+const T1 = '2025-01-01T00:00:00.000Z';
+
+function stored(version: string, fingerprint = `fp-${version}`): StoredVersion {
+  return { version, fingerprint, createdAt: T1, state: 'active' };
+}
+
+function listed(version: string, fingerprint = `fp-${version}`): KeyVersionInfo {
+  return { version, fingerprint, createdAt: T1 };
+}
+
+const state: BrokerState = {
+  format: 1,
+  generation: 0,
+  backends: {
+    primary: { writeVersion: '2', versions: [stored('1'), stored('2')] },
+    secondary: { writeVersion: '1', versions: [stored('1', 'other-fp')] },
+  },
+};
+
+describe('KeyRegistry', () => {
+  it('takes key_id and write key from the first backend in write order', () => {
+    const registry = new KeyRegistry(state, ['primary', 'secondary']);
+    const writeKey = { backend: 'primary', version: '2', fingerprint: 'fp-2' };
+    assert.deepEqual(registry.current, { keyId: deriveKeyId([writeKey], 0), writeKey });
+
+    const other = new KeyRegistry(state, ['secondary', 'primary']);
+    assert.equal(other.current.writeKey.backend, 'secondary');
+    assert.notEqual(other.current.keyId, registry.current.keyId);
+  });
+
+  it('includes the generation in key_id', () => {
+    const bumped = new KeyRegistry({ ...state, generation: 1 }, ['primary']);
+    assert.notEqual(bumped.current.keyId, new KeyRegistry(state, ['primary']).current.keyId);
+  });
+
+  it('refuses a write backend without a known write version as INTERNAL', () => {
+    assert.throws(() => new KeyRegistry(state, ['missing']), brokerError('INTERNAL', 'backend missing'));
+    assert.throws(() => new KeyRegistry(state, []), brokerError('INTERNAL', '(none)'));
+  });
+
+  it('addWriteVersion makes the new version write and changes key_id', () => {
+    const registry = new KeyRegistry(state, ['primary']);
+    const before = registry.current.keyId;
+    registry.addWriteVersion('primary', { version: '3', fingerprint: 'fp-3' }, now);
+    assert.equal(registry.current.writeKey.version, '3');
+    assert.notEqual(registry.current.keyId, before);
+    assert.deepEqual(registry.version('primary', '3'), {
+      version: '3',
+      fingerprint: 'fp-3',
+      createdAt: now.toISOString(),
+      state: 'active',
+    });
+    // Older versions stay readable.
+    assert.deepEqual(registry.version('primary', '1'), stored('1'));
+    assert.equal(registry.toState().backends.primary?.writeVersion, '3');
+  });
+
+  it('addWriteVersion keeps a backend-provided createdAt and can add a first version', () => {
+    const registry = new KeyRegistry(state, ['primary']);
+    registry.addWriteVersion('fresh', { version: '1', fingerprint: 'f', createdAt: T1 }, now);
+    assert.deepEqual(registry.toState().backends.fresh, {
+      writeVersion: '1',
+      versions: [{ version: '1', fingerprint: 'f', createdAt: T1, state: 'active' }],
+    });
+  });
+
+  it('hands out copies: mutating toState() or the constructor input does not reach the registry', () => {
+    const input = structuredClone(state);
+    const registry = new KeyRegistry(input, ['primary']);
+    const keyId = registry.current.keyId;
+    const copy = registry.toState();
+    copy.generation = 99;
+    (copy.backends.primary as BrokerState['backends'][string]).writeVersion = '1';
+    input.generation = 42;
+    delete input.backends.primary;
+    assert.deepEqual(registry.toState(), state);
+    assert.equal(registry.current.keyId, keyId);
+  });
+
+  it('replace() switches to a new state and re-derives key_id', () => {
+    const registry = new KeyRegistry(state, ['primary']);
+    const next = structuredClone(state);
+    (next.backends.primary as BrokerState['backends'][string]).writeVersion = '1';
+    registry.replace(next);
+    assert.equal(registry.current.writeKey.version, '1');
+    assert.equal(registry.current.keyId, new KeyRegistry(next, ['primary']).current.keyId);
+  });
+
+  it('version() finds stored versions and nothing else', () => {
+    const registry = new KeyRegistry(state, ['primary']);
+    assert.deepEqual(registry.version('secondary', '1'), stored('1', 'other-fp'));
+    assert.equal(registry.version('primary', '9'), undefined);
+    assert.equal(registry.version('nobody', '1'), undefined);
+  });
+});
+
+describe('reconcileBackend', () => {
+  const primary = state.backends.primary as BrokerState['backends'][string];
+
+  it('returns undefined when neither the state nor the backend knows a version', () => {
+    assert.equal(reconcileBackend('primary', undefined, [], now), undefined);
+  });
+
+  it('adopts everything listed when nothing is stored; the latest listed version writes', () => {
+    const result = reconcileBackend(
+      'primary',
+      undefined,
+      [listed('1'), { version: '2', fingerprint: 'fp-2' }],
+      now,
+    );
+    assert.deepEqual(result, {
+      backend: {
+        writeVersion: '2',
+        versions: [
+          stored('1'),
+          { version: '2', fingerprint: 'fp-2', createdAt: now.toISOString(), state: 'active' },
+        ],
+      },
+      changed: true,
+      missing: [],
+    });
+  });
+
+  it('adopts extra listed versions as active without changing the write version', () => {
+    const result = reconcileBackend('primary', primary, [listed('1'), listed('2'), listed('3')], now);
+    assert.deepEqual(result, {
+      backend: { writeVersion: '2', versions: [stored('1'), stored('2'), stored('3')] },
+      changed: true,
+      missing: [],
+    });
+  });
+
+  it('reports no change when the backend lists exactly what is stored', () => {
+    const result = reconcileBackend('primary', primary, [listed('1'), listed('2')], now);
+    assert.deepEqual(result, { backend: primary, changed: false, missing: [] });
+  });
+
+  it('keeps an older version the backend no longer lists, and reports it as missing', () => {
+    const result = reconcileBackend('primary', primary, [listed('2')], now);
+    assert.deepEqual(result, { backend: primary, changed: false, missing: ['1'] });
+  });
+
+  it('keeps a stored retired version as it is', () => {
+    const withRetired = {
+      writeVersion: '2',
+      versions: [{ ...stored('1'), state: 'retired' as const }, stored('2')],
+    };
+    const result = reconcileBackend('primary', withRetired, [listed('1'), listed('2')], now);
+    assert.deepEqual(result, { backend: withRetired, changed: false, missing: [] });
+  });
+
+  it('refuses with STATE_MISMATCH when the stored write version is not listed', () => {
+    assert.throws(
+      () => reconcileBackend('primary', primary, [listed('1')], now),
+      brokerError('STATE_MISMATCH', 'backend primary: the state says version 2 writes'),
+    );
+    assert.throws(() => reconcileBackend('primary', primary, [], now), brokerError('STATE_MISMATCH'));
+  });
+
+  it('refuses with STATE_MISMATCH when a listed version has a different fingerprint', () => {
+    for (const version of ['1', '2']) {
+      const others = [listed('1'), listed('2')].map(info =>
+        info.version === version ? { ...info, fingerprint: 'recreated' } : info,
+      );
+      assert.throws(
+        () => reconcileBackend('primary', primary, others, now),
+        brokerError('STATE_MISMATCH', `key version ${version} has a different identity`),
+      );
+    }
+  });
+});
