@@ -27,6 +27,16 @@ function backendConfig(token: SoftHsmToken, overrides: Record<string, unknown> =
 
 const signal = (): AbortSignal => AbortSignal.timeout(5000);
 
+/** C_CloseAllSessions from elsewhere in the process: the backend's sessions and login die. */
+function closeAllSessions(): void {
+  const module = loadModule(SOFTHSM_MODULE);
+  try {
+    module.module.getSlots(0, true).closeAll();
+  } finally {
+    module.release();
+  }
+}
+
 describe('PKCS#11 backend on SoftHSM', () => {
   let token: SoftHsmToken;
   let backend: KekBackend;
@@ -47,6 +57,16 @@ describe('PKCS#11 backend on SoftHSM', () => {
     await backend.close();
     token.remove();
   });
+
+  async function roundTrip(keyVersion: string, label: string): Promise<void> {
+    const plaintext = randomBytes(32);
+    const aad = Buffer.from(label);
+    const wrapped = await backend.wrap({ plaintext, keyVersion, aad, signal: signal() });
+    assert.deepEqual(
+      await backend.unwrap({ wrapped, keyVersion, mechanism: 'aes-gcm', aad, signal: signal() }),
+      plaintext,
+    );
+  }
 
   it('creates numbered, non-extractable, sensitive AES-256 key objects', async () => {
     assert.deepEqual(await backend.listVersions(signal()), []);
@@ -114,31 +134,14 @@ describe('PKCS#11 backend on SoftHSM', () => {
   });
 
   it('recovers once when every session, and with them the login, is lost', async () => {
-    const module = loadModule(SOFTHSM_MODULE);
-    try {
-      // C_CloseAllSessions from elsewhere in the process: the anchor and pooled sessions die.
-      module.module.getSlots(0, true).closeAll();
-    } finally {
-      module.release();
-    }
-    const plaintext = randomBytes(32);
-    const aad = Buffer.from('after-loss');
-    const wrapped = await backend.wrap({ plaintext, keyVersion: '2', aad, signal: signal() });
-    assert.deepEqual(
-      await backend.unwrap({ wrapped, keyVersion: '2', mechanism: 'aes-gcm', aad, signal: signal() }),
-      plaintext,
-    );
+    closeAllSessions();
+    await roundTrip('2', 'after-loss');
     await backend.probe(signal());
     assert.ok(log.records().some(record => record.msg === 'recovering HSM connection'));
   });
 
   it('notices a lost login in its probe and recovers it', async () => {
-    const module = loadModule(SOFTHSM_MODULE);
-    try {
-      module.module.getSlots(0, true).closeAll();
-    } finally {
-      module.release();
-    }
+    closeAllSessions();
     const before = log.records().filter(record => record.msg === 'recovering HSM connection').length;
     await backend.probe(signal());
     assert.equal(
@@ -151,13 +154,7 @@ describe('PKCS#11 backend on SoftHSM', () => {
     const module = loadModule(SOFTHSM_MODULE);
     module.module.finalize();
     module.release();
-    const plaintext = randomBytes(32);
-    const aad = Buffer.from('after-finalize');
-    const wrapped = await backend.wrap({ plaintext, keyVersion: '1', aad, signal: signal() });
-    assert.deepEqual(
-      await backend.unwrap({ wrapped, keyVersion: '1', mechanism: 'aes-gcm', aad, signal: signal() }),
-      plaintext,
-    );
+    await roundTrip('1', 'after-finalize');
     assert.ok(
       log.records().some(record => record.msg === 'recovering HSM connection' && record.failure === 'device'),
     );
