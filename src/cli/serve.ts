@@ -6,17 +6,19 @@ import { createLogger } from '../log.ts';
 export async function serveCommand(configPath: string): Promise<void> {
   const config = loadConfigFile(configPath);
   const logger = createLogger(config.log.level);
-  const app = await startApp(config, { logger });
-  await new Promise<void>(resolve => {
+  // Listen for signals before serving: a SIGTERM that lands while the broker starts must
+  // still drain and remove the socket, not kill the process with the default action.
+  const stopRequested = new Promise<NodeJS.Signals>(resolve => {
     const stop = (signal: NodeJS.Signals) => {
-      logger.info({ signal }, 'signal received');
       process.removeListener('SIGTERM', stop);
       process.removeListener('SIGINT', stop);
-      resolve();
+      resolve(signal);
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
+  const app = await startApp(config, { logger });
+  logger.info({ signal: await stopRequested }, 'signal received');
   await app.shutdown();
   logger.flush();
 }
