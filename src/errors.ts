@@ -42,6 +42,17 @@ export const errorCatalog = {
   },
   KEY_VERSION_RETIRED: { grpc: GrpcCode.FAILED_PRECONDITION, http: 409, title: 'Key version is retired' },
   BACKEND_UNAVAILABLE: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'Key backend is unavailable' },
+  BACKEND_REJECTED: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 409,
+    title: 'Key backend rejected the request',
+  },
+  BACKEND_PERMISSION_DENIED: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 403,
+    title: "Key backend denied the broker's credentials this operation",
+  },
+  BACKEND_AUTH_FAILED: { grpc: GrpcCode.UNAUTHENTICATED, http: 500, title: 'Key backend refused the login' },
   DEADLINE_EXCEEDED: { grpc: GrpcCode.DEADLINE_EXCEEDED, http: 504, title: 'Deadline exceeded' },
   CONFIG_INVALID: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, title: 'Configuration is invalid' },
   SECRET_UNREADABLE: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'A secret could not be read' },

@@ -28,6 +28,15 @@ export interface UnwrapRequest {
   readonly signal: AbortSignal;
 }
 
+/** A service that rotates its own keys (Transit, cloud KMSes): how the broker learns of it. */
+export interface ExternalRotation {
+  readonly intervalMs: number;
+  /** A new current version must be seen unchanged this long before the broker adopts it. */
+  readonly stableForMs: number;
+  /** The version the service itself now considers current. */
+  latest(signal: AbortSignal): Promise<KeyVersionInfo>;
+}
+
 export interface KekBackend {
   readonly name: string;
   readonly type: string;
@@ -37,6 +46,8 @@ export interface KekBackend {
   readonly autoCreate: boolean;
   /** The config key that enables autoCreate, named in the error when no key exists. */
   readonly autoCreateOption: string;
+  /** Present when the service can rotate keys on its own. */
+  readonly externalRotation?: ExternalRotation;
   /** Connect and authenticate. Fails fast on configuration errors (wrong PIN, no token). */
   open(): Promise<void>;
   listVersions(signal: AbortSignal): Promise<KeyVersionInfo[]>;

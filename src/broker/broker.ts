@@ -1,12 +1,13 @@
 // The broker: Status, Encrypt and Decrypt over the KEK interface, the key registry, and
 // rotation. It knows nothing of gRPC; src/grpc adapts it to the wire.
-import type { KekBackend } from '../backends/kek.ts';
+import type { KekBackend, KeyVersionInfo } from '../backends/kek.ts';
 import type { BrokerConfig } from '../config/schema.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { callSignal, withSignal } from './deadline.ts';
 import { decodeEnvelope, encodeEnvelope, headerAad, MAX_CIPHERTEXT_BYTES } from './envelope.ts';
 import { HealthMonitor } from './health.ts';
+import { RotationWatch } from './rotation-watch.ts';
 import { KeyRegistry, reconcileBackend } from './key-registry.ts';
 import type { BrokerState, StateStore } from './state-store.ts';
 
@@ -48,6 +49,8 @@ export interface DecryptInput {
 /** How often a Decrypt for an unknown key version may re-list the backend's versions. */
 const VERSION_REFRESH_MIN_INTERVAL_MS = 5000;
 const STATE_WATCH_INTERVAL_MS = 1000;
+/** Budget for key administration (listing, creating versions), which the apiserver does not wait on. */
+const ADMIN_CALL_MS = 30000;
 
 export class Broker {
   readonly #config: BrokerConfig;
@@ -57,6 +60,7 @@ export class Broker {
   readonly #now: () => Date;
   readonly #registry: KeyRegistry;
   readonly #health: HealthMonitor;
+  readonly #rotationWatch: RotationWatch;
   #unwatch: (() => void) | undefined;
   #reloading: Promise<void> | undefined;
   #lastVersionRefresh = 0;
@@ -74,6 +78,12 @@ export class Broker {
       deps.config.health.probeIntervalMs,
       deps.logger,
     );
+    this.#rotationWatch = new RotationWatch({
+      backends: [...deps.backends.values()],
+      writeVersion: backend => this.#registry.writeVersion(backend),
+      adopt: (backend, info) => this.#adopt(backend, info),
+      logger: deps.logger,
+    });
   }
 
   /** Opens every backend, reconciles the state file with what they hold, and starts probing. */
@@ -90,6 +100,7 @@ export class Broker {
       if (stored === undefined || state.changed) await deps.stateStore.save(state.state);
       const broker = new Broker(deps, new KeyRegistry(state.state, deps.config.failover.order), now);
       broker.#health.start();
+      broker.#rotationWatch.start();
       broker.#unwatch = deps.stateStore.watch(() => void broker.reload(), STATE_WATCH_INTERVAL_MS);
       deps.logger.info(
         { keyId: broker.#registry.current.keyId, backends: [...deps.backends.keys()] },
@@ -181,17 +192,38 @@ export class Broker {
   }
 
   /** Creates a new key version in a backend and makes it the write version (key_id changes). */
-  async rotate(backendName: string): Promise<{ keyId: string; version: string }> {
+  rotate(backendName: string): Promise<{ keyId: string; version: string }> {
     const backend = this.#backend(backendName);
-    // Rotations run one at a time so two never race to the same version number.
-    const run = this.#rotating.then(async () => {
-      const created = await backend.createVersion(AbortSignal.timeout(30000));
-      this.#registry.addWriteVersion(backendName, created, this.#now());
-      await this.#store.save(this.#registry.toState());
-      const { keyId } = this.#registry.current;
-      this.#logger.info({ backend: backendName, version: created.version, keyId }, 'key rotated');
-      return { keyId, version: created.version };
+    return this.#serialized(async () => {
+      const created = await backend.createVersion(callSignal(ADMIN_CALL_MS));
+      return this.#makeWriteVersion(backendName, created, 'key rotated');
     });
+  }
+
+  /** Adopts a version the service created itself (seen stable by the rotation watch). */
+  #adopt(backendName: string, info: KeyVersionInfo): Promise<void> {
+    return this.#serialized(async () => {
+      await this.#makeWriteVersion(backendName, info, 'adopted a rotation done in the backend');
+    });
+  }
+
+  async #makeWriteVersion(
+    backend: string,
+    info: KeyVersionInfo,
+    message: string,
+  ): Promise<{ keyId: string; version: string }> {
+    const before = this.#registry.current.keyId;
+    this.#registry.setWriteVersion(backend, info, this.#now());
+    await this.#store.save(this.#registry.toState());
+    const { keyId } = this.#registry.current;
+    this.#logger.info({ backend, version: info.version, keyId }, message);
+    if (keyId !== before) this.#logger.info({ keyId, previousKeyId: before }, 'key set changed');
+    return { keyId, version: info.version };
+  }
+
+  /** Key-set changes run one at a time, so two never race to the same version number. */
+  #serialized<T>(change: () => Promise<T>): Promise<T> {
+    const run = this.#rotating.then(change);
     this.#rotating = run.catch(() => undefined);
     return run;
   }
@@ -237,8 +269,13 @@ export class Broker {
     return this.#health;
   }
 
+  get rotationWatch(): RotationWatch {
+    return this.#rotationWatch;
+  }
+
   async close(): Promise<void> {
     this.#health.stop();
+    this.#rotationWatch.stop();
     this.#unwatch?.();
     await this.#reloading;
     await Promise.allSettled([...this.#backends.values()].map(backend => backend.close()));
@@ -313,7 +350,7 @@ async function reconcileAll(
     stored === undefined ? { format: 1, generation: 0, backends: {} } : structuredClone(stored);
   let changed = false;
   for (const [name, backend] of backends) {
-    const listed = await backend.listVersions(AbortSignal.timeout(30000));
+    const listed = await backend.listVersions(callSignal(ADMIN_CALL_MS));
     const merged = reconcileBackend(name, state.backends[name], listed, now);
     if (merged !== undefined) {
       state.backends[name] = merged.backend;
@@ -332,7 +369,7 @@ async function reconcileAll(
         `backend ${name} holds no key version; set ${backend.autoCreateOption}: true on it to create version 1, or create the key in the ${backend.type} service`,
       );
     }
-    const created = await backend.createVersion(AbortSignal.timeout(30000));
+    const created = await backend.createVersion(callSignal(ADMIN_CALL_MS));
     state.backends[name] = {
       writeVersion: created.version,
       versions: [

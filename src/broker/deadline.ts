@@ -9,7 +9,22 @@ import { BrokerError } from '../errors.ts';
 export function callSignal(budgetMs: number, callerDeadline?: number): AbortSignal {
   const marginMs = 50;
   const callerBudget = callerDeadline === undefined ? Infinity : callerDeadline - Date.now() - marginMs;
-  return AbortSignal.timeout(Math.max(1, Math.min(budgetMs, callerBudget)));
+  const ms = Math.max(1, Math.min(budgetMs, callerBudget));
+  const signal = AbortSignal.timeout(ms);
+  deadlines.set(signal, Date.now() + ms);
+  return signal;
+}
+
+/** When each call signal fires; AbortSignal itself does not say. */
+const deadlines = new WeakMap<AbortSignal, number>();
+
+/**
+ * Milliseconds left before a call signal fires (Infinity for a signal of unknown origin),
+ * so that a backend can size each retry's request timeout to what is left.
+ */
+export function remainingMs(signal: AbortSignal): number {
+  const at = deadlines.get(signal);
+  return at === undefined ? Infinity : Math.max(0, at - Date.now());
 }
 
 /** Settles with the promise, or rejects with DEADLINE_EXCEEDED when the signal fires first. */

@@ -3,6 +3,7 @@
 // record, so an outage is seen at the first failed call, not only at the next probe.
 import type { KekBackend } from '../backends/kek.ts';
 import { toBrokerError } from '../errors.ts';
+import { callSignal } from './deadline.ts';
 import type { Logger } from '../log.ts';
 
 export interface BackendHealth {
@@ -73,7 +74,7 @@ export class HealthMonitor {
 
   async #probe(backend: KekBackend): Promise<void> {
     const started = performance.now();
-    const signal = AbortSignal.timeout(Math.min(this.#intervalMs, 5000));
+    const signal = callSignal(Math.min(this.#intervalMs, 5000));
     let reason: string | undefined;
     try {
       await backend.probe(signal);

@@ -38,20 +38,38 @@ export class KeyRegistry {
     return this.#state.backends[backend]?.versions.find(entry => entry.version === version);
   }
 
-  /** Adds a freshly created version and makes it the write version of its backend. */
-  addWriteVersion(backend: string, info: KeyVersionInfo, now: Date): void {
+  /**
+   * Makes a version the write version of its backend: a freshly created one is added, one
+   * the registry already lists (adopted earlier as active) is promoted. A listed version
+   * with another identity is refused: that key was recreated, not rotated.
+   */
+  setWriteVersion(backend: string, info: KeyVersionInfo, now: Date): void {
     const entry = this.#state.backends[backend];
-    const record: StoredVersion = {
+    const known = entry?.versions.find(version => version.version === info.version);
+    if (known !== undefined && known.fingerprint !== info.fingerprint) {
+      throw new BrokerError(
+        'STATE_MISMATCH',
+        `backend ${backend}: key version ${info.version} has a different identity than the state records`,
+      );
+    }
+    const record: StoredVersion = known ?? {
       version: info.version,
       fingerprint: info.fingerprint,
       createdAt: info.createdAt ?? now.toISOString(),
       state: 'active',
     };
-    if (entry === undefined)
-      this.#state.backends[backend] = { writeVersion: info.version, versions: [record] };
-    else
-      this.#state.backends[backend] = { writeVersion: info.version, versions: [...entry.versions, record] };
+    const versions = entry?.versions ?? [];
+    this.#state.backends[backend] = {
+      writeVersion: info.version,
+      versions: known === undefined ? [...versions, record] : versions,
+    };
     this.#snapshot = this.#derive();
+  }
+
+  /** The write version of a backend, if it has one. */
+  writeVersion(backend: string): StoredVersion | undefined {
+    const entry = this.#state.backends[backend];
+    return entry?.versions.find(version => version.version === entry.writeVersion);
   }
 
   /** Replaces the whole state (e.g. after another process rewrote the state file). */

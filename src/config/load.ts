@@ -5,10 +5,11 @@ import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { BrokerError } from '../errors.ts';
+import type { RuleViolation } from './common.ts';
 import { describeSchemaErrors } from './schema-errors.ts';
 import {
   backendHeadSchema,
-  backendSchemas,
+  backendKinds,
   configSchema,
   type BackendConfig,
   type BackendType,
@@ -21,7 +22,7 @@ const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true });
 const validateTop = ajv.compile(configSchema);
 const validateHead = ajv.compile(backendHeadSchema);
 const validateBackend = Object.fromEntries(
-  Object.entries(backendSchemas).map(([type, schema]) => [type, ajv.compile(schema)]),
+  Object.entries(backendKinds).map(([type, kind]) => [type, ajv.compile(kind.schema)]),
 ) as Record<BackendType, ValidateFunction>;
 
 export function loadConfigFile(path: string): BrokerConfig {
@@ -60,7 +61,13 @@ export function validateConfig(raw: unknown, source = 'config'): BrokerConfig {
     const { type } = backend as { type: BackendType };
     const validate = validateBackend[type];
     if (!validate(backend)) fail(source, validate.errors, at);
-    checkBackendRules(backend as BackendConfig, index, source);
+    const violation = (backendKinds[type].check as (config: BackendConfig) => RuleViolation | undefined)(
+      backend as BackendConfig,
+    );
+    if (violation !== undefined) {
+      const path = violation.path === undefined ? '' : `.${violation.path}`;
+      throw invalid(source, `backends[${index}]${path}: ${violation.message}`);
+    }
   });
   checkCrossReferences(config as BrokerConfig, source);
   return deepFreeze(config as BrokerConfig);
@@ -69,19 +76,6 @@ export function validateConfig(raw: unknown, source = 'config'): BrokerConfig {
 /** The head schema allows other keys; only its own complaints are relevant. */
 function onlyHeadErrors(errors: ErrorObject[] | null | undefined): ErrorObject[] {
   return (errors ?? []).filter(error => error.keyword !== 'additionalProperties');
-}
-
-function checkBackendRules(backend: BackendConfig, index: number, source: string): void {
-  const at = `backends[${index}]`;
-  if ((backend.tokenLabel === undefined) === (backend.tokenSerial === undefined)) {
-    throw invalid(source, `${at}: set exactly one of tokenLabel and tokenSerial`);
-  }
-  if ((backend.pinFile === undefined) === (backend.pinEnv === undefined)) {
-    throw invalid(
-      source,
-      `${at}: set exactly one of pinFile and pinEnv (a PIN is never written in the config)`,
-    );
-  }
 }
 
 function checkCrossReferences(config: BrokerConfig, source: string): void {

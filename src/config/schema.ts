@@ -2,43 +2,31 @@
 // (TypeBox). Every object rejects unknown keys so that a typo is an error, not a silently
 // ignored setting.
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { absolutePath, backendNameSchema, strict, type RuleViolation } from './common.ts';
+import { checkPkcs11, pkcs11BackendSchema, type Pkcs11BackendConfig } from './pkcs11-schema.ts';
+import {
+  checkVaultTransit,
+  vaultTransitBackendSchema,
+  type VaultTransitBackendConfig,
+} from './vault-transit-schema.ts';
 
-const strict = { additionalProperties: false } as const;
-
-/** A DNS label: backend names appear in envelopes, metrics and annotation keys. */
-export const backendNameSchema = Type.String({ pattern: '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$' });
-const absolutePath = Type.String({ minLength: 1, pattern: '^/' });
-
-export const pkcs11BackendSchema = Type.Object(
-  {
-    name: backendNameSchema,
-    type: Type.Literal('pkcs11'),
-    module: absolutePath,
-    tokenLabel: Type.Optional(Type.String({ minLength: 1, maxLength: 32 })),
-    tokenSerial: Type.Optional(Type.String({ minLength: 1, maxLength: 16 })),
-    pinFile: Type.Optional(absolutePath),
-    pinEnv: Type.Optional(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' })),
-    keyLabel: Type.String({ minLength: 1, maxLength: 48, pattern: '^[A-Za-z0-9_.-]+$' }),
-    generateIfMissing: Type.Boolean({ default: false }),
-    mechanism: Type.Literal('aes-gcm', { default: 'aes-gcm' }),
-    /** Sessions used for crypto; SoftHSM runs one operation per session at a time. */
-    sessions: Type.Integer({ minimum: 1, maximum: 64, default: 4 }),
-  },
-  strict,
-);
-export type Pkcs11BackendConfig = Static<typeof pkcs11BackendSchema>;
-
-/** Type-specific schemas, chosen by a backend's `type`. A new backend adds one line here. */
-export const backendSchemas = {
-  pkcs11: pkcs11BackendSchema,
-} as const satisfies Record<string, TSchema>;
-export type BackendType = keyof typeof backendSchemas;
-export type BackendConfig = Pkcs11BackendConfig;
+/**
+ * Backend kinds by `type`: each brings its schema and the rules a schema cannot express.
+ * A new backend kind adds one line here.
+ */
+export const backendKinds = {
+  pkcs11: { schema: pkcs11BackendSchema, check: checkPkcs11 },
+  'vault-transit': { schema: vaultTransitBackendSchema, check: checkVaultTransit },
+} as const satisfies Record<string, { schema: TSchema; check: (config: never) => RuleViolation | undefined }>;
+export type BackendType = keyof typeof backendKinds;
+export type BackendConfig = Pkcs11BackendConfig | VaultTransitBackendConfig;
+export type { Pkcs11BackendConfig, VaultTransitBackendConfig };
+export type { VaultAuthConfig } from './vault-transit-schema.ts';
 
 /** Fields common to all backends, checked before the type-specific schema. */
 export const backendHeadSchema = Type.Object({
   name: backendNameSchema,
-  type: Type.Union(Object.keys(backendSchemas).map(type => Type.Literal(type))),
+  type: Type.Union(Object.keys(backendKinds).map(type => Type.Literal(type))),
 });
 
 export const configSchema = Type.Object(

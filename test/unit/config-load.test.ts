@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { parseConfig, validateConfig } from '../../src/config/load.ts';
+import type { Pkcs11BackendConfig } from '../../src/config/schema.ts';
 import { brokerError } from './expect-error.ts';
 
 const minimalYaml = `
@@ -87,8 +88,9 @@ describe('config loading', () => {
     assert.equal(config.socketMode, '0660');
     assert.equal(config.log.level, 'debug');
     assert.deepEqual(config.timeouts, { callMs: 1000, shutdownGraceMs: 10000 });
-    assert.equal(config.backends[0]?.sessions, 8);
-    assert.equal(config.backends[0]?.generateIfMissing, true);
+    const backend = config.backends[0] as Pkcs11BackendConfig;
+    assert.equal(backend.sessions, 8);
+    assert.equal(backend.generateIfMissing, true);
   });
 
   it('returns a deeply frozen config', () => {
@@ -117,8 +119,9 @@ describe('config loading', () => {
     delete backend.pinFile;
     Object.assign(backend, { tokenSerial: '1234abcd', pinEnv: 'HSM_PIN' });
     const config = validateConfig(raw);
-    assert.equal(config.backends[0]?.tokenSerial, '1234abcd');
-    assert.equal(config.backends[0]?.pinEnv, 'HSM_PIN');
+    const loaded = config.backends[0] as Pkcs11BackendConfig;
+    assert.equal(loaded.tokenSerial, '1234abcd');
+    assert.equal(loaded.pinEnv, 'HSM_PIN');
   });
 
   describe('rejects with CONFIG_INVALID naming the key path', () => {
@@ -190,7 +193,7 @@ describe('config loading', () => {
       {
         name: 'an unknown backend type',
         change: raw => (firstBackend(raw).type = 'vault'),
-        expected: 'backends[0].type: must be "pkcs11"',
+        expected: 'backends[0].type: must be one of "pkcs11", "vault-transit"',
       },
       {
         name: 'a log level that is not one of the choices',

@@ -49,10 +49,10 @@ describe('KeyRegistry', () => {
     assert.throws(() => new KeyRegistry(state, []), brokerError('INTERNAL', '(none)'));
   });
 
-  it('addWriteVersion makes the new version write and changes key_id', () => {
+  it('setWriteVersion makes the new version write and changes key_id', () => {
     const registry = new KeyRegistry(state, ['primary']);
     const before = registry.current.keyId;
-    registry.addWriteVersion('primary', { version: '3', fingerprint: 'fp-3' }, now);
+    registry.setWriteVersion('primary', { version: '3', fingerprint: 'fp-3' }, now);
     assert.equal(registry.current.writeKey.version, '3');
     assert.notEqual(registry.current.keyId, before);
     assert.deepEqual(registry.version('primary', '3'), {
@@ -66,13 +66,29 @@ describe('KeyRegistry', () => {
     assert.equal(registry.toState().backends.primary?.writeVersion, '3');
   });
 
-  it('addWriteVersion keeps a backend-provided createdAt and can add a first version', () => {
+  it('setWriteVersion keeps a backend-provided createdAt and can add a first version', () => {
     const registry = new KeyRegistry(state, ['primary']);
-    registry.addWriteVersion('fresh', { version: '1', fingerprint: 'f', createdAt: T1 }, now);
+    registry.setWriteVersion('fresh', { version: '1', fingerprint: 'f', createdAt: T1 }, now);
     assert.deepEqual(registry.toState().backends.fresh, {
       writeVersion: '1',
       versions: [{ version: '1', fingerprint: 'f', createdAt: T1, state: 'active' }],
     });
+  });
+
+  it('setWriteVersion promotes a version it already lists instead of adding it twice', () => {
+    const registry = new KeyRegistry(state, ['primary']);
+    registry.setWriteVersion('primary', { version: '1', fingerprint: 'fp-1' }, now);
+    assert.equal(registry.writeVersion('primary')?.version, '1');
+    assert.equal(registry.toState().backends.primary?.versions.length, 2);
+  });
+
+  it('setWriteVersion refuses a listed version whose identity changed', () => {
+    const registry = new KeyRegistry(state, ['primary']);
+    assert.throws(
+      () => registry.setWriteVersion('primary', { version: '1', fingerprint: 'recreated' }, now),
+      brokerError('STATE_MISMATCH', 'key version 1 has a different identity'),
+    );
+    assert.equal(registry.writeVersion('primary')?.version, '2');
   });
 
   it('hands out copies: mutating toState() or the constructor input does not reach the registry', () => {

@@ -1,0 +1,206 @@
+// The Vault token's life: log in with the configured method, renew the token before it
+// expires, and log in again when renewal is no longer possible or Vault answers 403. The
+// token itself only ever lives in the HTTP layer's header; it is never logged or returned.
+import type { SecretReader } from '../../config/secrets.ts';
+import type { VaultAuthConfig, VaultTransitBackendConfig } from '../../config/schema.ts';
+import { callSignal } from '../../broker/deadline.ts';
+import { BrokerError } from '../../errors.ts';
+import type { Logger } from '../../log.ts';
+import { VaultRequestError, type VaultHttp } from './vault-http.ts';
+
+interface AuthResponse {
+  auth?: { client_token?: string; lease_duration?: number; renewable?: boolean };
+}
+interface LookupResponse {
+  data?: { ttl?: number; renewable?: boolean };
+}
+
+/** What a request needs from the token's policy, named in a permission error. */
+export interface Need {
+  readonly capability: 'read' | 'update' | 'create';
+  readonly path: string;
+}
+
+const LOGIN_TIMEOUT_MS = 10000;
+/** Renew when this fraction of the lease has passed. */
+const RENEW_AT = 2 / 3;
+/** After a failed renewal or login in the background, try again this soon. */
+const RETRY_AFTER_MS = 5000;
+/** A lease this short means the token's max TTL is near: log in afresh rather than renew. */
+const MIN_USEFUL_LEASE_S = 10;
+
+export class VaultAuth {
+  readonly #http: VaultHttp;
+  readonly #auth: VaultAuthConfig;
+  readonly #backend: string;
+  readonly #readSecret: SecretReader;
+  readonly #logger: Logger;
+  #timer: NodeJS.Timeout | undefined;
+  #relogin: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(
+    http: VaultHttp,
+    config: VaultTransitBackendConfig,
+    deps: { readSecret: SecretReader; logger: Logger },
+  ) {
+    this.#http = http;
+    this.#auth = config.auth;
+    this.#backend = config.name;
+    this.#readSecret = deps.readSecret;
+    this.#logger = deps.logger;
+  }
+
+  /** Logs in and schedules renewal. A refused login is an error that names the method. */
+  async login(): Promise<void> {
+    const signal = callSignal(LOGIN_TIMEOUT_MS);
+    let lease: { seconds: number; renewable: boolean };
+    try {
+      lease =
+        this.#auth.method === 'token' ? await this.#useStaticToken(signal) : await this.#loginWith(signal);
+    } catch (error) {
+      throw this.#loginError(error);
+    }
+    this.#schedule(lease);
+  }
+
+  /**
+   * Runs a request; when Vault answers 403 (token expired or revoked), logs in again once
+   * and retries. A second refusal is a policy problem and says which capability is missing.
+   */
+  async call<T>(need: Need, request: () => Promise<T>): Promise<T> {
+    try {
+      return await request();
+    } catch (error) {
+      if (!(error instanceof VaultRequestError) || error.kind !== 'forbidden') throw error;
+    }
+    await this.relogin('permission denied');
+    try {
+      return await request();
+    } catch (error) {
+      if (error instanceof VaultRequestError && error.kind === 'forbidden') {
+        throw new BrokerError(
+          'BACKEND_PERMISSION_DENIED',
+          `backend ${this.#backend}: Vault denied the request; the token's policy needs "${need.capability}" on path "${need.path}"`,
+          'HTTP_403',
+        );
+      }
+      throw error;
+    }
+  }
+
+  /** One login at a time, however many calls saw the 403. */
+  relogin(reason: string): Promise<void> {
+    this.#relogin ??= (async () => {
+      this.#logger.warn({ reason, method: this.#auth.method }, 'logging in to Vault again');
+      try {
+        await this.login();
+      } finally {
+        this.#relogin = undefined;
+      }
+    })();
+    return this.#relogin;
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+  }
+
+  async #useStaticToken(signal: AbortSignal): Promise<{ seconds: number; renewable: boolean }> {
+    const token = this.#readSecret(
+      { file: this.#auth.tokenFile, env: this.#auth.tokenEnv },
+      `backend ${this.#backend} Vault token`,
+    );
+    this.#http.setToken(token);
+    const lookup = await this.#http.read<LookupResponse>('auth/token/lookup-self', signal);
+    return { seconds: lookup.data?.ttl ?? 0, renewable: lookup.data?.renewable === true };
+  }
+
+  async #loginWith(signal: AbortSignal): Promise<{ seconds: number; renewable: boolean }> {
+    const auth = this.#auth;
+    const mount = auth.mount ?? auth.method;
+    let body: Record<string, string>;
+    switch (auth.method) {
+      case 'approle':
+        body = {
+          role_id: auth.roleId ?? '',
+          secret_id: this.#readSecret(
+            { file: auth.secretIdFile },
+            `backend ${this.#backend} AppRole secret_id`,
+          ),
+        };
+        break;
+      case 'jwt':
+        // Read at every login: projected service-account tokens are rotated on disk.
+        body = {
+          role: auth.role ?? '',
+          jwt: this.#readSecret({ file: auth.jwtFile }, `backend ${this.#backend} JWT`),
+        };
+        break;
+      default:
+        body = auth.role === undefined ? {} : { name: auth.role };
+    }
+    // A login must not carry an old (possibly revoked) token.
+    this.#http.setToken('');
+    const response = await this.#http.write<AuthResponse>(`auth/${mount}/login`, body, signal);
+    const token = response.auth?.client_token;
+    if (token === undefined || token === '')
+      throw new VaultRequestError('other', undefined, 'NO_TOKEN_IN_LOGIN');
+    this.#http.setToken(token);
+    return { seconds: response.auth?.lease_duration ?? 0, renewable: response.auth?.renewable === true };
+  }
+
+  #schedule(lease: { seconds: number; renewable: boolean }): void {
+    clearTimeout(this.#timer);
+    if (this.#closed || lease.seconds <= 0) return; // a token without TTL never expires
+    const canRelogin = this.#auth.method !== 'token';
+    if (!lease.renewable && !canRelogin) {
+      this.#logger.warn({ ttlSeconds: lease.seconds }, 'the Vault token is not renewable and will expire');
+      return;
+    }
+    const delayMs = Math.max(1000, lease.seconds * 1000 * RENEW_AT);
+    this.#timer = setTimeout(() => void this.#refresh(lease.renewable), delayMs).unref();
+  }
+
+  async #refresh(renewable: boolean): Promise<void> {
+    try {
+      if (renewable) {
+        const renewed = await this.#http.write<AuthResponse>(
+          'auth/token/renew-self',
+          {},
+          callSignal(LOGIN_TIMEOUT_MS),
+        );
+        const seconds = renewed.auth?.lease_duration ?? 0;
+        if (seconds >= MIN_USEFUL_LEASE_S || this.#auth.method === 'token') {
+          this.#schedule({ seconds, renewable: renewed.auth?.renewable === true });
+          return;
+        }
+      }
+      await this.relogin('token lease ending');
+    } catch (error) {
+      this.#logger.warn(
+        { cause: error instanceof VaultRequestError ? error.cause : (error as Error).name },
+        'Vault token renewal failed; retrying',
+      );
+      if (!this.#closed) this.#timer = setTimeout(() => void this.#refresh(false), RETRY_AFTER_MS).unref();
+    }
+  }
+
+  #loginError(error: unknown): BrokerError {
+    if (error instanceof BrokerError) return error;
+    if (error instanceof VaultRequestError && (error.kind === 'forbidden' || error.kind === 'rejected')) {
+      return new BrokerError(
+        'BACKEND_AUTH_FAILED',
+        `backend ${this.#backend}: Vault refused the ${this.#auth.method} login (${error.cause}); check the auth settings and the credentials they point at`,
+        error.cause,
+      );
+    }
+    const cause = error instanceof VaultRequestError ? error.cause : 'VAULT_CLIENT_ERROR';
+    return new BrokerError(
+      'BACKEND_UNAVAILABLE',
+      `backend ${this.#backend}: cannot log in to Vault (${cause})`,
+      cause,
+    );
+  }
+}

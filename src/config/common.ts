@@ -1,0 +1,28 @@
+// Schema pieces and rule helpers shared by the top-level config and every backend kind.
+import { Type } from '@sinclair/typebox';
+
+export const strict = { additionalProperties: false } as const;
+
+/** A DNS label: backend names appear in envelopes, metrics and annotation keys. */
+export const backendNameSchema = Type.String({ pattern: '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$' });
+export const absolutePath = Type.String({ minLength: 1, pattern: '^/' });
+export const envVarName = Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' });
+
+/** A rule broken by a validated backend: where (relative to the backend) and what. */
+export interface RuleViolation {
+  readonly path?: string;
+  readonly message: string;
+}
+
+/** Exactly one of two alternative keys must be set (a file or a variable, a label or a serial). */
+export function exactlyOne(
+  value: object,
+  first: string,
+  second: string,
+  why = '',
+): RuleViolation | undefined {
+  const has = (key: string) => (value as Record<string, unknown>)[key] !== undefined;
+  return has(first) === has(second)
+    ? { message: `set exactly one of ${first} and ${second}${why}` }
+    : undefined;
+}

@@ -1,0 +1,114 @@
+import { Type, type Static } from '@sinclair/typebox';
+import {
+  absolutePath,
+  backendNameSchema,
+  envVarName,
+  exactlyOne,
+  strict,
+  type RuleViolation,
+} from './common.ts';
+
+const vaultPath = Type.String({
+  minLength: 1,
+  maxLength: 128,
+  pattern: '^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$',
+});
+
+export const vaultAuthMethods = ['token', 'approle', 'jwt', 'cert'] as const;
+export type VaultAuthMethod = (typeof vaultAuthMethods)[number];
+
+const vaultAuthSchema = Type.Object(
+  {
+    method: Type.Union(vaultAuthMethods.map(method => Type.Literal(method))),
+    /** Where the auth method is mounted; defaults to its own name (approle, jwt, cert). */
+    mount: Type.Optional(vaultPath),
+    tokenFile: Type.Optional(absolutePath),
+    tokenEnv: Type.Optional(envVarName),
+    roleId: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    secretIdFile: Type.Optional(absolutePath),
+    /** The jwt role, or the cert role name (optional for cert: Vault then tries all). */
+    role: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    jwtFile: Type.Optional(absolutePath),
+  },
+  strict,
+);
+export type VaultAuthConfig = Static<typeof vaultAuthSchema>;
+
+export const vaultTransitBackendSchema = Type.Object(
+  {
+    name: backendNameSchema,
+    type: Type.Literal('vault-transit'),
+    /** Scheme, host and port only, e.g. https://vault.example:8200. */
+    address: Type.String({ pattern: '^https?://[^/?#]+$' }),
+    mount: Type.String({ ...vaultPath, default: 'transit' }),
+    key: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.-]+$' }),
+    namespace: Type.Optional(vaultPath),
+    tls: Type.Optional(
+      Type.Object(
+        {
+          caFile: Type.Optional(absolutePath),
+          serverName: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
+          certFile: Type.Optional(absolutePath),
+          keyFile: Type.Optional(absolutePath),
+        },
+        strict,
+      ),
+    ),
+    /** Budget of one HTTP request; a call's own deadline may cut it shorter. */
+    requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 60000, default: 2000 }),
+    /** Bound on concurrent requests to Vault; Transit collapses under unbounded load. */
+    maxConcurrency: Type.Integer({ minimum: 1, maximum: 1024, default: 32 }),
+    createIfMissing: Type.Boolean({ default: false }),
+    /** Adoption of rotations done in Vault itself. */
+    rotationPoll: Type.Object(
+      {
+        intervalMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 30000 }),
+        /** A new latest version must be seen unchanged this long before it writes. */
+        stableForMs: Type.Integer({ minimum: 0, maximum: 86400000, default: 60000 }),
+      },
+      { ...strict, default: {} },
+    ),
+    auth: vaultAuthSchema,
+  },
+  strict,
+);
+export type VaultTransitBackendConfig = Static<typeof vaultTransitBackendSchema>;
+
+/** Which auth keys each method needs; any other auth key is a mistake worth naming. */
+const authKeys: Record<VaultAuthMethod, { required: readonly string[]; allowed: readonly string[] }> = {
+  token: { required: [], allowed: ['tokenFile', 'tokenEnv'] },
+  approle: { required: ['roleId', 'secretIdFile'], allowed: ['roleId', 'secretIdFile', 'mount'] },
+  jwt: { required: ['role', 'jwtFile'], allowed: ['role', 'jwtFile', 'mount'] },
+  cert: { required: [], allowed: ['role', 'mount'] },
+};
+
+export function checkVaultTransit(config: VaultTransitBackendConfig): RuleViolation | undefined {
+  const { auth, tls } = config;
+  const keys = authKeys[auth.method];
+  for (const key of Object.keys(auth)) {
+    if (key !== 'method' && !keys.allowed.includes(key)) {
+      return { path: `auth.${key}`, message: `not used by auth method ${auth.method}` };
+    }
+  }
+  for (const key of keys.required) {
+    if ((auth as Record<string, unknown>)[key] === undefined) {
+      return { path: `auth.${key}`, message: `auth method ${auth.method} needs it` };
+    }
+  }
+  if (auth.method === 'token') {
+    const violation = exactlyOne(auth, 'tokenFile', 'tokenEnv', ' (a token is never written in the config)');
+    if (violation !== undefined) return { path: 'auth', message: violation.message };
+  }
+  const https = config.address.startsWith('https://');
+  if (tls !== undefined && !https) return { path: 'tls', message: 'TLS settings need an https:// address' };
+  if ((tls?.certFile === undefined) !== (tls?.keyFile === undefined)) {
+    return { path: 'tls', message: 'set both certFile and keyFile, or neither' };
+  }
+  if (auth.method === 'cert' && (tls?.certFile === undefined || !https)) {
+    return {
+      path: 'auth',
+      message: 'auth method cert needs an https:// address and tls.certFile and tls.keyFile',
+    };
+  }
+  return undefined;
+}
