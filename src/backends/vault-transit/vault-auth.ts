@@ -26,8 +26,11 @@ const LOGIN_TIMEOUT_MS = 10000;
 const RENEW_AT = 2 / 3;
 /** After a failed renewal or login in the background, try again this soon. */
 const RETRY_AFTER_MS = 5000;
-/** A lease this short means the token's max TTL is near: log in afresh rather than renew. */
-const MIN_USEFUL_LEASE_S = 10;
+/**
+ * A renewal that grants less than this share of the login's lease means the token's max
+ * TTL is near (Vault caps renewals silently): log in afresh rather than renew.
+ */
+const MIN_RENEWED_SHARE = 1 - RENEW_AT;
 
 export class VaultAuth {
   readonly #http: VaultHttp;
@@ -38,6 +41,8 @@ export class VaultAuth {
   #timer: NodeJS.Timeout | undefined;
   #relogin: Promise<void> | undefined;
   #closed = false;
+  /** The lease the last login granted, to notice renewals capped by the max TTL. */
+  #loginLeaseSeconds = 0;
 
   constructor(
     http: VaultHttp,
@@ -61,6 +66,7 @@ export class VaultAuth {
     } catch (error) {
       throw this.#loginError(error);
     }
+    this.#loginLeaseSeconds = lease.seconds;
     this.#schedule(lease);
   }
 
@@ -172,7 +178,7 @@ export class VaultAuth {
           callSignal(LOGIN_TIMEOUT_MS),
         );
         const seconds = renewed.auth?.lease_duration ?? 0;
-        if (seconds >= MIN_USEFUL_LEASE_S || this.#auth.method === 'token') {
+        if (seconds >= this.#loginLeaseSeconds * MIN_RENEWED_SHARE) {
           this.#schedule({ seconds, renewable: renewed.auth?.renewable === true });
           return;
         }
