@@ -29,9 +29,29 @@ export function pkcs11Backend(
   };
 }
 
-/** Writes a config file in a fresh folder; the socket and state live beside it. */
+/** A Transit backend on a test OpenBao server, with the given auth settings. */
+export function vaultBackend(
+  address: string,
+  auth: Record<string, unknown>,
+  overrides: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    name: 'vault',
+    type: 'vault-transit',
+    address,
+    key: 'kek',
+    createIfMissing: true,
+    auth,
+    ...overrides,
+  };
+}
+
+/**
+ * Writes a config file in a fresh folder; the socket and state live beside it. Without a
+ * token, `overrides` must name the backends and the failover order.
+ */
 export function writeConfig(
-  token: SoftHsmToken,
+  token: SoftHsmToken | undefined,
   overrides: Record<string, unknown> = {},
   dir?: string,
 ): TestConfig {
