@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { parseConfig, validateConfig } from '../../src/config/load.ts';
-import type { Pkcs11BackendConfig } from '../../src/config/schema.ts';
+import type { Pkcs11BackendConfig, VaultTransitBackendConfig } from '../../src/config/schema.ts';
 import { brokerError } from './expect-error.ts';
 
 const minimalYaml = `
@@ -296,4 +296,100 @@ describe('config loading', () => {
       );
     });
   });
+});
+
+describe('vault-transit backend config', () => {
+  function withVault(backend: Record<string, unknown>): Raw {
+    const raw = minimal();
+    raw.backends = [
+      {
+        name: 'vault',
+        type: 'vault-transit',
+        address: 'https://vault.example:8200',
+        key: 'kek',
+        auth: { method: 'token', tokenFile: '/etc/kms-broker/vault-token' },
+        ...backend,
+      },
+    ];
+    raw.failover = { order: ['vault'] };
+    return raw;
+  }
+
+  it('fills in the defaults', () => {
+    const backend = validateConfig(withVault({})).backends[0] as VaultTransitBackendConfig;
+    assert.equal(backend.mount, 'transit');
+    assert.equal(backend.requestTimeoutMs, 2000);
+    assert.equal(backend.maxConcurrency, 32);
+    assert.equal(backend.createIfMissing, false);
+    assert.deepEqual(backend.rotationPoll, { intervalMs: 30000, stableForMs: 60000 });
+  });
+
+  it('accepts each auth method with what it needs', () => {
+    const methods: Record<string, unknown>[] = [
+      { method: 'token', tokenEnv: 'VAULT_TOKEN' },
+      { method: 'approle', roleId: 'r', secretIdFile: '/etc/s', mount: 'approle-k8s' },
+      { method: 'jwt', role: 'kms-broker', jwtFile: '/var/run/secrets/token' },
+    ];
+    for (const auth of methods)
+      assert.doesNotThrow(() => validateConfig(withVault({ auth })), JSON.stringify(auth));
+    assert.doesNotThrow(() =>
+      validateConfig(
+        withVault({ auth: { method: 'cert' }, tls: { certFile: '/etc/c.pem', keyFile: '/etc/k.pem' } }),
+      ),
+    );
+  });
+
+  const cases: { name: string; backend: Record<string, unknown>; expected: string }[] = [
+    {
+      name: 'a token written into the config',
+      backend: { auth: { method: 'token', token: 's.abc' } },
+      expected: 'backends[0].auth.token: unknown key',
+    },
+    {
+      name: 'both tokenFile and tokenEnv',
+      backend: { auth: { method: 'token', tokenFile: '/t', tokenEnv: 'T' } },
+      expected: 'backends[0].auth: set exactly one of tokenFile and tokenEnv',
+    },
+    {
+      name: 'approle without its secret_id file',
+      backend: { auth: { method: 'approle', roleId: 'r' } },
+      expected: 'backends[0].auth.secretIdFile: auth method approle needs it',
+    },
+    {
+      name: 'a key another method uses',
+      backend: { auth: { method: 'jwt', role: 'r', jwtFile: '/j', roleId: 'x' } },
+      expected: 'backends[0].auth.roleId: not used by auth method jwt',
+    },
+    {
+      name: 'cert auth without a client certificate',
+      backend: { auth: { method: 'cert' } },
+      expected:
+        'backends[0].auth: auth method cert needs an https:// address and tls.certFile and tls.keyFile',
+    },
+    {
+      name: 'TLS settings on an http address',
+      backend: { address: 'http://127.0.0.1:8200', tls: { caFile: '/ca.pem' } },
+      expected: 'backends[0].tls: TLS settings need an https:// address',
+    },
+    {
+      name: 'a client certificate without its key',
+      backend: { tls: { certFile: '/c.pem' } },
+      expected: 'backends[0].tls: set both certFile and keyFile, or neither',
+    },
+    {
+      name: 'an address with a path',
+      backend: { address: 'https://vault.example:8200/v1' },
+      expected: 'backends[0].address: must match pattern',
+    },
+    {
+      name: 'an unknown auth method',
+      backend: { auth: { method: 'kerberos' } },
+      expected: 'backends[0].auth.method: must be one of "token", "approle", "jwt", "cert"',
+    },
+  ];
+  for (const { name, backend, expected } of cases) {
+    it(`rejects ${name}`, () => {
+      assert.throws(() => validateConfig(withVault(backend)), brokerError('CONFIG_INVALID', expected));
+    });
+  }
 });
