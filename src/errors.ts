@@ -13,6 +13,7 @@ export const GrpcCode = {
   FAILED_PRECONDITION: 9,
   INTERNAL: 13,
   UNAVAILABLE: 14,
+  PERMISSION_DENIED: 7,
   UNAUTHENTICATED: 16,
 } as const;
 export type GrpcCode = (typeof GrpcCode)[keyof typeof GrpcCode];
@@ -24,6 +25,25 @@ interface CatalogEntry {
 }
 
 export const errorCatalog = {
+  NOT_FOUND: { grpc: GrpcCode.NOT_FOUND, http: 404, title: 'No such backend or key version' },
+  VERSION_IN_USE: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 409,
+    title: 'Key version is still needed',
+  },
+  PRECONDITION_FAILED: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 412,
+    title: 'The resource changed since it was read',
+  },
+  PRECONDITION_REQUIRED: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 428,
+    title: 'The request must say which version of the resource it changes',
+  },
+  UNAUTHORIZED: { grpc: GrpcCode.UNAUTHENTICATED, http: 401, title: 'Missing or unknown bearer token' },
+  FORBIDDEN: { grpc: GrpcCode.PERMISSION_DENIED, http: 403, title: 'The token may not do this' },
+  STATE_WRITE_FAILED: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'The state file could not be written' },
   INVALID_REQUEST: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, title: 'Request violates a limit' },
   INVALID_CIPHERTEXT: {
     grpc: GrpcCode.INVALID_ARGUMENT,

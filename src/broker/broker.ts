@@ -1,17 +1,27 @@
-// The broker: Status, Encrypt and Decrypt over the KEK interface, the key registry, and
-// rotation. It knows nothing of gRPC; src/grpc adapts it to the wire.
-import type { KekBackend, KeyVersionInfo } from '../backends/kek.ts';
+// The broker: Status, Encrypt and Decrypt over the KEK interface. Key-set changes live in
+// KeyLifecycle, backend health in HealthMonitor; src/grpc and src/admin adapt this to wires.
+import type { KekBackend } from '../backends/kek.ts';
 import type { BrokerConfig } from '../config/schema.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { Metrics, type KeySet } from '../metrics.ts';
 import { callSignal, withSignal } from './deadline.ts';
-import { decodeEnvelope, encodeEnvelope, headerAad, MAX_CIPHERTEXT_BYTES } from './envelope.ts';
+import {
+  decodeEnvelope,
+  encodeEnvelope,
+  headerAad,
+  MAX_CIPHERTEXT_BYTES,
+  type ParsedEnvelope,
+} from './envelope.ts';
 import { HealthMonitor } from './health.ts';
+import type { WriteKey } from './key-id.ts';
+import { KeyLifecycle } from './key-lifecycle.ts';
 import { RotationWatch } from './rotation-watch.ts';
-import { KeyRegistry, reconcileBackend } from './key-registry.ts';
-import type { BrokerState, StateStore } from './state-store.ts';
+import type { StateStore } from './state-store.ts';
 
 export const KMS_API_VERSION = 'v2';
+/** Wraps beyond the first travel in annotations `<backend><suffix>` (lowercase FQDNs). */
+export const WRAP_ANNOTATION_SUFFIX = '.wrap.kms-broker.io';
 
 export interface BrokerDeps {
   readonly config: BrokerConfig;
@@ -19,6 +29,7 @@ export interface BrokerDeps {
   readonly backends: ReadonlyMap<string, KekBackend>;
   readonly stateStore: StateStore;
   readonly logger: Logger;
+  readonly metrics?: Metrics;
   readonly now?: () => Date;
 }
 
@@ -46,66 +57,60 @@ export interface DecryptInput {
   readonly annotations: Readonly<Record<string, Buffer>>;
 }
 
-/** How often a Decrypt for an unknown key version may re-list the backend's versions. */
-const VERSION_REFRESH_MIN_INTERVAL_MS = 5000;
-const STATE_WATCH_INTERVAL_MS = 1000;
-/** Budget for key administration (listing, creating versions), which the apiserver does not wait on. */
-const ADMIN_CALL_MS = 30000;
-
 export class Broker {
+  readonly keys: KeyLifecycle;
+  readonly health: HealthMonitor;
+  readonly rotationWatch: RotationWatch;
+  readonly metrics: Metrics;
+  readonly startedAt = new Date();
   readonly #config: BrokerConfig;
   readonly #backends: ReadonlyMap<string, KekBackend>;
-  readonly #store: StateStore;
   readonly #logger: Logger;
-  readonly #now: () => Date;
-  readonly #registry: KeyRegistry;
-  readonly #health: HealthMonitor;
-  readonly #rotationWatch: RotationWatch;
-  #unwatch: (() => void) | undefined;
-  #reloading: Promise<void> | undefined;
-  #lastVersionRefresh = 0;
-  #rotating: Promise<unknown> = Promise.resolve();
 
-  private constructor(deps: BrokerDeps, registry: KeyRegistry, now: () => Date) {
+  private constructor(deps: BrokerDeps, keys: KeyLifecycle, metrics: Metrics) {
     this.#config = deps.config;
     this.#backends = deps.backends;
-    this.#store = deps.stateStore;
     this.#logger = deps.logger;
-    this.#now = now;
-    this.#registry = registry;
-    this.#health = new HealthMonitor(
+    this.keys = keys;
+    this.metrics = metrics;
+    this.health = new HealthMonitor(
       [...deps.backends.values()],
       deps.config.health.probeIntervalMs,
       deps.logger,
+      metrics,
     );
-    this.#rotationWatch = new RotationWatch({
+    this.rotationWatch = new RotationWatch({
       backends: [...deps.backends.values()],
-      writeVersion: backend => this.#registry.writeVersion(backend),
-      adopt: (backend, info) => this.#adopt(backend, info),
+      writeVersion: backend => keys.writeVersion(backend),
+      adopt: (backend, info) => keys.adopt(backend, info),
       logger: deps.logger,
     });
+    metrics.keySetFrom(() => this.#keySet());
   }
 
   /** Opens every backend, reconciles the state file with what they hold, and starts probing. */
   static async start(deps: BrokerDeps): Promise<Broker> {
     const now = deps.now ?? (() => new Date());
+    const metrics = deps.metrics ?? new Metrics();
     const opened: KekBackend[] = [];
     try {
       for (const backend of deps.backends.values()) {
         await backend.open();
         opened.push(backend);
       }
-      const stored = await deps.stateStore.load();
-      const state = await reconcileAll(deps.backends, stored, now(), { create: true, logger: deps.logger });
-      if (stored === undefined || state.changed) await deps.stateStore.save(state.state);
-      const broker = new Broker(deps, new KeyRegistry(state.state, deps.config.failover.order), now);
-      broker.#health.start();
-      broker.#rotationWatch.start();
-      broker.#unwatch = deps.stateStore.watch(() => void broker.reload(), STATE_WATCH_INTERVAL_MS);
-      deps.logger.info(
-        { keyId: broker.#registry.current.keyId, backends: [...deps.backends.keys()] },
-        'broker started',
-      );
+      const keys = await KeyLifecycle.open({
+        config: deps.config,
+        backends: deps.backends,
+        store: deps.stateStore,
+        logger: deps.logger,
+        now,
+        onStateWriteFailure: () => metrics.stateWriteFailed(),
+      });
+      const broker = new Broker(deps, keys, metrics);
+      keys.start();
+      broker.health.start();
+      broker.rotationWatch.start();
+      deps.logger.info({ keyId: keys.current.keyId, backends: [...deps.backends.keys()] }, 'broker started');
       return broker;
     } catch (error) {
       await Promise.allSettled(opened.map(backend => backend.close()));
@@ -114,175 +119,158 @@ export class Broker {
   }
 
   status(): StatusResult {
-    const { keyId } = this.#registry.current;
-    return { version: KMS_API_VERSION, healthz: this.#health.healthz(this.#writeBackends()), keyId };
+    const { keyId, writeKeys } = this.keys.current;
+    return {
+      version: KMS_API_VERSION,
+      healthz: this.health.healthz(writeKeys.map(key => key.backend)),
+      keyId,
+    };
   }
 
   async encrypt(plaintext: Buffer, context: CallContext): Promise<EncryptResult> {
     const started = performance.now();
-    // One read: the key_id returned is the one of the version that wraps, even if a
-    // rotation lands while the wrap is in flight.
-    const { keyId, writeKey } = this.#registry.current;
-    const backend = this.#backend(writeKey.backend);
-    const aad = headerAad({
-      backend: backend.name,
-      keyVersion: writeKey.version,
-      mechanism: backend.mechanism,
-    });
+    // One read: the key_id returned is the one of the versions that wrap, even if a
+    // rotation lands while the wraps are in flight.
+    const { keyId, writeKeys } = this.keys.current;
     const signal = callSignal(this.#config.timeouts.callMs, context.deadline);
     try {
-      const wrapped = await this.#call(
-        backend,
-        withSignal(backend.wrap({ plaintext, keyVersion: writeKey.version, aad, signal }), signal),
+      const results = await Promise.allSettled(writeKeys.map(key => this.#wrap(key, plaintext, signal)));
+      const wrapped = results.flatMap((result, index) =>
+        result.status === 'fulfilled' ? [{ key: writeKeys[index] as WriteKey, envelope: result.value }] : [],
       );
-      const ciphertext = encodeEnvelope(aad, wrapped);
-      if (ciphertext.length > MAX_CIPHERTEXT_BYTES) {
-        throw new BrokerError(
-          'INTERNAL',
-          `envelope of ${ciphertext.length} bytes exceeds the apiserver's ${MAX_CIPHERTEXT_BYTES}-byte limit`,
+      const [first, ...others] = wrapped;
+      if (first === undefined) throw firstError(results);
+      if (wrapped.length < writeKeys.length) {
+        this.metrics.underReplicated();
+        this.#logger.warn(
+          {
+            uid: context.uid,
+            missing: writeKeys.filter(key => !wrapped.some(w => w.key === key)).map(key => key.backend),
+          },
+          'envelope is under-replicated',
         );
       }
-      this.#logCall('encrypt', context, started, { backend: backend.name, keyVersion: writeKey.version });
-      return { ciphertext, keyId, annotations: {} };
+      const annotations = Object.fromEntries(
+        others.map(({ key, envelope }) => [`${key.backend}${WRAP_ANNOTATION_SUFFIX}`, envelope]),
+      );
+      this.#logCall('encrypt', context, started, {
+        backend: wrapped.map(w => w.key.backend).join(','),
+        keyVersion: first.key.version,
+      });
+      return { ciphertext: first.envelope, keyId, annotations };
     } catch (error) {
       throw this.#logFailure('encrypt', context, started, error);
     }
   }
 
+  /**
+   * Tries every wrap the envelope carries (the ciphertext, then annotations), healthy
+   * backends first in failover order, inside one deadline; the first success wins.
+   */
   async decrypt(input: DecryptInput, context: CallContext): Promise<Buffer> {
     const started = performance.now();
     try {
-      const envelope = decodeEnvelope(input.ciphertext);
-      const { backend: name, keyVersion, mechanism } = envelope.header;
-      const backend = this.#backends.get(name);
-      if (backend === undefined) {
-        throw new BrokerError(
-          'UNKNOWN_BACKEND',
-          `the ciphertext was wrapped by backend '${name}', which is not configured`,
-        );
-      }
-      let version = this.#registry.version(name, keyVersion);
-      if (version === undefined && (await this.#refreshVersions()))
-        version = this.#registry.version(name, keyVersion);
-      if (version === undefined) {
-        throw new BrokerError(
-          'UNKNOWN_KEY_VERSION',
-          `backend '${name}' holds no key version '${keyVersion}'`,
-        );
-      }
-      if (version.state === 'retired') {
-        throw new BrokerError(
-          'KEY_VERSION_RETIRED',
-          `key version '${keyVersion}' of backend '${name}' is retired; restore it to read this data`,
-        );
-      }
+      const candidates = this.#candidates(input);
       const signal = callSignal(this.#config.timeouts.callMs, context.deadline);
-      const plaintext = await this.#call(
-        backend,
-        withSignal(
-          backend.unwrap({ wrapped: envelope.wrapped, keyVersion, mechanism, aad: envelope.aad, signal }),
-          signal,
-        ),
+      const failures: BrokerError[] = [];
+      for (const candidate of candidates) {
+        if (signal.aborted) break;
+        try {
+          const plaintext = await this.#unwrap(candidate, signal);
+          this.keys.recordDecrypt(candidate.header.backend, candidate.header.keyVersion);
+          this.#logCall('decrypt', context, started, {
+            backend: candidate.header.backend,
+            keyVersion: candidate.header.keyVersion,
+          });
+          return plaintext;
+        } catch (error) {
+          failures.push(toBrokerError(error));
+        }
+      }
+      throw (
+        mostUseful(failures) ??
+        new BrokerError('DEADLINE_EXCEEDED', 'the call did not complete within its deadline')
       );
-      this.#logCall('decrypt', context, started, { backend: name, keyVersion });
-      return plaintext;
     } catch (error) {
       throw this.#logFailure('decrypt', context, started, error);
     }
   }
 
-  /** Creates a new key version in a backend and makes it the write version (key_id changes). */
-  rotate(backendName: string): Promise<{ keyId: string; version: string }> {
-    const backend = this.#backend(backendName);
-    return this.#serialized(async () => {
-      const created = await backend.createVersion(callSignal(ADMIN_CALL_MS));
-      return this.#makeWriteVersion(backendName, created, 'key rotated');
-    });
-  }
-
-  /** Adopts a version the service created itself (seen stable by the rotation watch). */
-  #adopt(backendName: string, info: KeyVersionInfo): Promise<void> {
-    return this.#serialized(async () => {
-      await this.#makeWriteVersion(backendName, info, 'adopted a rotation done in the backend');
-    });
-  }
-
-  async #makeWriteVersion(
-    backend: string,
-    info: KeyVersionInfo,
-    message: string,
-  ): Promise<{ keyId: string; version: string }> {
-    const before = this.#registry.current.keyId;
-    this.#registry.setWriteVersion(backend, info, this.#now());
-    await this.#store.save(this.#registry.toState());
-    const { keyId } = this.#registry.current;
-    this.#logger.info({ backend, version: info.version, keyId }, message);
-    if (keyId !== before) this.#logger.info({ keyId, previousKeyId: before }, 'key set changed');
-    return { keyId, version: info.version };
-  }
-
-  /** Key-set changes run one at a time, so two never race to the same version number. */
-  #serialized<T>(change: () => Promise<T>): Promise<T> {
-    const run = this.#rotating.then(change);
-    this.#rotating = run.catch(() => undefined);
-    return run;
-  }
-
-  /** Re-reads the state file (after another process changed it) and re-lists versions. */
-  reload(): Promise<void> {
-    this.#reloading ??= (async () => {
-      try {
-        let stored = await this.#store.load();
-        if (stored === undefined) {
-          // The file vanished under a running broker (deleted by hand, a wiped folder): the
-          // registry in memory is the better record, retired versions and all.
-          stored = this.#registry.toState();
-          await this.#store.save(stored);
-          this.#logger.warn(
-            { path: this.#config.state.path },
-            'state file disappeared; rewrote it from memory',
-          );
-        }
-        const result = await reconcileAll(this.#backends, stored, this.#now(), {
-          create: false,
-          logger: this.#logger,
-        });
-        const before = this.#registry.current.keyId;
-        this.#registry.replace(result.state);
-        if (result.changed) await this.#store.save(result.state);
-        const after = this.#registry.current.keyId;
-        if (before !== after) this.#logger.info({ keyId: after, previousKeyId: before }, 'key set changed');
-      } catch (error) {
-        const brokerError = toBrokerError(error);
-        this.#logger.error(
-          { code: brokerError.code, err: brokerError.message },
-          'state reload failed; keeping the current key set',
-        );
-      } finally {
-        this.#reloading = undefined;
-      }
-    })();
-    return this.#reloading;
-  }
-
-  get health(): HealthMonitor {
-    return this.#health;
-  }
-
-  get rotationWatch(): RotationWatch {
-    return this.#rotationWatch;
-  }
-
   async close(): Promise<void> {
-    this.#health.stop();
-    this.#rotationWatch.stop();
-    this.#unwatch?.();
-    await this.#reloading;
+    this.health.stop();
+    this.rotationWatch.stop();
+    await this.keys.stop();
     await Promise.allSettled([...this.#backends.values()].map(backend => backend.close()));
   }
 
-  #writeBackends(): string[] {
-    return [this.#registry.current.writeKey.backend];
+  async #wrap(key: WriteKey, plaintext: Buffer, signal: AbortSignal): Promise<Buffer> {
+    const backend = this.#backend(key.backend);
+    const aad = headerAad({ backend: backend.name, keyVersion: key.version, mechanism: backend.mechanism });
+    const wrapped = await this.#call(
+      backend,
+      'wrap',
+      backend.wrap({ plaintext, keyVersion: key.version, aad, signal }),
+      signal,
+    );
+    const envelope = encodeEnvelope(aad, wrapped);
+    if (envelope.length > MAX_CIPHERTEXT_BYTES) {
+      throw new BrokerError(
+        'INTERNAL',
+        `envelope of ${envelope.length} bytes exceeds the apiserver's ${MAX_CIPHERTEXT_BYTES}-byte limit`,
+      );
+    }
+    return envelope;
+  }
+
+  async #unwrap(envelope: ParsedEnvelope, signal: AbortSignal): Promise<Buffer> {
+    const { backend: name, keyVersion, mechanism } = envelope.header;
+    const backend = this.#backends.get(name);
+    if (backend === undefined) {
+      throw new BrokerError(
+        'UNKNOWN_BACKEND',
+        `the ciphertext was wrapped by backend '${name}', which is not configured`,
+      );
+    }
+    let version = this.keys.version(name, keyVersion);
+    if (version === undefined && (await this.keys.refreshVersions()))
+      version = this.keys.version(name, keyVersion);
+    if (version === undefined)
+      throw new BrokerError('UNKNOWN_KEY_VERSION', `backend '${name}' holds no key version '${keyVersion}'`);
+    if (version.state === 'retired') {
+      throw new BrokerError(
+        'KEY_VERSION_RETIRED',
+        `key version '${keyVersion}' of backend '${name}' is retired; restore it to read this data`,
+      );
+    }
+    return this.#call(
+      backend,
+      'unwrap',
+      backend.unwrap({ wrapped: envelope.wrapped, keyVersion, mechanism, aad: envelope.aad, signal }),
+      signal,
+    );
+  }
+
+  /** The envelope's wraps, healthy backends first, each group in failover order. */
+  #candidates(input: DecryptInput): ParsedEnvelope[] {
+    const envelopes = [decodeEnvelope(input.ciphertext)];
+    for (const [key, value] of Object.entries(input.annotations)) {
+      if (!key.endsWith(WRAP_ANNOTATION_SUFFIX)) continue;
+      const envelope = decodeEnvelope(value);
+      if (`${envelope.header.backend}${WRAP_ANNOTATION_SUFFIX}` !== key) {
+        throw new BrokerError('INVALID_CIPHERTEXT', `annotation ${key} carries a wrap of another backend`);
+      }
+      envelopes.push(envelope);
+    }
+    const { order } = this.keys.failover;
+    const rank = (envelope: ParsedEnvelope) => {
+      const position = order.indexOf(envelope.header.backend);
+      const healthy = this.health.health(envelope.header.backend)?.healthy === true;
+      return (healthy ? 0 : 1000) + (position < 0 ? 100 : position);
+    };
+    return envelopes
+      .map((envelope, index) => ({ envelope, index }))
+      .sort((a, b) => rank(a.envelope) - rank(b.envelope) || a.index - b.index)
+      .map(({ envelope }) => envelope);
   }
 
   #backend(name: string): KekBackend {
@@ -292,28 +280,35 @@ export class Broker {
     return backend;
   }
 
-  /** Runs a backend call and feeds its outcome into the health record. */
-  async #call<T>(backend: KekBackend, call: Promise<T>): Promise<T> {
+  /** Runs a backend call under the deadline, feeding health and metrics with its outcome. */
+  async #call<T>(backend: KekBackend, operation: string, call: Promise<T>, signal: AbortSignal): Promise<T> {
+    const started = performance.now();
     try {
-      const result = await call;
-      this.#health.record(backend.name, true);
+      const result = await withSignal(call, signal);
+      this.health.record(backend.name, true);
+      this.metrics.backendCall(backend.name, operation, 'ok', (performance.now() - started) / 1000);
       return result;
     } catch (error) {
       const brokerError = toBrokerError(error);
+      this.metrics.backendCall(
+        backend.name,
+        operation,
+        brokerError.code,
+        (performance.now() - started) / 1000,
+      );
       if (brokerError.code === 'BACKEND_UNAVAILABLE' || brokerError.code === 'DEADLINE_EXCEEDED') {
-        this.#health.record(backend.name, false, brokerError.causeName ?? brokerError.code);
+        this.health.record(backend.name, false, brokerError.causeName ?? brokerError.code);
       }
       throw brokerError;
     }
   }
 
-  /** New versions may appear in a shared backend (another broker rotated): look, but rarely. */
-  async #refreshVersions(): Promise<boolean> {
-    const now = Date.now();
-    if (now - this.#lastVersionRefresh < VERSION_REFRESH_MIN_INTERVAL_MS) return false;
-    this.#lastVersionRefresh = now;
-    await this.reload();
-    return true;
+  #keySet(): KeySet {
+    const writeVersions = [...this.#backends.keys()].flatMap(backend => {
+      const version = this.keys.writeVersion(backend);
+      return version === undefined ? [] : [{ backend, version: version.version }];
+    });
+    return { keyId: this.keys.current.keyId, writeVersions };
   }
 
   #logCall(op: string, context: CallContext, started: number, fields: Record<string, string>): void {
@@ -340,50 +335,22 @@ export class Broker {
   }
 }
 
-async function reconcileAll(
-  backends: ReadonlyMap<string, KekBackend>,
-  stored: BrokerState | undefined,
-  now: Date,
-  options: { create: boolean; logger: Logger },
-): Promise<{ state: BrokerState; changed: boolean }> {
-  const state: BrokerState =
-    stored === undefined ? { format: 1, generation: 0, backends: {} } : structuredClone(stored);
-  let changed = false;
-  for (const [name, backend] of backends) {
-    const listed = await backend.listVersions(callSignal(ADMIN_CALL_MS));
-    const merged = reconcileBackend(name, state.backends[name], listed, now);
-    if (merged !== undefined) {
-      state.backends[name] = merged.backend;
-      changed ||= merged.changed;
-      if (merged.missing.length > 0) {
-        options.logger.warn(
-          { backend: name, versions: merged.missing },
-          'key versions in the state are missing from the backend; their data is unreadable until they are restored',
-        );
-      }
-      continue;
-    }
-    if (!options.create || !backend.autoCreate) {
-      throw new BrokerError(
-        'KEY_MISSING',
-        `backend ${name} holds no key version; set ${backend.autoCreateOption}: true on it to create version 1, or create the key in the ${backend.type} service`,
-      );
-    }
-    const created = await backend.createVersion(callSignal(ADMIN_CALL_MS));
-    state.backends[name] = {
-      writeVersion: created.version,
-      versions: [
-        {
-          version: created.version,
-          fingerprint: created.fingerprint,
-          createdAt: created.createdAt ?? now.toISOString(),
-          state: 'active',
-        },
-      ],
-    };
-    changed = true;
-  }
-  return { state, changed };
+function firstError(results: readonly PromiseSettledResult<unknown>[]): BrokerError {
+  const failures = results.flatMap(result =>
+    result.status === 'rejected' ? [toBrokerError(result.reason)] : [],
+  );
+  return mostUseful(failures) ?? new BrokerError('INTERNAL', 'no backend wrapped the seed');
+}
+
+/**
+ * When every wrap failed: a transient failure (which the apiserver retries) says more than
+ * a permanent one of a backend that happens to be down; otherwise the first failure.
+ */
+function mostUseful(failures: readonly BrokerError[]): BrokerError | undefined {
+  return (
+    failures.find(error => error.code === 'BACKEND_UNAVAILABLE' || error.code === 'DEADLINE_EXCEEDED') ??
+    failures[0]
+  );
 }
 
 function round(ms: number): number {

@@ -3,8 +3,9 @@
 // record, so an outage is seen at the first failed call, not only at the next probe.
 import type { KekBackend } from '../backends/kek.ts';
 import { toBrokerError } from '../errors.ts';
-import { callSignal } from './deadline.ts';
 import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import { callSignal } from './deadline.ts';
 
 export interface BackendHealth {
   readonly healthy: boolean;
@@ -12,26 +13,32 @@ export interface BackendHealth {
   readonly reason: string | undefined;
   readonly lastProbeAt: Date | undefined;
   readonly lastProbeMs: number | undefined;
+  /** Failures since start by reason (error codes and PKCS#11/HTTP cause names: a bounded set). */
+  readonly errors: Readonly<Record<string, number>>;
 }
 
 export class HealthMonitor {
   readonly #backends: readonly KekBackend[];
   readonly #intervalMs: number;
   readonly #logger: Logger;
+  readonly #metrics: Metrics;
   readonly #health = new Map<string, BackendHealth>();
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(backends: readonly KekBackend[], intervalMs: number, logger: Logger) {
+  constructor(backends: readonly KekBackend[], intervalMs: number, logger: Logger, metrics: Metrics) {
     this.#backends = backends;
     this.#intervalMs = intervalMs;
     this.#logger = logger;
+    this.#metrics = metrics;
     for (const backend of backends) {
       this.#health.set(backend.name, {
         healthy: true,
         reason: undefined,
         lastProbeAt: undefined,
         lastProbeMs: undefined,
+        errors: {},
       });
+      metrics.breakerState(backend.name, 'closed');
     }
   }
 
@@ -48,7 +55,7 @@ export class HealthMonitor {
     await Promise.all(this.#backends.map(backend => this.#probe(backend)));
   }
 
-  /** Records the outcome of a real call. */
+  /** Records the outcome of a real call or a probe. */
   record(name: string, healthy: boolean, reason?: string): void {
     const previous = this.#health.get(name);
     if (previous === undefined) return;
@@ -57,8 +64,13 @@ export class HealthMonitor {
         { backend: name, healthy, reason },
         healthy ? 'backend recovered' : 'backend unhealthy',
       );
+      this.#metrics.breakerState(name, healthy ? 'closed' : 'open');
     }
-    this.#health.set(name, { ...previous, healthy, reason: healthy ? undefined : reason });
+    const errors =
+      healthy || reason === undefined
+        ? previous.errors
+        : { ...previous.errors, [reason]: (previous.errors[reason] ?? 0) + 1 };
+    this.#health.set(name, { ...previous, healthy, reason: healthy ? undefined : reason, errors });
   }
 
   health(name: string): BackendHealth | undefined {
@@ -78,14 +90,14 @@ export class HealthMonitor {
     let reason: string | undefined;
     try {
       await backend.probe(signal);
+      this.#metrics.probeSucceeded(backend.name, Date.now());
     } catch (error) {
       const brokerError = toBrokerError(error);
       reason = brokerError.causeName ?? brokerError.code;
     }
-    const previous = this.#health.get(backend.name);
     this.record(backend.name, reason === undefined, reason);
     const current = this.#health.get(backend.name);
-    if (previous !== undefined && current !== undefined) {
+    if (current !== undefined) {
       this.#health.set(backend.name, {
         ...current,
         lastProbeAt: new Date(),

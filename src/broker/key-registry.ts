@@ -4,29 +4,36 @@
 import type { KeyVersionInfo } from '../backends/kek.ts';
 import { BrokerError } from '../errors.ts';
 import { deriveKeyId, type WriteKey } from './key-id.ts';
-import type { BrokerState, StoredVersion } from './state-store.ts';
+import type { BrokerState, FailoverSetting, StoredVersion } from './state-store.ts';
 
 type StoredBackend = BrokerState['backends'][string];
 
-/** What Encrypt needs, taken in one read so key_id always matches the version that wraps. */
+/** What Encrypt needs, taken in one read so key_id always matches the versions that wrap. */
 export interface WriteSnapshot {
   readonly keyId: string;
-  readonly writeKey: WriteKey;
+  readonly wrap: FailoverSetting['wrap'];
+  /** The keys that wrap each new seed: one for `wrap: first`, every backend in order for `all`. */
+  readonly writeKeys: readonly WriteKey[];
 }
 
 export class KeyRegistry {
   #state: BrokerState;
-  readonly #writeOrder: readonly string[];
+  #failover: FailoverSetting;
   #snapshot: WriteSnapshot;
 
-  constructor(state: BrokerState, writeOrder: readonly string[]) {
+  /** `failover` is the effective setting (config, or a run-time change that still applies). */
+  constructor(state: BrokerState, failover: FailoverSetting) {
     this.#state = structuredClone(state);
-    this.#writeOrder = writeOrder;
+    this.#failover = structuredClone(failover);
     this.#snapshot = this.#derive();
   }
 
   get current(): WriteSnapshot {
     return this.#snapshot;
+  }
+
+  get failover(): FailoverSetting {
+    return structuredClone(this.#failover);
   }
 
   /** A copy for persisting; the registry's own state is never handed out. */
@@ -36,6 +43,34 @@ export class KeyRegistry {
 
   version(backend: string, version: string): StoredVersion | undefined {
     return this.#state.backends[backend]?.versions.find(entry => entry.version === version);
+  }
+
+  /** Records a run-time failover change, and the config setting it replaces. */
+  setFailover(failover: FailoverSetting, basedOn: FailoverSetting): void {
+    const previous = this.#failover;
+    this.#failover = structuredClone(failover);
+    try {
+      this.#snapshot = this.#derive();
+    } catch (error) {
+      this.#failover = previous;
+      throw error;
+    }
+    this.#state.failover = { current: structuredClone(failover), basedOn: structuredClone(basedOn) };
+  }
+
+  setVersionState(backend: string, version: string, state: StoredVersion['state']): void {
+    const record = this.#state.backends[backend]?.versions.find(entry => entry.version === version);
+    if (record === undefined)
+      throw new BrokerError('NOT_FOUND', `backend ${backend} has no key version ${version}`);
+    record.state = state;
+  }
+
+  /** Adds Decrypt usage counted since the last flush to the persistent record. */
+  addUsage(backend: string, version: string, count: number, lastAt: string): void {
+    const record = this.#state.backends[backend]?.versions.find(entry => entry.version === version);
+    if (record === undefined) return;
+    record.decryptCount = (record.decryptCount ?? 0) + count;
+    if (record.lastDecryptAt === undefined || record.lastDecryptAt < lastAt) record.lastDecryptAt = lastAt;
   }
 
   /**
@@ -72,25 +107,27 @@ export class KeyRegistry {
     return entry?.versions.find(version => version.version === entry.writeVersion);
   }
 
-  /** Replaces the whole state (e.g. after another process rewrote the state file). */
-  replace(state: BrokerState): void {
+  /**
+   * Replaces the whole state (after another process rewrote the state file, or to undo a
+   * change that could not be persisted), and the failover setting when given.
+   */
+  replace(state: BrokerState, failover?: FailoverSetting): void {
     this.#state = structuredClone(state);
+    if (failover !== undefined) this.#failover = structuredClone(failover);
     this.#snapshot = this.#derive();
   }
 
   #derive(): WriteSnapshot {
-    const writer = this.#writeOrder[0];
-    const entry = writer === undefined ? undefined : this.#state.backends[writer];
-    const version = entry?.versions.find(candidate => candidate.version === entry.writeVersion);
-    if (writer === undefined || version === undefined) {
-      throw new BrokerError('INTERNAL', `no write version is known for backend ${writer ?? '(none)'}`);
-    }
-    const writeKey: WriteKey = {
-      backend: writer,
-      version: version.version,
-      fingerprint: version.fingerprint,
-    };
-    return { keyId: deriveKeyId([writeKey], this.#state.generation), writeKey };
+    const { order, wrap } = this.#failover;
+    const writers = wrap === 'all' ? order : order.slice(0, 1);
+    const writeKeys = writers.map(backend => {
+      const version = this.writeVersion(backend);
+      if (version === undefined)
+        throw new BrokerError('INTERNAL', `no write version is known for backend ${backend}`);
+      return { backend, version: version.version, fingerprint: version.fingerprint };
+    });
+    if (writeKeys.length === 0) throw new BrokerError('INTERNAL', 'the failover order names no backend');
+    return { keyId: deriveKeyId(writeKeys, this.#state.generation), wrap, writeKeys };
   }
 }
 

@@ -17,6 +17,17 @@ const versionSchema = Type.Object(
     fingerprint: Type.String({ minLength: 1, maxLength: 512 }),
     createdAt: Type.String({ minLength: 1 }),
     state: Type.Union([Type.Literal('active'), Type.Literal('retired')]),
+    /** When a Decrypt last needed this version (flushed periodically, not per call). */
+    lastDecryptAt: Type.Optional(Type.String({ minLength: 1 })),
+    decryptCount: Type.Optional(Type.Integer({ minimum: 0 })),
+  },
+  { additionalProperties: false },
+);
+
+const failoverSchema = Type.Object(
+  {
+    order: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
+    wrap: Type.Union([Type.Literal('all'), Type.Literal('first')]),
   },
   { additionalProperties: false },
 );
@@ -32,10 +43,18 @@ const stateSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    /**
+     * A failover setting changed at run time (admin API), with the config's setting it
+     * replaced: when the config file is edited later, the file wins again.
+     */
+    failover: Type.Optional(
+      Type.Object({ current: failoverSchema, basedOn: failoverSchema }, { additionalProperties: false }),
+    ),
   },
   { additionalProperties: false },
 );
 
+export type FailoverSetting = Static<typeof failoverSchema>;
 export type StoredVersion = Static<typeof versionSchema>;
 export type BrokerState = Static<typeof stateSchema>;
 

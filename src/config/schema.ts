@@ -66,10 +66,47 @@ export const configSchema = Type.Object(
       },
       { ...strict, default: {} },
     ),
+    admin: Type.Object(
+      {
+        enabled: Type.Boolean({ default: true }),
+        /** `HOST:PORT` (loopback by default) or `unix:///absolute/path` (mode 0600). */
+        listen: Type.String({ pattern: '^(unix:///.+|[^\\s/]+:[0-9]{1,5})$', default: '127.0.0.1:8787' }),
+        tokens: Type.Array(
+          Type.Object(
+            {
+              /** Who, in audit records. */
+              name: Type.String({ pattern: '^[A-Za-z0-9_.@-]{1,64}$' }),
+              role: Type.Union([Type.Literal('admin'), Type.Literal('viewer')]),
+              file: absolutePath,
+            },
+            strict,
+          ),
+          { maxItems: 64, default: [] },
+        ),
+        tls: Type.Optional(
+          Type.Object(
+            { certFile: absolutePath, keyFile: absolutePath, clientCaFile: Type.Optional(absolutePath) },
+            strict,
+          ),
+        ),
+        /** Whether GET /metrics needs a token (any role). */
+        metricsAuth: Type.Boolean({ default: false }),
+      },
+      { ...strict, default: {} },
+    ),
+    retirement: Type.Object(
+      {
+        /** A version a Decrypt needed within this window is not retired without force. */
+        idleWindowMs: Type.Integer({ minimum: 0, default: 30 * 24 * 3600 * 1000 }),
+      },
+      { ...strict, default: {} },
+    ),
     backends: Type.Array(Type.Unknown(), { minItems: 1, maxItems: 16 }),
     failover: Type.Object(
       {
         order: Type.Array(backendNameSchema, { minItems: 1, maxItems: 16, uniqueItems: true }),
+        /** all: every backend in the order wraps each seed; first: the first healthy one does. */
+        wrap: Type.Union([Type.Literal('all'), Type.Literal('first')], { default: 'first' }),
       },
       strict,
     ),

@@ -77,7 +77,9 @@ describe('config loading', () => {
         generateIfMissing: false,
       },
     ]);
-    assert.deepEqual(config.failover, { order: ['hsm'] });
+    assert.deepEqual(config.failover, { order: ['hsm'], wrap: 'first' });
+    assert.deepEqual(config.admin, { enabled: true, listen: '127.0.0.1:8787', tokens: [], metricsAuth: false });
+    assert.deepEqual(config.retirement, { idleWindowMs: 30 * 24 * 3600 * 1000 });
   });
 
   it('keeps values that are set instead of the defaults', () => {

@@ -30,30 +30,93 @@ const state: BrokerState = {
 
 describe('KeyRegistry', () => {
   it('takes key_id and write key from the first backend in write order', () => {
-    const registry = new KeyRegistry(state, ['primary', 'secondary']);
+    const registry = new KeyRegistry(state, { order: ['primary', 'secondary'], wrap: 'first' });
     const writeKey = { backend: 'primary', version: '2', fingerprint: 'fp-2' };
-    assert.deepEqual(registry.current, { keyId: deriveKeyId([writeKey], 0), writeKey });
+    assert.deepEqual(registry.current, {
+      keyId: deriveKeyId([writeKey], 0),
+      wrap: 'first',
+      writeKeys: [writeKey],
+    });
 
-    const other = new KeyRegistry(state, ['secondary', 'primary']);
-    assert.equal(other.current.writeKey.backend, 'secondary');
+    const other = new KeyRegistry(state, { order: ['secondary', 'primary'], wrap: 'first' });
+    assert.equal(other.current.writeKeys[0]?.backend, 'secondary');
     assert.notEqual(other.current.keyId, registry.current.keyId);
   });
 
   it('includes the generation in key_id', () => {
-    const bumped = new KeyRegistry({ ...state, generation: 1 }, ['primary']);
-    assert.notEqual(bumped.current.keyId, new KeyRegistry(state, ['primary']).current.keyId);
+    const bumped = new KeyRegistry({ ...state, generation: 1 }, { order: ['primary'], wrap: 'first' });
+    assert.notEqual(
+      bumped.current.keyId,
+      new KeyRegistry(state, { order: ['primary'], wrap: 'first' }).current.keyId,
+    );
   });
 
   it('refuses a write backend without a known write version as INTERNAL', () => {
-    assert.throws(() => new KeyRegistry(state, ['missing']), brokerError('INTERNAL', 'backend missing'));
-    assert.throws(() => new KeyRegistry(state, []), brokerError('INTERNAL', '(none)'));
+    assert.throws(
+      () => new KeyRegistry(state, { order: ['missing'], wrap: 'first' }),
+      brokerError('INTERNAL', 'backend missing'),
+    );
+    assert.throws(
+      () => new KeyRegistry(state, { order: [], wrap: 'first' }),
+      brokerError('INTERNAL', 'names no backend'),
+    );
+  });
+
+  it('with wrap: all, derives key_id from every backend in order', () => {
+    const all = new KeyRegistry(state, { order: ['primary', 'secondary'], wrap: 'all' });
+    assert.deepEqual(
+      all.current.writeKeys.map(key => key.backend),
+      ['primary', 'secondary'],
+    );
+    const first = new KeyRegistry(state, { order: ['primary', 'secondary'], wrap: 'first' });
+    assert.notEqual(all.current.keyId, first.current.keyId);
+  });
+
+  it('setFailover changes key_id and records the setting with what it replaced', () => {
+    const registry = new KeyRegistry(state, { order: ['primary'], wrap: 'first' });
+    const before = registry.current.keyId;
+    registry.setFailover(
+      { order: ['secondary', 'primary'], wrap: 'first' },
+      { order: ['primary'], wrap: 'first' },
+    );
+    assert.notEqual(registry.current.keyId, before);
+    assert.deepEqual(registry.toState().failover, {
+      current: { order: ['secondary', 'primary'], wrap: 'first' },
+      basedOn: { order: ['primary'], wrap: 'first' },
+    });
+    assert.throws(
+      () => registry.setFailover({ order: ['missing'], wrap: 'first' }, registry.failover),
+      brokerError('INTERNAL'),
+    );
+    assert.deepEqual(
+      registry.failover,
+      { order: ['secondary', 'primary'], wrap: 'first' },
+      'a refused change leaves the setting',
+    );
+  });
+
+  it('setVersionState retires and restores, and refuses an unknown version', () => {
+    const registry = new KeyRegistry(state, { order: ['primary'], wrap: 'first' });
+    registry.setVersionState('primary', '1', 'retired');
+    assert.equal(registry.version('primary', '1')?.state, 'retired');
+    registry.setVersionState('primary', '1', 'active');
+    assert.equal(registry.version('primary', '1')?.state, 'active');
+    assert.throws(() => registry.setVersionState('primary', '9', 'retired'), brokerError('NOT_FOUND'));
+  });
+
+  it('addUsage adds counts and keeps the latest time', () => {
+    const registry = new KeyRegistry(state, { order: ['primary'], wrap: 'first' });
+    registry.addUsage('primary', '1', 3, '2026-01-02T00:00:00.000Z');
+    registry.addUsage('primary', '1', 2, '2026-01-01T00:00:00.000Z');
+    assert.equal(registry.version('primary', '1')?.decryptCount, 5);
+    assert.equal(registry.version('primary', '1')?.lastDecryptAt, '2026-01-02T00:00:00.000Z');
   });
 
   it('setWriteVersion makes the new version write and changes key_id', () => {
-    const registry = new KeyRegistry(state, ['primary']);
+    const registry = new KeyRegistry(state, { order: ['primary'], wrap: 'first' });
     const before = registry.current.keyId;
     registry.setWriteVersion('primary', { version: '3', fingerprint: 'fp-3' }, now);
-    assert.equal(registry.current.writeKey.version, '3');
+    assert.equal(registry.current.writeKeys[0]?.version, '3');
     assert.notEqual(registry.current.keyId, before);
     assert.deepEqual(registry.version('primary', '3'), {
       version: '3',
@@ -67,7 +130,7 @@ describe('KeyRegistry', () => {
   });
 
   it('setWriteVersion keeps a backend-provided createdAt and can add a first version', () => {
-    const registry = new KeyRegistry(state, ['primary']);
+    const registry = new KeyRegistry(state, { order: ['primary'], wrap: 'first' });
     registry.setWriteVersion('fresh', { version: '1', fingerprint: 'f', createdAt: T1 }, now);
     assert.deepEqual(registry.toState().backends.fresh, {
       writeVersion: '1',
@@ -76,14 +139,14 @@ describe('KeyRegistry', () => {
   });
 
   it('setWriteVersion promotes a version it already lists instead of adding it twice', () => {
-    const registry = new KeyRegistry(state, ['primary']);
+    const registry = new KeyRegistry(state, { order: ['primary'], wrap: 'first' });
     registry.setWriteVersion('primary', { version: '1', fingerprint: 'fp-1' }, now);
     assert.equal(registry.writeVersion('primary')?.version, '1');
     assert.equal(registry.toState().backends.primary?.versions.length, 2);
   });
 
   it('setWriteVersion refuses a listed version whose identity changed', () => {
-    const registry = new KeyRegistry(state, ['primary']);
+    const registry = new KeyRegistry(state, { order: ['primary'], wrap: 'first' });
     assert.throws(
       () => registry.setWriteVersion('primary', { version: '1', fingerprint: 'recreated' }, now),
       brokerError('STATE_MISMATCH', 'key version 1 has a different identity'),
@@ -93,7 +156,7 @@ describe('KeyRegistry', () => {
 
   it('hands out copies: mutating toState() or the constructor input does not reach the registry', () => {
     const input = structuredClone(state);
-    const registry = new KeyRegistry(input, ['primary']);
+    const registry = new KeyRegistry(input, { order: ['primary'], wrap: 'first' });
     const keyId = registry.current.keyId;
     const copy = registry.toState();
     copy.generation = 99;
@@ -105,16 +168,19 @@ describe('KeyRegistry', () => {
   });
 
   it('replace() switches to a new state and re-derives key_id', () => {
-    const registry = new KeyRegistry(state, ['primary']);
+    const registry = new KeyRegistry(state, { order: ['primary'], wrap: 'first' });
     const next = structuredClone(state);
     (next.backends.primary as BrokerState['backends'][string]).writeVersion = '1';
     registry.replace(next);
-    assert.equal(registry.current.writeKey.version, '1');
-    assert.equal(registry.current.keyId, new KeyRegistry(next, ['primary']).current.keyId);
+    assert.equal(registry.current.writeKeys[0]?.version, '1');
+    assert.equal(
+      registry.current.keyId,
+      new KeyRegistry(next, { order: ['primary'], wrap: 'first' }).current.keyId,
+    );
   });
 
   it('version() finds stored versions and nothing else', () => {
-    const registry = new KeyRegistry(state, ['primary']);
+    const registry = new KeyRegistry(state, { order: ['primary'], wrap: 'first' });
     assert.deepEqual(registry.version('secondary', '1'), stored('1', 'other-fp'));
     assert.equal(registry.version('primary', '9'), undefined);
     assert.equal(registry.version('nobody', '1'), undefined);
