@@ -26,6 +26,8 @@ const LOGIN_TIMEOUT_MS = 10000;
 const RENEW_AT = 2 / 3;
 /** After a failed renewal or login in the background, try again this soon. */
 const RETRY_AFTER_MS = 5000;
+/** Floor for the renewal timer, so a token about to expire cannot spin it. */
+const MIN_RENEW_DELAY_MS = 200;
 /**
  * A renewal that grants less than this share of the login's lease means the token's max
  * TTL is near (Vault caps renewals silently): log in afresh rather than renew.
@@ -165,7 +167,7 @@ export class VaultAuth {
       this.#logger.warn({ ttlSeconds: lease.seconds }, 'the Vault token is not renewable and will expire');
       return;
     }
-    const delayMs = Math.max(1000, lease.seconds * 1000 * RENEW_AT);
+    const delayMs = Math.max(MIN_RENEW_DELAY_MS, lease.seconds * 1000 * RENEW_AT);
     this.#timer = setTimeout(() => void this.#refresh(lease.renewable), delayMs).unref();
   }
 
