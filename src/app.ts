@@ -10,6 +10,9 @@ import { kmsV2Handlers } from './grpc/kms-v2-service.ts';
 import { loadService } from './grpc/proto.ts';
 import { KmsServer } from './grpc/server.ts';
 import type { Logger } from './log.ts';
+import { createAuthenticator } from './admin/auth.ts';
+import { startAdminServer, type AdminServer } from './admin/server.ts';
+import { VERSION } from './version.ts';
 
 export interface AppDeps {
   readonly logger: Logger;
@@ -20,6 +23,8 @@ export interface AppDeps {
 
 export interface RunningApp {
   readonly broker: Broker;
+  /** Where the admin API listens, when it is enabled. */
+  readonly adminAddress: string | undefined;
   /** Stops serving (draining in-flight calls), closes backends, removes the socket. */
   shutdown(): Promise<void>;
 }
@@ -37,7 +42,9 @@ export async function startBroker(config: BrokerConfig, deps: AppDeps): Promise<
 
 export async function startApp(config: BrokerConfig, deps: AppDeps): Promise<RunningApp> {
   const broker = await startBroker(config, deps);
-  let server: KmsServer;
+  let server: KmsServer | undefined;
+  let admin: AdminServer | undefined;
+  let serving = false;
   try {
     server = await KmsServer.listen({
       socketPath: config.socket,
@@ -50,17 +57,37 @@ export async function startApp(config: BrokerConfig, deps: AppDeps): Promise<Run
       ],
       logger: deps.logger,
     });
+    serving = true;
+    if (config.admin.enabled) {
+      admin = await startAdminServer(
+        config.admin,
+        {
+          broker,
+          authenticate: createAuthenticator(config.admin, deps.readSecret ?? readSecret),
+          audit: deps.logger.child({ name: 'audit' }),
+          isServing: () => serving,
+          metricsAuth: config.admin.metricsAuth,
+          version: VERSION,
+        },
+        deps.logger,
+      );
+    }
   } catch (error) {
+    await server?.shutdown(0);
     await broker.close();
     throw error;
   }
+  const kms = server;
   let stopping: Promise<void> | undefined;
   return {
     broker,
+    adminAddress: admin?.address,
     shutdown() {
       stopping ??= (async () => {
         deps.logger.info('shutting down');
-        await server.shutdown(config.timeouts.shutdownGraceMs);
+        serving = false;
+        await kms.shutdown(config.timeouts.shutdownGraceMs);
+        await admin?.close();
         await broker.close();
         deps.logger.info('stopped');
       })();

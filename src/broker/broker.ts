@@ -196,6 +196,11 @@ export class Broker {
     }
   }
 
+  /** Each backend's name and kind, in configuration order. */
+  backendInfo(): { name: string; type: string }[] {
+    return [...this.#backends.values()].map(backend => ({ name: backend.name, type: backend.type }));
+  }
+
   async close(): Promise<void> {
     this.health.stop();
     this.rotationWatch.stop();

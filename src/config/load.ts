@@ -89,6 +89,15 @@ function checkCrossReferences(config: BrokerConfig, source: string): void {
     if (!names.has(name)) throw invalid(source, `failover.order[${index}]: no backend is named '${name}'`);
   });
   if (config.state.path === config.socket) throw invalid(source, 'state.path: must differ from socket');
+  const { admin } = config;
+  if (admin.enabled && !admin.listen.startsWith('unix://') && !isLoopback(admin.listen)) {
+    if (admin.tls === undefined || admin.tokens.length === 0) {
+      throw invalid(
+        source,
+        'admin.listen: a non-loopback address needs admin.tls and at least one admin token',
+      );
+    }
+  }
   // sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
   const socketBytes = Buffer.byteLength(config.socket);
   if (socketBytes > MAX_SOCKET_PATH_BYTES) {
@@ -101,6 +110,12 @@ function checkCrossReferences(config: BrokerConfig, source: string): void {
 
 function fail(source: string, errors: ErrorObject[] | null | undefined, prefix: string): never {
   throw invalid(source, describeSchemaErrors(errors, prefix));
+}
+
+/** Whether `host:port` binds a loopback address only. */
+function isLoopback(listen: string): boolean {
+  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 function invalid(source: string, message: string): BrokerError {

@@ -5,7 +5,7 @@ import { chmod, stat, unlink } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../log.ts';
 import { MAX_REQUEST_MESSAGE_BYTES } from './limits.ts';
-import { prepareSocketPath } from './socket.ts';
+import { prepareSocketPath } from '../socket-path.ts';
 
 export interface ServiceBinding {
   readonly definition: grpc.ServiceDefinition;

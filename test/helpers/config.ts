@@ -1,4 +1,5 @@
 // Broker configurations for tests, written as an operator would write them.
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +11,9 @@ export interface TestConfig {
   readonly path: string;
   readonly socket: string;
   readonly statePath: string;
+  readonly adminSocket: string;
+  readonly adminToken: string;
+  readonly viewerToken: string;
   readonly values: Record<string, unknown>;
 }
 
@@ -58,8 +62,21 @@ export function writeConfig(
   const folder = dir ?? mkdtempSync(join(tmpdir(), 'kmsb-cfg-'));
   const socket = join(folder, 'kms.sock');
   const statePath = join(folder, 'state.json');
+  const adminSocket = join(folder, 'admin.sock');
+  const adminToken = randomBytes(24).toString('base64url');
+  const viewerToken = randomBytes(24).toString('base64url');
+  writeFileSync(join(folder, 'admin-token'), adminToken + '\n', { mode: 0o600 });
+  writeFileSync(join(folder, 'viewer-token'), viewerToken + '\n', { mode: 0o600 });
   const values = {
     socket,
+    // A unix socket per test broker: brokers of parallel tests never compete for a port.
+    admin: {
+      listen: `unix://${adminSocket}`,
+      tokens: [
+        { name: 'ops', role: 'admin', file: join(folder, 'admin-token') },
+        { name: 'dashboards', role: 'viewer', file: join(folder, 'viewer-token') },
+      ],
+    },
     state: { path: statePath },
     log: { level: 'info' },
     health: { probeIntervalMs: 500 },
@@ -68,5 +85,5 @@ export function writeConfig(
   };
   const path = join(folder, 'config.yaml');
   writeFileSync(path, stringify(values));
-  return { dir: folder, path, socket, statePath, values };
+  return { dir: folder, path, socket, statePath, values, adminSocket, adminToken, viewerToken };
 }

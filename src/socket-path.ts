@@ -5,7 +5,7 @@
 import { lstat, mkdir, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
-import { BrokerError } from '../errors.ts';
+import { BrokerError } from './errors.ts';
 
 const PROBE_TIMEOUT_MS = 1000;
 

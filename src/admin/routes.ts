@@ -1,0 +1,296 @@
+// The admin API's routes. Reads need a viewer or admin token, changes an admin token;
+// every change writes an audit record (who, what, before, after, outcome).
+import type { TLSSocket } from 'node:tls';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Broker } from '../broker/broker.ts';
+import { BrokerError, toBrokerError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { requireRole, type Authenticator, type Caller, type Role } from './auth.ts';
+import { sendProblem } from './problem.ts';
+import {
+  backendParams,
+  backendsSchema,
+  emptyQuery,
+  failoverResultSchema,
+  failoverSchema,
+  keysSchema,
+  retireQuery,
+  rotateResultSchema,
+  statusSchema,
+  versionParams,
+  versionStateSchema,
+  type FailoverBody,
+} from './schemas.ts';
+
+export interface RouteDeps {
+  readonly broker: Broker;
+  readonly authenticate: Authenticator;
+  readonly audit: Logger;
+  /** Whether the KMS socket is being served (for /readyz). */
+  readonly isServing: () => boolean;
+  readonly metricsAuth: boolean;
+  readonly version: string;
+}
+
+const problems = { 400: { $ref: 'Problem#' }, 401: { $ref: 'Problem#' }, 403: { $ref: 'Problem#' } };
+
+export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
+  const { broker } = deps;
+  const authorize = (request: FastifyRequest, role: Role): Caller => {
+    const caller = deps.authenticate(request.headers.authorization);
+    try {
+      requireRole(caller, role);
+    } catch (error) {
+      // An attempted change by a token that may not make it is worth an audit record too.
+      deps.audit.warn(
+        { actor: caller.name, action: `${request.method} ${request.url}`, outcome: 'FORBIDDEN' },
+        'admin change refused',
+      );
+      throw error;
+    }
+    const subject = clientSubject(request);
+    return subject === undefined ? caller : { ...caller, name: `${caller.name} (${subject})` };
+  };
+
+  /** Runs a change and writes its audit record, whatever the outcome. */
+  const audited = async <T>(
+    caller: Caller,
+    action: string,
+    target: Record<string, unknown>,
+    change: () => Promise<T>,
+  ): Promise<T> => {
+    try {
+      const result = await change();
+      deps.audit.info({ actor: caller.name, action, target, result, outcome: 'ok' }, 'admin change');
+      return result;
+    } catch (error) {
+      deps.audit.warn(
+        { actor: caller.name, action, target, outcome: toBrokerError(error).code },
+        'admin change refused',
+      );
+      throw error;
+    }
+  };
+
+  app.get('/healthz', { schema: { summary: 'The process is alive (no auth)', security: [] } }, () => ({
+    status: 'ok',
+  }));
+
+  app.get(
+    '/readyz',
+    { schema: { summary: 'The KMS socket is served and Status is healthy (no auth)', security: [] } },
+    (_request, reply) => {
+      const healthz = broker.status().healthz;
+      if (deps.isServing() && healthz === 'ok') return { status: 'ready' };
+      const reason = deps.isServing() ? healthz : 'the KMS socket is not served';
+      return sendProblem(reply, new BrokerError('BACKEND_UNAVAILABLE', `not ready: ${reason}`));
+    },
+  );
+
+  app.get(
+    '/metrics',
+    { schema: { summary: 'Prometheus metrics', security: deps.metricsAuth ? [{ bearer: [] }] : [] } },
+    async (request, reply) => {
+      if (deps.metricsAuth) authorize(request, 'viewer');
+      return reply.type(broker.metrics.registry.contentType).send(await broker.metrics.text());
+    },
+  );
+
+  app.get(
+    '/v1/status',
+    {
+      schema: {
+        summary: 'key_id, health and write versions',
+        querystring: emptyQuery,
+        response: { 200: statusSchema, ...problems },
+      },
+    },
+    request => {
+      authorize(request, 'viewer');
+      const status = broker.status();
+      const writeVersions: Record<string, string> = {};
+      for (const backend of Object.keys(broker.keys.versions())) {
+        const version = broker.keys.writeVersion(backend);
+        if (version !== undefined) writeVersions[backend] = version.version;
+      }
+      return {
+        keyId: status.keyId,
+        healthz: status.healthz,
+        kmsApiVersion: status.version,
+        writeVersions,
+        failover: broker.keys.failover,
+        uptimeSeconds: Math.round((Date.now() - broker.startedAt.getTime()) / 1000),
+        version: deps.version,
+      };
+    },
+  );
+
+  app.get(
+    '/v1/backends',
+    {
+      schema: {
+        summary: 'Health and breaker state per backend',
+        response: { 200: backendsSchema, ...problems },
+      },
+    },
+    request => {
+      authorize(request, 'viewer');
+      return {
+        backends: broker.backendInfo().map(({ name, type }) => {
+          const health = broker.health.health(name);
+          return {
+            name,
+            type,
+            healthy: health?.healthy === true,
+            breaker: health?.healthy === true ? 'closed' : 'open',
+            ...(health?.reason !== undefined && { reason: health.reason }),
+            ...(health?.lastProbeAt !== undefined && { lastProbeAt: health.lastProbeAt.toISOString() }),
+            ...(health?.lastProbeMs !== undefined && {
+              lastProbeMs: Math.round(health.lastProbeMs * 100) / 100,
+            }),
+            errors: { ...health?.errors },
+            ...(broker.keys.writeVersion(name) !== undefined && {
+              writeVersion: broker.keys.writeVersion(name)?.version,
+            }),
+          };
+        }),
+      };
+    },
+  );
+
+  app.get(
+    '/v1/keys',
+    {
+      schema: {
+        summary: 'Key versions per backend, with their role and usage',
+        response: { 200: keysSchema, ...problems },
+      },
+    },
+    request => {
+      authorize(request, 'viewer');
+      const backends = Object.fromEntries(
+        Object.entries(broker.keys.versions()).map(([name, versions]) => [
+          name,
+          versions.map(({ version, role, createdAt, lastDecryptAt, decryptCount, decryptsSinceStart }) => ({
+            version,
+            role,
+            createdAt,
+            ...(lastDecryptAt !== undefined && { lastDecryptAt }),
+            decryptCount: decryptCount ?? 0,
+            decryptsSinceStart,
+          })),
+        ]),
+      );
+      return { backends };
+    },
+  );
+
+  app.post(
+    '/v1/backends/:name/rotate',
+    {
+      schema: {
+        summary: 'Create a new key version; it becomes the write version',
+        params: backendParams,
+        response: { 200: rotateResultSchema, ...problems, 404: { $ref: 'Problem#' } },
+      },
+    },
+    async request => {
+      const caller = authorize(request, 'admin');
+      const { name } = request.params as { name: string };
+      const before = broker.keys.current.keyId;
+      const result = await audited(caller, 'rotate', { backend: name, keyIdBefore: before }, () =>
+        broker.keys.rotate(name),
+      );
+      return { backend: name, version: result.version, keyId: result.keyId };
+    },
+  );
+
+  for (const action of ['retire', 'restore'] as const) {
+    app.post(
+      `/v1/backends/:name/versions/:version/${action}`,
+      {
+        schema: {
+          summary:
+            action === 'retire'
+              ? 'Retire a version: it no longer unwraps (409 while still needed)'
+              : 'Undo a retirement',
+          params: versionParams,
+          querystring: action === 'retire' ? retireQuery : emptyQuery,
+          response: {
+            200: versionStateSchema,
+            ...problems,
+            404: { $ref: 'Problem#' },
+            409: { $ref: 'Problem#' },
+          },
+        },
+      },
+      async request => {
+        const caller = authorize(request, 'admin');
+        const { name, version } = request.params as { name: string; version: string };
+        const force = action === 'retire' && (request.query as { force?: boolean }).force === true;
+        const result = await audited(
+          caller,
+          force ? 'retire (forced)' : action,
+          { backend: name, version },
+          () =>
+            action === 'retire'
+              ? broker.keys.retire(name, version, { force })
+              : broker.keys.restore(name, version),
+        );
+        return { backend: name, version, state: result.after, forced: force };
+      },
+    );
+  }
+
+  app.get(
+    '/v1/failover',
+    {
+      schema: {
+        summary: 'The failover setting, with its ETag',
+        response: { 200: failoverSchema, ...problems },
+      },
+    },
+    (request, reply) => {
+      authorize(request, 'viewer');
+      void reply.header('etag', broker.keys.failoverEtag);
+      return broker.keys.failover;
+    },
+  );
+
+  app.put(
+    '/v1/failover',
+    {
+      schema: {
+        summary: 'Change the failover setting (If-Match: the ETag from GET; 412 on a lost update)',
+        body: failoverSchema,
+        headers: { type: 'object', properties: { 'if-match': { type: 'string' } } },
+        response: {
+          200: failoverResultSchema,
+          ...problems,
+          412: { $ref: 'Problem#' },
+          428: { $ref: 'Problem#' },
+        },
+      },
+    },
+    async (request, reply) => {
+      const caller = authorize(request, 'admin');
+      const etag = request.headers['if-match'];
+      if (etag === undefined)
+        throw new BrokerError('PRECONDITION_REQUIRED', 'send If-Match with the ETag from GET /v1/failover');
+      const body = request.body as FailoverBody;
+      const result = await audited(caller, 'set failover', { order: body.order, wrap: body.wrap }, () =>
+        broker.keys.setFailover({ order: body.order, wrap: body.wrap }, etag),
+      );
+      void reply.header('etag', broker.keys.failoverEtag);
+      return { ...result.after, keyId: result.keyId };
+    },
+  );
+}
+
+/** The verified client certificate's subject, when mTLS is on. */
+function clientSubject(request: FastifyRequest): string | undefined {
+  const socket = request.raw.socket as Partial<TLSSocket>;
+  if (socket.authorized !== true || socket.getPeerCertificate === undefined) return undefined;
+  const subject = socket.getPeerCertificate().subject as { CN?: string } | undefined;
+  return subject?.CN === undefined ? undefined : `CN=${subject.CN}`;
+}

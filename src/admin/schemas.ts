@@ -1,0 +1,83 @@
+// Request and response schemas of the admin API. Routes validate with them and the OpenAPI
+// document is generated from them: one source.
+import { Type, type Static } from '@sinclair/typebox';
+
+const strict = { additionalProperties: false } as const;
+const backendName = Type.String({ pattern: '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$' });
+const versionName = Type.String({ minLength: 1, maxLength: 128 });
+
+export const problemSchema = Type.Object(
+  {
+    type: Type.String({ description: 'urn:kms-broker:error:<CODE>, stable per error code' }),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.String(),
+    code: Type.String(),
+  },
+  { $id: 'Problem' },
+);
+
+export const failoverSchema = Type.Object(
+  {
+    order: Type.Array(backendName, { minItems: 1, maxItems: 16 }),
+    wrap: Type.Union([Type.Literal('all'), Type.Literal('first')]),
+  },
+  strict,
+);
+export type FailoverBody = Static<typeof failoverSchema>;
+
+export const statusSchema = Type.Object({
+  keyId: Type.String(),
+  healthz: Type.String(),
+  kmsApiVersion: Type.String(),
+  writeVersions: Type.Record(Type.String(), Type.String()),
+  failover: failoverSchema,
+  uptimeSeconds: Type.Number(),
+  version: Type.String(),
+});
+
+export const backendsSchema = Type.Object({
+  backends: Type.Array(
+    Type.Object({
+      name: Type.String(),
+      type: Type.String(),
+      healthy: Type.Boolean(),
+      breaker: Type.Union([Type.Literal('closed'), Type.Literal('half-open'), Type.Literal('open')]),
+      reason: Type.Optional(Type.String()),
+      lastProbeAt: Type.Optional(Type.String()),
+      lastProbeMs: Type.Optional(Type.Number()),
+      errors: Type.Record(Type.String(), Type.Integer()),
+      writeVersion: Type.Optional(Type.String()),
+    }),
+  ),
+});
+
+const versionView = Type.Object({
+  version: Type.String(),
+  role: Type.Union([Type.Literal('write'), Type.Literal('active'), Type.Literal('retired')]),
+  createdAt: Type.String(),
+  lastDecryptAt: Type.Optional(Type.String()),
+  decryptCount: Type.Integer(),
+  decryptsSinceStart: Type.Integer(),
+});
+export const keysSchema = Type.Object({ backends: Type.Record(Type.String(), Type.Array(versionView)) });
+
+export const rotateResultSchema = Type.Object({
+  backend: Type.String(),
+  version: Type.String(),
+  keyId: Type.String(),
+});
+
+export const versionStateSchema = Type.Object({
+  backend: Type.String(),
+  version: Type.String(),
+  state: Type.Union([Type.Literal('active'), Type.Literal('retired')]),
+  forced: Type.Boolean(),
+});
+
+export const failoverResultSchema = Type.Object({ ...failoverSchema.properties, keyId: Type.String() });
+
+export const backendParams = Type.Object({ name: backendName }, strict);
+export const versionParams = Type.Object({ name: backendName, version: versionName }, strict);
+export const retireQuery = Type.Object({ force: Type.Boolean({ default: false }) }, strict);
+export const emptyQuery = Type.Object({}, strict);
