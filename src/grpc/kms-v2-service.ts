@@ -4,6 +4,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { isOwnKeyId } from '../broker/key-id.ts';
 import type { Broker } from '../broker/broker.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
+import type { Metrics } from '../metrics.ts';
 import {
   checkAnnotations,
   checkCiphertext,
@@ -24,12 +25,14 @@ type Unary<Req, Res> = grpc.handleUnaryCall<Req, Res>;
 
 export function kmsV2Handlers(broker: Broker): grpc.UntypedServiceImplementation {
   const Status: Unary<unknown, StatusResponse> = (_call, callback) => {
+    const started = performance.now();
     const status = broker.status();
     callback(null, { version: status.version, healthz: status.healthz, key_id: status.keyId });
+    broker.metrics.kmsRequest('v2.Status', 'ok', (performance.now() - started) / 1000);
   };
 
   const Encrypt: Unary<EncryptRequest, EncryptResponse> = (call, callback) => {
-    respond(callback, async () => {
+    respond(broker.metrics, 'v2.Encrypt', callback, async () => {
       const { plaintext, uid } = call.request;
       checkPlaintext(plaintext);
       checkUid(uid);
@@ -40,7 +43,7 @@ export function kmsV2Handlers(broker: Broker): grpc.UntypedServiceImplementation
   };
 
   const Decrypt: Unary<DecryptRequest, DecryptResponse> = (call, callback) => {
-    respond(callback, async () => {
+    respond(broker.metrics, 'v2.Decrypt', callback, async () => {
       const { ciphertext, uid, key_id: keyId, annotations } = call.request;
       checkCiphertext(ciphertext);
       checkUid(uid);
@@ -60,12 +63,23 @@ export function kmsV2Handlers(broker: Broker): grpc.UntypedServiceImplementation
   return { Status, Encrypt, Decrypt };
 }
 
-export function respond<Res>(callback: grpc.sendUnaryData<Res>, handler: () => Promise<Res>): void {
+/** Sends the handler's result or its error as a precise gRPC status, and counts the call. */
+export function respond<Res>(
+  metrics: Metrics,
+  method: string,
+  callback: grpc.sendUnaryData<Res>,
+  handler: () => Promise<Res>,
+): void {
+  const started = performance.now();
   handler().then(
-    response => callback(null, response),
+    response => {
+      callback(null, response);
+      metrics.kmsRequest(method, 'ok', (performance.now() - started) / 1000);
+    },
     (error: unknown) => {
       const brokerError = toBrokerError(error);
       callback({ code: brokerError.grpcCode, details: `${brokerError.code}: ${brokerError.message}` });
+      metrics.kmsRequest(method, brokerError.code, (performance.now() - started) / 1000);
     },
   );
 }
