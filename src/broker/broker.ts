@@ -92,12 +92,8 @@ export class Broker {
   static async start(deps: BrokerDeps): Promise<Broker> {
     const now = deps.now ?? (() => new Date());
     const metrics = deps.metrics ?? new Metrics();
-    const opened: KekBackend[] = [];
     try {
-      for (const backend of deps.backends.values()) {
-        await backend.open();
-        opened.push(backend);
-      }
+      for (const backend of deps.backends.values()) await backend.open();
       const keys = await KeyLifecycle.open({
         config: deps.config,
         backends: deps.backends,
@@ -113,7 +109,8 @@ export class Broker {
       deps.logger.info({ keyId: keys.current.keyId, backends: [...deps.backends.keys()] }, 'broker started');
       return broker;
     } catch (error) {
-      await Promise.allSettled(opened.map(backend => backend.close()));
+      // Also those whose open() failed half-way (a refused login leaves HTTP agents behind).
+      await Promise.allSettled([...deps.backends.values()].map(backend => backend.close()));
       throw error;
     }
   }

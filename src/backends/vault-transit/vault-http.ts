@@ -85,9 +85,10 @@ export function createVaultHttp(config: VaultTransitBackendConfig): VaultHttp {
   (client as { namespace?: string }).namespace = config.namespace ?? '';
 
   const limiter = bulkhead(config.maxConcurrency, MAX_QUEUED_REQUESTS);
+  // maxAttempts counts retries: at most three attempts in all, inside the call's deadline.
   const retries = retry(
     handleWhen(error => error instanceof VaultRequestError && error.kind === 'unavailable'),
-    { maxAttempts: 3, backoff: new ExponentialBackoff({ initialDelay: 25, maxDelay: 400 }) },
+    { maxAttempts: 2, backoff: new ExponentialBackoff({ initialDelay: 25, maxDelay: 400 }) },
   );
   const policy = wrap(retries, limiter);
 
