@@ -17,9 +17,14 @@ fi
 rm -rf "$demo"
 mkdir -p "$demo"
 bash softhsm/create-token.sh "$demo/hsm" kms
+# An admin token for the CLI, in a 0600 file like the HSM PIN.
+(umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' > "$demo/admin-token")
 cat > "$demo/config.yaml" <<YAML
 socket: $demo/kms.sock
 state: { path: $demo/state.json }
+admin:
+  listen: unix://$demo/admin.sock
+  tokens: [{ name: demo, role: admin, file: $demo/admin-token }]
 backends:
   - name: hsm
     type: pkcs11
@@ -42,12 +47,16 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 grep -q '"serving KMS on unix socket"' "$demo/broker.log" || { echo "demo: broker did not start" >&2; cat "$demo/broker.log" >&2; exit 1; }
+for _ in $(seq 1 100); do grep -q '"admin API listening"' "$demo/broker.log" && break; sleep 0.1; done
 
 echo; echo "== kms-broker verify --socket $demo/kms.sock"
 bin/kms-broker verify --socket "$demo/kms.sock"
+echo; echo "== kms-broker status --config $demo/config.yaml   (the admin API)"
+bin/kms-broker status --config "$demo/config.yaml"
 echo; echo "== kms-broker rotate --config $demo/config.yaml"
 bin/kms-broker rotate --config "$demo/config.yaml"
-for _ in $(seq 1 100); do grep -q '"key set changed"' "$demo/broker.log" && break; sleep 0.1; done
+echo; echo "== kms-broker keys --config $demo/config.yaml"
+bin/kms-broker keys --config "$demo/config.yaml"
 echo; echo "== kms-broker verify (after rotation: a new key_id, no restart)"
 bin/kms-broker verify --socket "$demo/kms.sock"
 

@@ -42,8 +42,11 @@ export class HealthMonitor {
     }
   }
 
+  /** Probes at once (so the first report is real, not assumed) and then every interval. */
   start(): void {
-    this.#timer ??= setInterval(() => void this.probeAll(), this.#intervalMs).unref();
+    if (this.#timer !== undefined) return;
+    this.#timer = setInterval(() => void this.probeAll(), this.#intervalMs).unref();
+    void this.probeAll();
   }
 
   stop(): void {

@@ -1,21 +1,51 @@
 #!/usr/bin/env node
-// The kms-broker command line: serve, verify, rotate.
-import { Command } from 'commander';
+// The kms-broker command line: serve and verify on the KMS socket; everything else over
+// the admin API. Exit codes: 0 done, 1 refused or failed, 2 usage, 3 broker unreachable.
+import { Command, CommanderError, Option } from 'commander';
 import { toBrokerError } from '../errors.ts';
 import { VERSION } from '../version.ts';
+import { UnreachableError } from './admin-client.ts';
+import {
+  backendsCommand,
+  failoverGetCommand,
+  failoverSetCommand,
+  keysCommand,
+  rotateCommand,
+  statusCommand,
+  versionStateCommand,
+  type OutputOptions,
+} from './admin-commands.ts';
+import { offlineRotateCommand } from './rotate.ts';
 import { serveCommand } from './serve.ts';
 import { verifyCommand } from './verify.ts';
-import { rotateCommand } from './rotate.ts';
+
+const EXIT_USAGE = 2;
+const EXIT_UNREACHABLE = 3;
 
 const program = new Command()
   .name('kms-broker')
   .description('Kubernetes KMS v2 plugin fronting HSMs, Vault/OpenBao Transit and cloud KMSes')
   .version(VERSION)
-  .showHelpAfterError();
+  .showHelpAfterError()
+  .exitOverride();
+
+/** The options every admin API command takes. */
+function withAdminOptions(command: Command): Command {
+  return command
+    .option('--admin <address>', 'admin API: http(s)://host:port or unix:///path (env KMS_BROKER_ADMIN)')
+    .option('--token-file <file>', 'bearer token file (env KMS_BROKER_TOKEN_FILE or KMS_BROKER_TOKEN)')
+    .option('-c, --config <file>', "the broker's config file, to find the admin API and a token")
+    .option('--ca-file <file>', 'CA certificate of an https admin API')
+    .option('--json', 'print JSON for scripts');
+}
+
+function adminCommand(name: string, description: string): Command {
+  return withAdminOptions(program.command(name).description(description));
+}
 
 program
   .command('serve')
-  .description('serve KMS v2 on the configured unix socket')
+  .description('serve KMS v2 on the configured unix socket, and the admin API')
   .requiredOption('-c, --config <file>', 'YAML configuration file')
   .action(async (options: { config: string }) => serveCommand(options.config));
 
@@ -28,19 +58,73 @@ program
     process.exitCode = await verifyCommand(options.socket, Number(options.timeout));
   });
 
-program
-  .command('rotate')
-  .description('create a new key version and make it the write version (a running broker adopts it)')
-  .requiredOption('-c, --config <file>', 'YAML configuration file')
-  .option('-b, --backend <name>', 'backend to rotate (default: the first in failover.order)')
-  .action(async (options: { config: string; backend?: string }) =>
-    rotateCommand(options.config, options.backend),
+adminCommand('status', 'key_id, health, write versions and failover').action((options: OutputOptions) =>
+  statusCommand(options),
+);
+adminCommand('backends', 'health, breaker state and errors per backend').action((options: OutputOptions) =>
+  backendsCommand(options),
+);
+adminCommand('keys', 'key versions per backend, with role and usage').action((options: OutputOptions) =>
+  keysCommand(options),
+);
+
+adminCommand('rotate', 'create a new key version and make it the write version (key_id changes)')
+  .argument('[backend]', 'backend to rotate (default: the first in the failover order)')
+  .option(
+    '--offline',
+    'rotate in the backend and state file directly, without a running broker (needs --config)',
+  )
+  .action(async (backend: string | undefined, options: OutputOptions & { offline?: boolean }) => {
+    if (options.offline !== true) return rotateCommand(backend, options);
+    if (options.config === undefined)
+      throw new CommanderError(EXIT_USAGE, 'kms-broker.usage', 'error: --offline needs --config');
+    return offlineRotateCommand(options.config, backend);
+  });
+
+adminCommand('retire', 'retire a key version: it no longer unwraps (refused while still needed)')
+  .argument('<backend>')
+  .argument('<version>')
+  .option('--force', 'retire even if a Decrypt needed it recently (audited)')
+  .action((backend: string, version: string, options: OutputOptions & { force?: boolean }) =>
+    versionStateCommand('retire', backend, version, options),
   );
+
+adminCommand('restore', 'undo a retirement')
+  .argument('<backend>')
+  .argument('<version>')
+  .action((backend: string, version: string, options: OutputOptions) =>
+    versionStateCommand('restore', backend, version, options),
+  );
+
+const failover = program.command('failover').description('read or change the failover order');
+withAdminOptions(
+  failover.command('get', { isDefault: true }).description('print the failover setting'),
+).action((options: OutputOptions) => failoverGetCommand(options));
+withAdminOptions(
+  failover
+    .command('set')
+    .description('set the order (comma-separated backend names) and optionally the wrap mode')
+    .argument('<order>', 'e.g. hsm,vault')
+    .addOption(
+      new Option('--wrap <mode>', 'all: every backend wraps; first: the first healthy one').choices([
+        'all',
+        'first',
+      ]),
+    ),
+).action((order: string, options: OutputOptions & { wrap?: string }) => failoverSetCommand(order, options));
 
 try {
   await program.parseAsync();
 } catch (error) {
-  const brokerError = toBrokerError(error);
-  process.stderr.write(`kms-broker: ${brokerError.code}: ${brokerError.message}\n`);
-  process.exitCode = 1;
+  if (error instanceof CommanderError) {
+    // Help and --version end here too, with exit code 0.
+    process.exitCode = error.exitCode === 0 ? 0 : EXIT_USAGE;
+  } else if (error instanceof UnreachableError) {
+    process.stderr.write(`kms-broker: ${error.message}\n`);
+    process.exitCode = EXIT_UNREACHABLE;
+  } else {
+    const brokerError = toBrokerError(error);
+    process.stderr.write(`kms-broker: ${brokerError.code}: ${brokerError.message}\n`);
+    process.exitCode = 1;
+  }
 }

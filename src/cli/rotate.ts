@@ -3,10 +3,11 @@ import { loadConfigFile } from '../config/load.ts';
 import { createLogger } from '../log.ts';
 
 /**
- * Offline rotation against the configured backend and state file. A broker serving the
- * same state file notices the change within seconds and switches key_id without a restart.
+ * Offline rotation (`rotate --offline`) against the configured backend and state file, for
+ * when no broker serves the admin API. A broker serving the same state file still notices
+ * the change within seconds and switches key_id without a restart.
  */
-export async function rotateCommand(configPath: string, backendName?: string): Promise<void> {
+export async function offlineRotateCommand(configPath: string, backendName?: string): Promise<void> {
   const config = loadConfigFile(configPath);
   const logger = createLogger('warn');
   const broker = await startBroker(config, { logger });

@@ -289,12 +289,12 @@ describe('broker lifecycle', () => {
     assert.match(broker.text.join('\n'), /STATE_MISMATCH: backend hsm: the state says version 9 writes/);
   });
 
-  it('prints usage and exits non-zero on a bad command line', async () => {
+  it('prints usage and exits 2 on a bad command line', async () => {
     const child = spawn(CLI, ['serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', chunk => (stderr += String(chunk)));
     const code = await new Promise(resolve => child.once('exit', resolve));
-    assert.equal(code, 1);
+    assert.equal(code, 2, 'usage errors exit 2');
     assert.match(stderr, /required option '-c, --config <file>' not specified/);
   });
 });

@@ -1,0 +1,131 @@
+// The CLI's way to the admin API: where it listens and which token to send come from flags,
+// then the environment, then the broker's config file.
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import { loadConfigFile } from '../config/load.ts';
+import { readSecret } from '../config/secrets.ts';
+import { BrokerError } from '../errors.ts';
+
+export interface AdminTarget {
+  /** `http(s)://host:port` or `unix:///path`. */
+  readonly address: string;
+  readonly token: string | undefined;
+  readonly caFile?: string | undefined;
+}
+
+export interface AdminOptions {
+  readonly admin?: string;
+  readonly tokenFile?: string;
+  readonly config?: string;
+  readonly caFile?: string;
+}
+
+export interface AdminResponse {
+  readonly status: number;
+  readonly headers: http.IncomingHttpHeaders;
+  readonly body: unknown;
+}
+
+/** A failure to reach the broker at all (exit code 3), as opposed to a refused request. */
+export class UnreachableError extends Error {}
+
+export function resolveTarget(options: AdminOptions, role: 'viewer' | 'admin'): AdminTarget {
+  const config = options.config === undefined ? undefined : loadConfigFile(options.config);
+  const address = options.admin ?? process.env.KMS_BROKER_ADMIN ?? configAddress(config);
+  if (address === undefined) {
+    throw new BrokerError(
+      'INVALID_REQUEST',
+      'say where the admin API listens: --admin, KMS_BROKER_ADMIN or --config',
+    );
+  }
+  const tokenFile = options.tokenFile ?? process.env.KMS_BROKER_TOKEN_FILE;
+  let token: string | undefined;
+  if (tokenFile !== undefined) token = readSecret({ file: tokenFile }, 'admin token');
+  else if (process.env.KMS_BROKER_TOKEN !== undefined)
+    token = readSecret({ env: 'KMS_BROKER_TOKEN' }, 'admin token');
+  else if (config !== undefined) {
+    // From the config: an admin token for changes, any token for reads.
+    const entry =
+      config.admin.tokens.find(candidate => candidate.role === 'admin') ??
+      (role === 'viewer' ? config.admin.tokens[0] : undefined);
+    if (entry !== undefined) token = readSecret({ file: entry.file }, `admin token ${entry.name}`);
+  }
+  return { address, token, caFile: options.caFile };
+}
+
+function configAddress(config: ReturnType<typeof loadConfigFile> | undefined): string | undefined {
+  if (config === undefined || !config.admin.enabled) return undefined;
+  if (config.admin.listen.startsWith('unix://')) return config.admin.listen;
+  return `${config.admin.tls === undefined ? 'http' : 'https'}://${config.admin.listen}`;
+}
+
+export function request(
+  target: AdminTarget,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<AdminResponse> {
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  const common: http.RequestOptions = {
+    method,
+    path,
+    timeout: 35000,
+    headers: {
+      accept: 'application/json',
+      ...(target.token !== undefined && { authorization: `Bearer ${target.token}` }),
+      ...(payload !== undefined && {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(payload),
+      }),
+      ...headers,
+    },
+  };
+  let send: (
+    options: http.RequestOptions,
+    callback: (response: http.IncomingMessage) => void,
+  ) => http.ClientRequest;
+  let options: http.RequestOptions;
+  if (target.address.startsWith('unix://')) {
+    options = { ...common, socketPath: target.address.slice('unix://'.length) };
+    send = http.request;
+  } else {
+    const url = new URL(target.address);
+    options = { ...common, hostname: url.hostname.replace(/^\[|\]$/g, ''), port: url.port };
+    if (url.protocol === 'https:') {
+      const ca = target.caFile === undefined ? undefined : readFileSync(target.caFile);
+      options = { ...options, ...(ca !== undefined && { ca }) };
+      send = https.request;
+    } else send = http.request;
+  }
+  return new Promise((resolve, reject) => {
+    const req = send(options, response => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        const json = /json/.test(response.headers['content-type'] ?? '');
+        let parsed: unknown = text;
+        if (json) {
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            parsed = text;
+          }
+        }
+        resolve({ status: response.statusCode ?? 0, headers: response.headers, body: parsed });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', (error: NodeJS.ErrnoException) =>
+      reject(
+        new UnreachableError(
+          `cannot reach the admin API at ${target.address} (${error.code ?? error.message})`,
+        ),
+      ),
+    );
+    if (payload !== undefined) req.write(payload);
+    req.end();
+  });
+}
