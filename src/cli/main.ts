@@ -5,19 +5,11 @@ import { Command, CommanderError, Option } from 'commander';
 import { toBrokerError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { UnreachableError } from './admin-client.ts';
-import {
-  backendsCommand,
-  failoverGetCommand,
-  failoverSetCommand,
-  keysCommand,
-  rotateCommand,
-  statusCommand,
-  versionStateCommand,
-  type OutputOptions,
-} from './admin-commands.ts';
-import { offlineRotateCommand } from './rotate.ts';
-import { serveCommand } from './serve.ts';
-import { verifyCommand } from './verify.ts';
+import type { OutputOptions } from './admin-commands.ts';
+
+// Commands load their modules when they run: `kms-broker keys` need not load the HSM,
+// Vault and gRPC stacks that `serve` needs, so scripts get answers fast.
+const commands = () => import('./admin-commands.ts');
 
 const EXIT_USAGE = 2;
 const EXIT_UNREACHABLE = 3;
@@ -47,7 +39,7 @@ program
   .command('serve')
   .description('serve KMS v2 on the configured unix socket, and the admin API')
   .requiredOption('-c, --config <file>', 'YAML configuration file')
-  .action(async (options: { config: string }) => serveCommand(options.config));
+  .action(async (options: { config: string }) => (await import('./serve.ts')).serveCommand(options.config));
 
 program
   .command('verify')
@@ -55,17 +47,19 @@ program
   .requiredOption('-s, --socket <path>', 'the broker socket')
   .option('--timeout <ms>', 'per-call timeout', '3000')
   .action(async (options: { socket: string; timeout: string }) => {
-    process.exitCode = await verifyCommand(options.socket, Number(options.timeout));
+    process.exitCode = await (
+      await import('./verify.ts')
+    ).verifyCommand(options.socket, Number(options.timeout));
   });
 
-adminCommand('status', 'key_id, health, write versions and failover').action((options: OutputOptions) =>
-  statusCommand(options),
+adminCommand('status', 'key_id, health, write versions and failover').action(async (options: OutputOptions) =>
+  (await commands()).statusCommand(options),
 );
-adminCommand('backends', 'health, breaker state and errors per backend').action((options: OutputOptions) =>
-  backendsCommand(options),
+adminCommand('backends', 'health, breaker state and errors per backend').action(
+  async (options: OutputOptions) => (await commands()).backendsCommand(options),
 );
-adminCommand('keys', 'key versions per backend, with role and usage').action((options: OutputOptions) =>
-  keysCommand(options),
+adminCommand('keys', 'key versions per backend, with role and usage').action(async (options: OutputOptions) =>
+  (await commands()).keysCommand(options),
 );
 
 adminCommand('rotate', 'create a new key version and make it the write version (key_id changes)')
@@ -75,31 +69,31 @@ adminCommand('rotate', 'create a new key version and make it the write version (
     'rotate in the backend and state file directly, without a running broker (needs --config)',
   )
   .action(async (backend: string | undefined, options: OutputOptions & { offline?: boolean }) => {
-    if (options.offline !== true) return rotateCommand(backend, options);
+    if (options.offline !== true) return (await commands()).rotateCommand(backend, options);
     if (options.config === undefined)
       throw new CommanderError(EXIT_USAGE, 'kms-broker.usage', 'error: --offline needs --config');
-    return offlineRotateCommand(options.config, backend);
+    return (await import('./rotate.ts')).offlineRotateCommand(options.config, backend);
   });
 
 adminCommand('retire', 'retire a key version: it no longer unwraps (refused while still needed)')
   .argument('<backend>')
   .argument('<version>')
   .option('--force', 'retire even if a Decrypt needed it recently (audited)')
-  .action((backend: string, version: string, options: OutputOptions & { force?: boolean }) =>
-    versionStateCommand('retire', backend, version, options),
+  .action(async (backend: string, version: string, options: OutputOptions & { force?: boolean }) =>
+    (await commands()).versionStateCommand('retire', backend, version, options),
   );
 
 adminCommand('restore', 'undo a retirement')
   .argument('<backend>')
   .argument('<version>')
-  .action((backend: string, version: string, options: OutputOptions) =>
-    versionStateCommand('restore', backend, version, options),
+  .action(async (backend: string, version: string, options: OutputOptions) =>
+    (await commands()).versionStateCommand('restore', backend, version, options),
   );
 
 const failover = program.command('failover').description('read or change the failover order');
 withAdminOptions(
   failover.command('get', { isDefault: true }).description('print the failover setting'),
-).action((options: OutputOptions) => failoverGetCommand(options));
+).action(async (options: OutputOptions) => (await commands()).failoverGetCommand(options));
 withAdminOptions(
   failover
     .command('set')
@@ -111,7 +105,9 @@ withAdminOptions(
         'first',
       ]),
     ),
-).action((order: string, options: OutputOptions & { wrap?: string }) => failoverSetCommand(order, options));
+).action(async (order: string, options: OutputOptions & { wrap?: string }) =>
+  (await commands()).failoverSetCommand(order, options),
+);
 
 try {
   await program.parseAsync();

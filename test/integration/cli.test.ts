@@ -1,0 +1,158 @@
+// The CLI over the admin API, against a live broker on a real SoftHSM token: tables for
+// people, JSON for scripts, exit codes scripts can rely on, one-line errors.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { CLI, startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
+import { writeConfig, type TestConfig } from '../helpers/config.ts';
+import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
+import { createKmsV2Client } from '../../src/grpc/kms-v2-client.ts';
+
+interface Run {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function cli(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<Run> {
+  return new Promise(resolve => {
+    execFile(CLI, args, { env, timeout: 30000 }, (error, stdout, stderr) => {
+      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('kms-broker CLI over the admin API', () => {
+  let token: SoftHsmToken;
+  let config: TestConfig;
+  let broker: BrokerProcess;
+
+  before(async () => {
+    token = createToken();
+    config = writeConfig(token);
+    broker = await startBrokerProcess(config.path, token.env);
+  });
+  after(async () => {
+    await broker.stop();
+    token.remove();
+  });
+
+  it('prints status as an aligned table, and as JSON with --json', async () => {
+    const human = await cli(['status', '--config', config.path]);
+    assert.equal(human.code, 0, human.stderr);
+    const lines = human.stdout.trimEnd().split('\n');
+    assert.match(lines[0] ?? '', /^FIELD\s+VALUE$/);
+    const valueColumn = (lines[0] ?? '').indexOf('VALUE');
+    for (const line of lines.slice(1)) assert.notEqual(line[valueColumn - 1], undefined, line);
+    assert.match(human.stdout, /^key_id\s+kbr1-/m);
+    assert.match(human.stdout, /^healthz\s+ok$/m);
+
+    const json = await cli(['status', '--config', config.path, '--json']);
+    const status = JSON.parse(json.stdout) as {
+      keyId: string;
+      healthz: string;
+      writeVersions: Record<string, string>;
+    };
+    const client = createKmsV2Client(config.socket);
+    try {
+      assert.equal(status.keyId, (await client.status()).key_id);
+    } finally {
+      client.close();
+    }
+    assert.deepEqual(status.writeVersions, { hsm: '1' });
+  });
+
+  it('rotates, and keys shows the new write version next to the old one', async () => {
+    const rotated = await cli(['rotate', 'hsm', '--config', config.path, '--json']);
+    assert.equal(rotated.code, 0, rotated.stderr);
+    const result = JSON.parse(rotated.stdout) as { version: string; keyId: string };
+    assert.equal(result.version, '2');
+
+    const keys = await cli(['keys', '--config', config.path]);
+    assert.match(
+      keys.stdout,
+      /^BACKEND\s+VERSION\s+ROLE\s+CREATED\s+LAST DECRYPT\s+DECRYPTS\s+SINCE START$/m,
+    );
+    assert.match(keys.stdout, /^hsm\s+1\s+active\s/m);
+    assert.match(keys.stdout, /^hsm\s+2\s+write\s/m);
+
+    const backends = await cli(['backends', '--config', config.path, '--json']);
+    const listed = JSON.parse(backends.stdout) as { backends: { name: string; writeVersion: string }[] };
+    assert.deepEqual(
+      listed.backends.map(backend => [backend.name, backend.writeVersion]),
+      [['hsm', '2']],
+    );
+  });
+
+  it('retires and restores a version; refuses the write version with exit 1 and one clear line', async () => {
+    const retired = await cli(['retire', 'hsm', '1', '--config', config.path]);
+    assert.equal(retired.code, 0, retired.stderr);
+    assert.equal(retired.stdout, 'hsm version 1 is retired\n');
+    const restored = await cli(['restore', 'hsm', '1', '--config', config.path]);
+    assert.equal(restored.stdout, 'hsm version 1 is active\n');
+
+    const refused = await cli(['retire', 'hsm', '2', '--force', '--config', config.path]);
+    assert.equal(refused.code, 1);
+    assert.equal(refused.stdout, '');
+    assert.equal(
+      refused.stderr,
+      'kms-broker: VERSION_IN_USE: version 2 is the write version of backend hsm; rotate before retiring it\n',
+    );
+  });
+
+  it('reads and sets the failover order, sending the ETag for the caller', async () => {
+    const read = await cli(['failover', '--config', config.path]);
+    assert.equal(read.stdout, 'order: hsm\nwrap:  first\n');
+    const set = await cli(['failover', 'set', 'hsm', '--wrap', 'first', '--config', config.path, '--json']);
+    assert.equal(set.code, 0, set.stderr);
+    assert.deepEqual((JSON.parse(set.stdout) as { order: string[] }).order, ['hsm']);
+    const unknown = await cli(['failover', 'set', 'hsm,nope', '--config', config.path]);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /^kms-broker: INVALID_REQUEST: order\[1\]: no backend is named 'nope'\n$/);
+  });
+
+  it('takes the address and token from flags or the environment', async () => {
+    const env = {
+      ...process.env,
+      KMS_BROKER_ADMIN: `unix://${config.adminSocket}`,
+      KMS_BROKER_TOKEN: config.viewerToken,
+    };
+    const viaEnv = await cli(['keys', '--json'], env);
+    assert.equal(viaEnv.code, 0, viaEnv.stderr);
+    const viewerRotates = await cli(['rotate', 'hsm'], env);
+    assert.equal(viewerRotates.code, 1);
+    assert.match(viewerRotates.stderr, /^kms-broker: FORBIDDEN: token dashboards has the viewer role/);
+    const viaFlags = await cli([
+      'status',
+      '--admin',
+      `unix://${config.adminSocket}`,
+      '--token-file',
+      `${config.dir}/admin-token`,
+    ]);
+    assert.equal(viaFlags.code, 0, viaFlags.stderr);
+    const noToken = await cli(['status', '--admin', `unix://${config.adminSocket}`], {
+      ...process.env,
+      KMS_BROKER_TOKEN: '',
+    });
+    assert.equal(noToken.code, 1);
+  });
+
+  it('exits 3 when the broker cannot be reached, and 2 on a usage error', async () => {
+    const unreachable = await cli([
+      'status',
+      '--admin',
+      `unix://${config.dir}/missing.sock`,
+      '--token-file',
+      `${config.dir}/admin-token`,
+    ]);
+    assert.equal(unreachable.code, 3);
+    assert.match(
+      unreachable.stderr,
+      /^kms-broker: cannot reach the admin API at unix:\/\/.*missing\.sock \(ENOENT\)\n$/,
+    );
+    const usage = await cli(['retire', 'hsm']);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /missing required argument 'version'/);
+  });
+});
