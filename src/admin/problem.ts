@@ -25,6 +25,8 @@ export function toProblem(error: BrokerError): Problem {
 }
 
 export function sendProblem(reply: FastifyReply, error: BrokerError): FastifyReply {
+  // RFC 9110: a 401 names the scheme the client should use.
+  if (error.httpStatus === 401) void reply.header('www-authenticate', 'Bearer realm="kms-broker"');
   return reply.code(error.httpStatus).type('application/problem+json').send(toProblem(error));
 }
 

@@ -32,7 +32,12 @@ export interface RouteDeps {
   readonly version: string;
 }
 
-const problems = { 400: { $ref: 'Problem#' }, 401: { $ref: 'Problem#' }, 403: { $ref: 'Problem#' } };
+/** An error response as the OpenAPI document should describe it: problem+json. */
+const problem = {
+  description: 'problem+json',
+  content: { 'application/problem+json': { schema: { $ref: 'Problem#' } } },
+};
+const problems = { 400: problem, 401: problem, 403: problem };
 
 export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   const { broker } = deps;
@@ -119,6 +124,10 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
         kmsApiVersion: status.version,
         writeVersions,
         failover: broker.keys.failover,
+        degraded: broker
+          .backendInfo()
+          .flatMap(({ name }) => (broker.health.health(name)?.healthy === true ? [] : [name])),
+        underReplicatedKeyIds: [...broker.underReplicatedKeyIds],
         uptimeSeconds: Math.round((Date.now() - broker.startedAt.getTime()) / 1000),
         version: deps.version,
       };
@@ -142,7 +151,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
             name,
             type,
             healthy: health?.healthy === true,
-            breaker: health?.healthy === true ? 'closed' : 'open',
+            breaker: health?.breaker ?? 'closed',
             ...(health?.reason !== undefined && { reason: health.reason }),
             ...(health?.lastProbeAt !== undefined && { lastProbeAt: health.lastProbeAt.toISOString() }),
             ...(health?.lastProbeMs !== undefined && {
@@ -191,7 +200,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       schema: {
         summary: 'Create a new key version; it becomes the write version',
         params: backendParams,
-        response: { 200: rotateResultSchema, ...problems, 404: { $ref: 'Problem#' } },
+        response: { 200: rotateResultSchema, ...problems, 404: problem },
       },
     },
     async request => {
@@ -219,8 +228,8 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
           response: {
             200: versionStateSchema,
             ...problems,
-            404: { $ref: 'Problem#' },
-            409: { $ref: 'Problem#' },
+            404: problem,
+            409: problem,
           },
         },
       },
@@ -267,8 +276,8 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
         response: {
           200: failoverResultSchema,
           ...problems,
-          412: { $ref: 'Problem#' },
-          428: { $ref: 'Problem#' },
+          412: problem,
+          428: problem,
         },
       },
     },

@@ -32,6 +32,10 @@ export const statusSchema = Type.Object({
   kmsApiVersion: Type.String(),
   writeVersions: Type.Record(Type.String(), Type.String()),
   failover: failoverSchema,
+  /** Backends whose breaker is open: writes may still succeed, with fewer wraps or elsewhere. */
+  degraded: Type.Array(Type.String()),
+  /** key_ids whose seeds went out without some backends' wraps (since start). */
+  underReplicatedKeyIds: Type.Array(Type.String()),
   uptimeSeconds: Type.Number(),
   version: Type.String(),
 });
@@ -79,5 +83,5 @@ export const failoverResultSchema = Type.Object({ ...failoverSchema.properties, 
 
 export const backendParams = Type.Object({ name: backendName }, strict);
 export const versionParams = Type.Object({ name: backendName, version: versionName }, strict);
-export const retireQuery = Type.Object({ force: Type.Boolean({ default: false }) }, strict);
+export const retireQuery = Type.Object({ force: Type.Optional(Type.Boolean({ default: false })) }, strict);
 export const emptyQuery = Type.Object({}, strict);

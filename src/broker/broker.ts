@@ -66,6 +66,9 @@ export class Broker {
   readonly #config: BrokerConfig;
   readonly #backends: ReadonlyMap<string, KekBackend>;
   readonly #logger: Logger;
+  /** key_ids whose seeds went out without some backends' wraps, and which backends. */
+  readonly #thinSeeds = new Map<string, string[]>();
+  #rebalancing = false;
 
   private constructor(deps: BrokerDeps, keys: KeyLifecycle, metrics: Metrics) {
     this.#config = deps.config;
@@ -75,10 +78,11 @@ export class Broker {
     this.metrics = metrics;
     this.health = new HealthMonitor(
       [...deps.backends.values()],
-      deps.config.health.probeIntervalMs,
+      { ...deps.config.health, writeVersion: backend => keys.writeVersion(backend)?.version },
       deps.logger,
       metrics,
     );
+    this.health.onChange(() => void this.#rebalance());
     this.rotationWatch = new RotationWatch({
       backends: [...deps.backends.values()],
       writeVersion: backend => keys.writeVersion(backend),
@@ -116,10 +120,13 @@ export class Broker {
   }
 
   status(): StatusResult {
-    const { keyId, writeKeys } = this.keys.current;
+    const { keyId, writeKeys, wrap } = this.keys.current;
     return {
       version: KMS_API_VERSION,
-      healthz: this.health.healthz(writeKeys.map(key => key.backend)),
+      healthz: this.health.healthz(
+        writeKeys.map(key => key.backend),
+        wrap,
+      ),
       keyId,
     };
   }
@@ -139,6 +146,10 @@ export class Broker {
       if (first === undefined) throw firstError(results);
       if (wrapped.length < writeKeys.length) {
         this.metrics.underReplicated();
+        this.#thinSeeds.set(
+          keyId,
+          writeKeys.filter(key => !wrapped.some(w => w.key === key)).map(key => key.backend),
+        );
         this.#logger.warn(
           {
             uid: context.uid,
@@ -190,6 +201,52 @@ export class Broker {
       );
     } catch (error) {
       throw this.#logFailure('decrypt', context, started, error);
+    }
+  }
+
+  /** key_ids whose seeds lack some backends' wraps since start (readable only through the others). */
+  get underReplicatedKeyIds(): readonly string[] {
+    return [...this.#thinSeeds.keys()];
+  }
+
+  /**
+   * After every health change and probe round: with wrap: first, writes go to the first
+   * backend of the order that is healthy (one that was down must stay closed for the
+   * hysteresis before it takes writes back); with wrap: all, a seed that went out without
+   * some wraps is replaced (new generation, so the apiserver re-seeds) once the missing
+   * backends have been healthy for the hysteresis.
+   */
+  async #rebalance(): Promise<void> {
+    if (this.#rebalancing) return;
+    this.#rebalancing = true;
+    try {
+      const { order } = this.keys.failover;
+      const { keyId, wrap, writeKeys } = this.keys.current;
+      const hysteresisMs = this.#config.failover.hysteresisMs;
+      if (wrap === 'first') {
+        const current = writeKeys[0]?.backend;
+        const desired = order.find(name =>
+          name === current
+            ? this.health.health(name)?.healthy === true
+            : this.health.closedFor(name, hysteresisMs),
+        );
+        if (desired !== undefined && desired !== current) {
+          const currentDown = current !== undefined && this.health.health(current)?.healthy !== true;
+          await this.keys.switchWriter(
+            desired,
+            currentDown ? `${current} is unhealthy` : `${desired} is healthy again`,
+          );
+        }
+        return;
+      }
+      const missing = this.#thinSeeds.get(keyId);
+      if (missing !== undefined && missing.every(name => this.health.closedFor(name, hysteresisMs))) {
+        await this.keys.bumpGeneration(`heal an under-replicated seed: ${missing.join(', ')} healthy again`);
+      }
+    } catch (error) {
+      this.#logger.error({ code: toBrokerError(error).code }, 'could not rebalance writes');
+    } finally {
+      this.#rebalancing = false;
     }
   }
 

@@ -1,14 +1,19 @@
 // Backend health, kept in memory so that Status never calls a backend. A background loop
-// probes each backend cheaply (never a wrap), and the outcome of real calls feeds the same
-// record, so an outage is seen at the first failed call, not only at the next probe.
+// probes each backend cheaply (never a wrap); at a slower interval it also unwraps a canary
+// the backend wrapped once, proving that decryption (not just reachability) works. Probes
+// and real calls feed one circuit breaker per backend, so an outage is seen at the first
+// failed call, not only at the next probe.
+import { randomBytes } from 'node:crypto';
 import type { KekBackend } from '../backends/kek.ts';
-import { toBrokerError } from '../errors.ts';
+import { BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
+import { Breaker, type BreakerState } from './breaker.ts';
 import { callSignal } from './deadline.ts';
 
 export interface BackendHealth {
   readonly healthy: boolean;
+  readonly breaker: BreakerState;
   /** A safe, short reason (an error code), never a backend's raw message. */
   readonly reason: string | undefined;
   readonly lastProbeAt: Date | undefined;
@@ -17,35 +22,69 @@ export interface BackendHealth {
   readonly errors: Readonly<Record<string, number>>;
 }
 
+export interface HealthOptions {
+  readonly probeIntervalMs: number;
+  readonly canaryIntervalMs: number;
+  readonly failureThreshold: number;
+  readonly openCooldownMs: number;
+  /** The version a backend writes with, for its canary. */
+  readonly writeVersion: (backend: string) => string | undefined;
+}
+
+interface Record_ {
+  readonly breaker: Breaker;
+  reason: string | undefined;
+  lastProbeAt: Date | undefined;
+  lastProbeMs: number | undefined;
+  errors: Record<string, number>;
+  wasAvailable: boolean;
+}
+
+interface Canary {
+  readonly version: string;
+  readonly plaintext: Buffer;
+  readonly wrapped: Buffer;
+  checkedAt: number;
+}
+
+const CANARY_AAD = Buffer.from('kms-broker canary');
+
 export class HealthMonitor {
   readonly #backends: readonly KekBackend[];
-  readonly #intervalMs: number;
+  readonly #options: HealthOptions;
   readonly #logger: Logger;
   readonly #metrics: Metrics;
-  readonly #health = new Map<string, BackendHealth>();
+  readonly #records = new Map<string, Record_>();
+  readonly #canaries = new Map<string, Canary>();
+  readonly #listeners: (() => void)[] = [];
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(backends: readonly KekBackend[], intervalMs: number, logger: Logger, metrics: Metrics) {
+  constructor(backends: readonly KekBackend[], options: HealthOptions, logger: Logger, metrics: Metrics) {
     this.#backends = backends;
-    this.#intervalMs = intervalMs;
+    this.#options = options;
     this.#logger = logger;
     this.#metrics = metrics;
     for (const backend of backends) {
-      this.#health.set(backend.name, {
-        healthy: true,
+      const breaker = new Breaker({
+        failureThreshold: options.failureThreshold,
+        openCooldownMs: options.openCooldownMs,
+      });
+      this.#records.set(backend.name, {
+        breaker,
         reason: undefined,
         lastProbeAt: undefined,
         lastProbeMs: undefined,
         errors: {},
+        wasAvailable: true,
       });
       metrics.breakerState(backend.name, 'closed');
     }
   }
 
-  /** Probes at once (so the first report is real, not assumed) and then every interval. */
+  /** Probes at once (so the first report is measured, not assumed) and then every interval. */
   start(): void {
     if (this.#timer !== undefined) return;
-    this.#timer = setInterval(() => void this.probeAll(), this.#intervalMs).unref();
+    this.#timer = setInterval(() => void this.probeAll(), this.#options.probeIntervalMs).unref();
     void this.probeAll();
   }
 
@@ -54,58 +93,127 @@ export class HealthMonitor {
     this.#timer = undefined;
   }
 
-  async probeAll(): Promise<void> {
-    await Promise.all(this.#backends.map(backend => this.#probe(backend)));
+  /** Called whenever a backend's breaker changes state, and after every probe round. */
+  onChange(listener: () => void): void {
+    this.#listeners.push(listener);
   }
 
-  /** Records the outcome of a real call or a probe. */
-  record(name: string, healthy: boolean, reason?: string): void {
-    const previous = this.#health.get(name);
-    if (previous === undefined) return;
-    if (previous.healthy !== healthy) {
-      this.#logger.warn(
-        { backend: name, healthy, reason },
-        healthy ? 'backend recovered' : 'backend unhealthy',
-      );
-      this.#metrics.breakerState(name, healthy ? 'closed' : 'open');
+  async probeAll(): Promise<void> {
+    await Promise.all(this.#backends.map(backend => this.#probe(backend)));
+    // Time passing matters too (write hysteresis), so listeners also hear of every round.
+    for (const listener of this.#listeners) listener();
+  }
+
+  /** Records the outcome of a real call (or a probe): feeds the breaker. */
+  record(name: string, ok: boolean, reason?: string, source: 'probe' | 'call' = 'call'): void {
+    const record = this.#records.get(name);
+    if (record === undefined) return;
+    const before = record.breaker.state;
+    if (ok) record.breaker.success();
+    else record.breaker.failure(source);
+    if (!ok && reason !== undefined) record.errors[reason] = (record.errors[reason] ?? 0) + 1;
+    record.reason = ok ? undefined : (reason ?? record.reason);
+    const after = record.breaker.state;
+    if (after !== before) {
+      this.#metrics.breakerState(name, after);
+      const available = after !== 'open';
+      if (available !== record.wasAvailable) {
+        record.wasAvailable = available;
+        this.#logger.warn(
+          { backend: name, breaker: after, reason: record.reason },
+          available ? 'backend recovered' : 'backend unhealthy',
+        );
+      }
+      for (const listener of this.#listeners) listener();
     }
-    const errors =
-      healthy || reason === undefined
-        ? previous.errors
-        : { ...previous.errors, [reason]: (previous.errors[reason] ?? 0) + 1 };
-    this.#health.set(name, { ...previous, healthy, reason: healthy ? undefined : reason, errors });
   }
 
   health(name: string): BackendHealth | undefined {
-    return this.#health.get(name);
+    const record = this.#records.get(name);
+    if (record === undefined) return undefined;
+    const breaker = record.breaker.state;
+    return {
+      healthy: breaker !== 'open',
+      breaker,
+      reason: breaker === 'closed' ? undefined : record.reason,
+      lastProbeAt: record.lastProbeAt,
+      lastProbeMs: record.lastProbeMs,
+      errors: { ...record.errors },
+    };
   }
 
-  /** Status `healthz`: "ok" only when every named (write) backend is healthy. */
-  healthz(writeBackends: readonly string[]): string {
-    const failing = writeBackends.filter(name => this.#health.get(name)?.healthy !== true);
-    if (failing.length === 0) return 'ok';
-    return `unhealthy backends: ${failing.map(name => `${name} (${this.#health.get(name)?.reason ?? 'unknown'})`).join(', ')}`;
+  /** Whether a backend may take writes back: closed for at least `forMs`. */
+  closedFor(name: string, forMs: number): boolean {
+    const breaker = this.#records.get(name)?.breaker;
+    return breaker !== undefined && breaker.state === 'closed' && breaker.closedForMs() >= forMs;
+  }
+
+  /**
+   * Status `healthz`: "ok" when writes would succeed (with `all`, when at least one writer
+   * is available), else the failing backends with their reasons.
+   */
+  healthz(writers: readonly string[], wrap: 'all' | 'first'): string {
+    const failing = writers.filter(name => this.health(name)?.healthy !== true);
+    const writable = wrap === 'all' ? failing.length < writers.length : failing.length === 0;
+    if (writable) return 'ok';
+    return `unhealthy backends: ${failing.map(name => `${name} (${this.health(name)?.reason ?? 'unknown'})`).join(', ')}`;
   }
 
   async #probe(backend: KekBackend): Promise<void> {
     const started = performance.now();
-    const signal = callSignal(Math.min(this.#intervalMs, 5000));
+    const signal = callSignal(Math.min(this.#options.probeIntervalMs, 5000));
     let reason: string | undefined;
     try {
       await backend.probe(signal);
+      await this.#checkCanary(backend, signal);
       this.#metrics.probeSucceeded(backend.name, Date.now());
     } catch (error) {
       const brokerError = toBrokerError(error);
       reason = brokerError.causeName ?? brokerError.code;
     }
-    this.record(backend.name, reason === undefined, reason);
-    const current = this.#health.get(backend.name);
-    if (current !== undefined) {
-      this.#health.set(backend.name, {
-        ...current,
-        lastProbeAt: new Date(),
-        lastProbeMs: performance.now() - started,
-      });
+    this.record(backend.name, reason === undefined, reason, 'probe');
+    const record = this.#records.get(backend.name);
+    if (record !== undefined) {
+      record.lastProbeAt = new Date();
+      record.lastProbeMs = performance.now() - started;
     }
+  }
+
+  /**
+   * Unwraps the backend's canary when it is due: a backend that still answers probes but can
+   * no longer decrypt (revoked permission, a key disabled in the service) is not healthy.
+   */
+  async #checkCanary(backend: KekBackend, signal: AbortSignal): Promise<void> {
+    const version = this.#options.writeVersion(backend.name);
+    if (version === undefined) return;
+    let canary = this.#canaries.get(backend.name);
+    const now = Date.now();
+    if (
+      canary !== undefined &&
+      canary.version === version &&
+      now - canary.checkedAt < this.#options.canaryIntervalMs
+    )
+      return;
+    if (canary?.version !== version) {
+      const plaintext = randomBytes(32);
+      const wrapped = await backend.wrap({ plaintext, keyVersion: version, aad: CANARY_AAD, signal });
+      canary = { version, plaintext, wrapped, checkedAt: 0 };
+      this.#canaries.set(backend.name, canary);
+    }
+    const unwrapped = await backend.unwrap({
+      wrapped: canary.wrapped,
+      keyVersion: version,
+      mechanism: backend.mechanism,
+      aad: CANARY_AAD,
+      signal,
+    });
+    if (!unwrapped.equals(canary.plaintext)) {
+      throw new BrokerError(
+        'BACKEND_UNAVAILABLE',
+        `backend ${backend.name} returned a wrong canary`,
+        'CANARY_MISMATCH',
+      );
+    }
+    canary.checkedAt = now;
   }
 }

@@ -212,6 +212,37 @@ export class KeyLifecycle {
     });
   }
 
+  /**
+   * With wrap: first, moves writes to another backend. Every switch also starts a new
+   * generation, so a return to an earlier backend never reuses its old key_id.
+   */
+  switchWriter(backend: string, reason: string): Promise<void> {
+    return this.#serialized(async () => {
+      if (this.#registry.current.writeKeys[0]?.backend === backend) return;
+      const before = this.#registry.current.keyId;
+      await this.#commit(() => {
+        this.#registry.setActiveWriter(backend);
+        this.#registry.bumpGeneration();
+      });
+      const { keyId } = this.#registry.current;
+      this.#deps.logger.warn(
+        { backend, reason, keyId, previousKeyId: before },
+        'writes moved to another backend',
+      );
+      this.#deps.logger.info({ keyId, previousKeyId: before }, 'key set changed');
+    });
+  }
+
+  /** A new key_id over the same keys: the apiserver re-seeds (used to heal thin seeds). */
+  bumpGeneration(reason: string): Promise<void> {
+    return this.#serialized(async () => {
+      const before = this.#registry.current.keyId;
+      await this.#commit(() => this.#registry.bumpGeneration());
+      const { keyId } = this.#registry.current;
+      this.#deps.logger.info({ reason, keyId, previousKeyId: before }, 'key set changed');
+    });
+  }
+
   /** Counts a Decrypt that needed a version; persisted with the next flush. */
   recordDecrypt(backend: string, version: string): void {
     const key = usageKey(backend, version);
@@ -308,11 +339,13 @@ export class KeyLifecycle {
   async #commit(change: () => void): Promise<void> {
     const before = this.#registry.toState();
     const failoverBefore = this.#registry.failover;
+    const writerBefore = this.#registry.activeWriter;
     change();
     try {
       await this.#deps.store.save(this.#registry.toState());
     } catch (error) {
       this.#registry.replace(before, failoverBefore);
+      this.#registry.setActiveWriter(writerBefore);
       this.#deps.onStateWriteFailure?.();
       const code = (error as NodeJS.ErrnoException).code ?? 'error';
       throw new BrokerError(

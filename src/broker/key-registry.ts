@@ -19,6 +19,8 @@ export interface WriteSnapshot {
 export class KeyRegistry {
   #state: BrokerState;
   #failover: FailoverSetting;
+  /** With wrap: first, the backend that writes now (the first healthy one); not persisted. */
+  #activeWriter: string | undefined;
   #snapshot: WriteSnapshot;
 
   /** `failover` is the effective setting (config, or a run-time change that still applies). */
@@ -56,6 +58,22 @@ export class KeyRegistry {
       throw error;
     }
     this.#state.failover = { current: structuredClone(failover), basedOn: structuredClone(basedOn) };
+  }
+
+  /** With wrap: first, moves writes to another backend of the order (key_id changes). */
+  setActiveWriter(backend: string | undefined): void {
+    this.#activeWriter = backend;
+    this.#snapshot = this.#derive();
+  }
+
+  get activeWriter(): string | undefined {
+    return this.#activeWriter;
+  }
+
+  /** A new generation is a new key_id over the same keys: the apiserver re-seeds. */
+  bumpGeneration(): void {
+    this.#state.generation++;
+    this.#snapshot = this.#derive();
   }
 
   setVersionState(backend: string, version: string, state: StoredVersion['state']): void {
@@ -119,7 +137,9 @@ export class KeyRegistry {
 
   #derive(): WriteSnapshot {
     const { order, wrap } = this.#failover;
-    const writers = wrap === 'all' ? order : order.slice(0, 1);
+    const active =
+      this.#activeWriter !== undefined && order.includes(this.#activeWriter) ? this.#activeWriter : order[0];
+    const writers = wrap === 'all' ? order : active === undefined ? [] : [active];
     const writeKeys = writers.map(backend => {
       const version = this.writeVersion(backend);
       if (version === undefined)

@@ -63,6 +63,12 @@ export const configSchema = Type.Object(
     health: Type.Object(
       {
         probeIntervalMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 10000 }),
+        /** How often each backend unwraps its canary (a real decrypt, no encrypt). */
+        canaryIntervalMs: Type.Integer({ minimum: 1000, maximum: 86400000, default: 300000 }),
+        /** Consecutive failed calls that open a backend's breaker (a failed probe opens it at once). */
+        failureThreshold: Type.Integer({ minimum: 1, maximum: 100, default: 3 }),
+        /** How long an open breaker waits before letting a trial call through. */
+        openCooldownMs: Type.Integer({ minimum: 100, maximum: 600000, default: 5000 }),
       },
       { ...strict, default: {} },
     ),
@@ -107,6 +113,11 @@ export const configSchema = Type.Object(
         order: Type.Array(backendNameSchema, { minItems: 1, maxItems: 16, uniqueItems: true }),
         /** all: every backend in the order wraps each seed; first: the first healthy one does. */
         wrap: Type.Union([Type.Literal('all'), Type.Literal('first')], { default: 'first' }),
+        /**
+         * How long a backend must stay healthy before it takes writes back (wrap: first) or
+         * before an under-replicated seed is healed (wrap: all); keeps flapping from churning DEKs.
+         */
+        hysteresisMs: Type.Integer({ minimum: 0, maximum: 86400000, default: 30000 }),
       },
       strict,
     ),

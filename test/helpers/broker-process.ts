@@ -20,8 +20,27 @@ export interface BrokerProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** Brokers still running; a test that fails half-way must not leave one behind. */
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
+/** Stops every broker still running (for `afterEach` in files whose tests own their brokers). */
+export async function stopAllBrokers(): Promise<void> {
+  await Promise.all(
+    [...live].map(child => {
+      const exited = new Promise(resolve => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      return exited;
+    }),
+  );
+}
+
 export function spawnBroker(configPath: string, env: NodeJS.ProcessEnv): BrokerProcess {
   const child = spawn(CLI, ['serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(child);
+  child.once('exit', () => live.delete(child));
   const logs: LogRecord[] = [];
   const text: string[] = [];
   const listeners = new Set<() => void>();

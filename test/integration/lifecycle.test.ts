@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync, rmSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { createKmsV2Client } from '../../src/grpc/kms-v2-client.ts';
-import { CLI, spawnBroker, startBrokerProcess } from '../helpers/broker-process.ts';
+import { CLI, spawnBroker, startBrokerProcess, stopAllBrokers } from '../helpers/broker-process.ts';
 import { pkcs11Backend, writeConfig } from '../helpers/config.ts';
 import { addToken, createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 
@@ -51,6 +51,8 @@ describe('broker lifecycle', () => {
   before(() => {
     token = createToken();
   });
+  // Each test owns its brokers; one that fails half-way must not leave them running.
+  afterEach(stopAllBrokers);
   after(() => token.remove());
 
   it('decrypts after a restart everything it encrypted before', async () => {
@@ -73,7 +75,7 @@ describe('broker lifecycle', () => {
     const broker = await startBrokerProcess(config.path, token.env);
     const before = await encryptSome(config.socket, 10);
     const keyIdBefore = await statusKeyId(config.socket);
-    const { stdout } = await run(CLI, ['rotate', '--config', config.path], { env: token.env });
+    const { stdout } = await run(CLI, ['rotate', '--config', config.path, '--json'], { env: token.env });
     const rotated = JSON.parse(stdout) as { version: string; keyId: string };
     assert.equal(rotated.version, '2');
     assert.notEqual(rotated.keyId, keyIdBefore);

@@ -298,7 +298,7 @@ path "transit/keys/kek" { capabilities = ["read"] }`,
     );
     try {
       const old = await roundTrip(running.client);
-      const { stdout } = await run(CLI, ['rotate', '--config', running.config.path]);
+      const { stdout } = await run(CLI, ['rotate', '--config', running.config.path, '--json']);
       const rotated = JSON.parse(stdout) as { version: string; keyId: string };
       assert.equal(rotated.version, '2');
       await running.broker.waitForLog(

@@ -63,7 +63,12 @@ describe('config loading', () => {
     assert.equal(config.socketMode, '0600');
     assert.deepEqual(config.log, { level: 'info' });
     assert.deepEqual(config.timeouts, { callMs: 2500, shutdownGraceMs: 10000 });
-    assert.deepEqual(config.health, { probeIntervalMs: 10000 });
+    assert.deepEqual(config.health, {
+      probeIntervalMs: 10000,
+      canaryIntervalMs: 300000,
+      failureThreshold: 3,
+      openCooldownMs: 5000,
+    });
     assert.deepEqual(config.backends, [
       {
         name: 'hsm',
@@ -77,8 +82,13 @@ describe('config loading', () => {
         generateIfMissing: false,
       },
     ]);
-    assert.deepEqual(config.failover, { order: ['hsm'], wrap: 'first' });
-    assert.deepEqual(config.admin, { enabled: true, listen: '127.0.0.1:8787', tokens: [], metricsAuth: false });
+    assert.deepEqual(config.failover, { order: ['hsm'], wrap: 'first', hysteresisMs: 30000 });
+    assert.deepEqual(config.admin, {
+      enabled: true,
+      listen: '127.0.0.1:8787',
+      tokens: [],
+      metricsAuth: false,
+    });
     assert.deepEqual(config.retirement, { idleWindowMs: 30 * 24 * 3600 * 1000 });
   });
 

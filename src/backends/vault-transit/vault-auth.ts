@@ -12,7 +12,7 @@ interface AuthResponse {
   auth?: { client_token?: string; lease_duration?: number; renewable?: boolean };
 }
 interface LookupResponse {
-  data?: { ttl?: number; renewable?: boolean };
+  data?: { ttl?: number; renewable?: boolean; expire_time?: string | null };
 }
 
 /** What a request needs from the token's policy, named in a permission error. */
@@ -122,7 +122,15 @@ export class VaultAuth {
     );
     this.#http.setToken(token);
     const lookup = await this.#http.read<LookupResponse>('auth/token/lookup-self', signal);
-    return { seconds: lookup.data?.ttl ?? 0, renewable: lookup.data?.renewable === true };
+    // `ttl` is whole seconds and reads 0 in a token's last second; `expire_time` is exact,
+    // and null only for a token that never expires.
+    const expires = lookup.data?.expire_time;
+    const seconds =
+      typeof expires === 'string' ? Math.max(0.001, (Date.parse(expires) - Date.now()) / 1000) : 0;
+    return {
+      seconds: Number.isFinite(seconds) ? seconds : (lookup.data?.ttl ?? 0),
+      renewable: lookup.data?.renewable === true,
+    };
   }
 
   async #loginWith(signal: AbortSignal): Promise<{ seconds: number; renewable: boolean }> {
