@@ -561,6 +561,30 @@ function clientEnv(address: string, caFile: string | undefined): NodeJS.ProcessE
  * and a server certificate for 127.0.0.1 in `<dir>/tls`; its listener requests (does not
  * require) client certificates, so cert auth logins work.
  */
+/**
+ * A server's stop(): kill the current process (its state goes with its dir: no graceful
+ * shutdown) and remove the dir, once. `current` returns the live process, which restart()
+ * may have replaced.
+ */
+function stopper(
+  current: () => { terminate(signal: NodeJS.Signals): Promise<unknown> },
+  dir: string,
+): { stop: () => Promise<void>; stopped: () => boolean } {
+  let stopped = false;
+  return {
+    stopped: () => stopped,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      try {
+        await current().terminate('SIGKILL');
+      } finally {
+        removeDir(dir);
+      }
+    },
+  };
+}
+
 export async function startDevServer(options: DevServerOptions = {}): Promise<BaoServer> {
   const timeoutMs = options.timeoutMs ?? START_TIMEOUT_MS;
   const tls = options.tls === true;
@@ -602,7 +626,7 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<Ba
       await bao.terminate('SIGKILL');
       throw error;
     }
-    let stopped = false;
+    const stopping = stopper(() => bao, dir);
     const server: BaoServer = {
       address,
       port,
@@ -612,15 +636,7 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<Ba
       env: clientEnv(address, caFile),
       api: (token, clientCert) => makeApi(endpoint, token === undefined ? rootToken : token, clientCert),
       output: () => bao.output(),
-      async stop() {
-        if (stopped) return;
-        stopped = true;
-        try {
-          await bao.terminate('SIGKILL'); // its state goes with the dir: no graceful shutdown
-        } finally {
-          removeDir(dir);
-        }
-      },
+      stop: stopping.stop,
     };
     return server;
   } catch (error) {
@@ -711,7 +727,7 @@ export async function startFileServer(options: FileServerOptions = {}): Promise<
       throw error;
     }
 
-    let stopped = false;
+    const stopping = stopper(() => bao, dir);
     const server: SealableBaoServer = {
       address,
       port,
@@ -731,7 +747,7 @@ export async function startFileServer(options: FileServerOptions = {}): Promise<
       },
       unseal,
       async restart(restartOptions = {}) {
-        if (stopped) throw new Error('restart() after stop()');
+        if (stopping.stopped()) throw new Error('restart() after stop()');
         await bao.terminate('SIGTERM');
         bao = spawnBao(args, dir);
         try {
@@ -746,15 +762,7 @@ export async function startFileServer(options: FileServerOptions = {}): Promise<
       async kill() {
         await bao.terminate('SIGKILL');
       },
-      async stop() {
-        if (stopped) return;
-        stopped = true;
-        try {
-          await bao.terminate('SIGKILL'); // its state goes with the dir: no graceful shutdown
-        } finally {
-          removeDir(dir);
-        }
-      },
+      stop: stopping.stop,
     };
     return server;
   } catch (error) {

@@ -81,6 +81,13 @@ describe('Vault Transit backend on OpenBao', () => {
   });
   after(async () => server.stop());
 
+  /** A Transit mount of its own, and a least-privilege token for its key `kek`. */
+  async function mountWithToken(mount: string): Promise<string> {
+    await enableTransit(server, mount);
+    await writePolicy(server, mount, BROKER_POLICY(mount, 'kek', { createIfMissing: true }));
+    return createToken(server, { policies: [mount], ttl: '1h', renewable: true, noDefaultPolicy: true });
+  }
+
   async function absentKeyToken(): Promise<string> {
     await writePolicy(server, 'absent', BROKER_POLICY('transit', 'absent'));
     return createToken(server, { policies: ['absent'], ttl: '1h', renewable: true, noDefaultPolicy: true });
@@ -283,14 +290,7 @@ path "transit/keys/kek" { capabilities = ["read"] }`,
   });
 
   it('rotates through the broker: key_id changes, new wraps use the new version, old ones still decrypt', async () => {
-    await enableTransit(server, 'rot');
-    await writePolicy(server, 'rot', BROKER_POLICY('rot', 'kek', { createIfMissing: true }));
-    const token = await createToken(server, {
-      policies: ['rot'],
-      ttl: '1h',
-      renewable: true,
-      noDefaultPolicy: true,
-    });
+    const token = await mountWithToken('rot');
     const running = await serve(
       server,
       { method: 'token', tokenFile: secretFile(dir, 'token-rot', token) },
@@ -317,14 +317,7 @@ path "transit/keys/kek" { capabilities = ["read"] }`,
   });
 
   it('adopts a rotation done in OpenBao once it has been stable, changing key_id once', async () => {
-    await enableTransit(server, 'ext');
-    await writePolicy(server, 'ext', BROKER_POLICY('ext', 'kek', { createIfMissing: true }));
-    const token = await createToken(server, {
-      policies: ['ext'],
-      ttl: '1h',
-      renewable: true,
-      noDefaultPolicy: true,
-    });
+    const token = await mountWithToken('ext');
     const stableForMs = 1500;
     const running = await serve(
       server,
