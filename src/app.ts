@@ -6,6 +6,7 @@ import { Broker } from './broker/broker.ts';
 import { fileStateStore, type StateStore } from './broker/state-store.ts';
 import type { BrokerConfig } from './config/schema.ts';
 import { readSecret, type SecretReader } from './config/secrets.ts';
+import { kmsV1Handlers } from './grpc/kms-v1-service.ts';
 import { kmsV2Handlers } from './grpc/kms-v2-service.ts';
 import { loadService } from './grpc/proto.ts';
 import { KmsServer } from './grpc/server.ts';
@@ -54,6 +55,14 @@ export async function startApp(config: BrokerConfig, deps: AppDeps): Promise<Run
           definition: loadService('kms-v2.proto', 'v2.KeyManagementService'),
           handlers: kmsV2Handlers(broker),
         },
+        ...(config.kmsV1.enabled
+          ? [
+              {
+                definition: loadService('kms-v1beta1.proto', 'v1beta1.KeyManagementService'),
+                handlers: kmsV1Handlers(broker),
+              },
+            ]
+          : []),
       ],
       logger: deps.logger,
     });

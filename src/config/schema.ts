@@ -100,6 +100,8 @@ export const configSchema = Type.Object(
       },
       { ...strict, default: {} },
     ),
+    /** The legacy KMS v1beta1 service on the same socket (clusters still on, or leaving, KMS v1). */
+    kmsV1: Type.Object({ enabled: Type.Boolean({ default: true }) }, { ...strict, default: {} }),
     retirement: Type.Object(
       {
         /** A version a Decrypt needed within this window is not retired without force. */

@@ -90,6 +90,7 @@ describe('config loading', () => {
       metricsAuth: false,
     });
     assert.deepEqual(config.retirement, { idleWindowMs: 30 * 24 * 3600 * 1000 });
+    assert.deepEqual(config.kmsV1, { enabled: true });
   });
 
   it('keeps values that are set instead of the defaults', () => {

@@ -1,0 +1,88 @@
+// KMS v1beta1 (deprecated, still used by clusters migrating from it) on the same socket,
+// over the same broker, backends and failover as v2. v1 has no key_id and no annotations,
+// so the ciphertext carries every wrap itself (a wrap set); v1 also calls Encrypt on every
+// write, which is why its DEK is wrapped, never stored.
+import { randomUUID } from 'node:crypto';
+import type * as grpc from '@grpc/grpc-js';
+import type { Broker } from '../broker/broker.ts';
+import { WRAP_ANNOTATION_SUFFIX } from '../broker/broker.ts';
+import { decodeEnvelope, decodeWrapSet, encodeWrapSet } from '../broker/envelope.ts';
+import { BrokerError } from '../errors.ts';
+import { VERSION } from '../version.ts';
+import { deadlineOf, respond } from './kms-v2-service.ts';
+import { checkPlaintext } from './limits.ts';
+
+export const KMS_V1_API_VERSION = 'v1beta1';
+
+interface VersionRequest {
+  version: string;
+}
+interface VersionResponse {
+  version: string;
+  runtime_name: string;
+  runtime_version: string;
+}
+interface EncryptRequest {
+  version: string;
+  plain: Buffer;
+}
+interface DecryptRequest {
+  version: string;
+  cipher: Buffer;
+}
+
+type Unary<Req, Res> = grpc.handleUnaryCall<Req, Res>;
+
+export function kmsV1Handlers(broker: Broker): grpc.UntypedServiceImplementation {
+  const Version: Unary<VersionRequest, VersionResponse> = (call, callback) => {
+    respond(broker.metrics, 'v1beta1.Version', callback, () => {
+      checkVersion(call.request.version);
+      return Promise.resolve({
+        version: KMS_V1_API_VERSION,
+        runtime_name: 'kms-broker',
+        runtime_version: VERSION,
+      });
+    });
+  };
+
+  const Encrypt: Unary<EncryptRequest, { cipher: Buffer }> = (call, callback) => {
+    respond(broker.metrics, 'v1beta1.Encrypt', callback, async () => {
+      checkVersion(call.request.version);
+      checkPlaintext(call.request.plain);
+      // v1 requests carry no uid; one of ours still ties the log lines of a call together.
+      const result = await broker.encrypt(call.request.plain, {
+        uid: `v1-${randomUUID()}`,
+        deadline: deadlineOf(call),
+      });
+      return { cipher: encodeWrapSet([result.ciphertext, ...Object.values(result.annotations)]) };
+    });
+  };
+
+  const Decrypt: Unary<DecryptRequest, { plain: Buffer }> = (call, callback) => {
+    respond(broker.metrics, 'v1beta1.Decrypt', callback, async () => {
+      checkVersion(call.request.version);
+      const [first, ...others] = decodeWrapSet(call.request.cipher);
+      if (first === undefined) throw new BrokerError('INVALID_CIPHERTEXT', 'ciphertext carries no wraps');
+      const annotations = Object.fromEntries(
+        others.map(wrap => [`${decodeEnvelope(wrap).header.backend}${WRAP_ANNOTATION_SUFFIX}`, wrap]),
+      );
+      const plain = await broker.decrypt(
+        { ciphertext: first, keyId: broker.status().keyId, annotations },
+        { uid: `v1-${randomUUID()}`, deadline: deadlineOf(call) },
+      );
+      return { plain };
+    });
+  };
+
+  return { Version, Encrypt, Decrypt };
+}
+
+/** The apiserver always sends "v1beta1"; an empty version is tolerated, anything else is not. */
+function checkVersion(version: string): void {
+  if (version !== '' && version !== KMS_V1_API_VERSION) {
+    throw new BrokerError(
+      'INVALID_REQUEST',
+      `unsupported KMS API version '${version}'; this service speaks ${KMS_V1_API_VERSION}`,
+    );
+  }
+}
