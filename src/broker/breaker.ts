@@ -17,13 +17,15 @@ export class Breaker {
   #state: BreakerState = 'closed';
   #failures = 0;
   #openedAt = 0;
-  /** Since when the breaker has been closed without interruption (for write hysteresis). */
-  #closedSince: number;
+  /**
+   * Since when the breaker has been closed without interruption (for write hysteresis). A
+   * backend that was never down has been closed "forever": it takes writes at once.
+   */
+  #closedSince = -Infinity;
 
   constructor(options: BreakerOptions) {
     this.#options = options;
     this.#now = options.now ?? Date.now;
-    this.#closedSince = this.#now();
   }
 
   get state(): BreakerState {
@@ -32,7 +34,7 @@ export class Breaker {
     return this.#state;
   }
 
-  /** Milliseconds the breaker has been closed without interruption; 0 unless closed. */
+  /** Milliseconds the breaker has been closed without interruption (Infinity if never opened); 0 unless closed. */
   closedForMs(): number {
     return this.state === 'closed' ? this.#now() - this.#closedSince : 0;
   }

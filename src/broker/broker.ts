@@ -138,25 +138,22 @@ export class Broker {
     const { keyId, writeKeys } = this.keys.current;
     const signal = callSignal(this.#config.timeouts.callMs, context.deadline);
     try {
-      const results = await Promise.allSettled(writeKeys.map(key => this.#wrap(key, plaintext, signal)));
+      // Backends whose breaker is open are left out at once (a thin envelope now beats a
+      // full one after the deadline); only when every writer is open are they all tried.
+      const available = writeKeys.filter(key => this.health.health(key.backend)?.breaker !== 'open');
+      const targets = available.length > 0 ? available : writeKeys;
+      const results = await Promise.allSettled(targets.map(key => this.#wrap(key, plaintext, signal)));
       const wrapped = results.flatMap((result, index) =>
-        result.status === 'fulfilled' ? [{ key: writeKeys[index] as WriteKey, envelope: result.value }] : [],
+        result.status === 'fulfilled' ? [{ key: targets[index] as WriteKey, envelope: result.value }] : [],
       );
       const [first, ...others] = wrapped;
       if (first === undefined) throw firstError(results);
       if (wrapped.length < writeKeys.length) {
         this.metrics.underReplicated();
-        this.#thinSeeds.set(
-          keyId,
-          writeKeys.filter(key => !wrapped.some(w => w.key === key)).map(key => key.backend),
-        );
-        this.#logger.warn(
-          {
-            uid: context.uid,
-            missing: writeKeys.filter(key => !wrapped.some(w => w.key === key)).map(key => key.backend),
-          },
-          'envelope is under-replicated',
-        );
+        const missing = writeKeys.filter(key => !wrapped.some(w => w.key === key)).map(key => key.backend);
+        // Merge: with three or more backends, seeds of one key_id may miss different ones.
+        this.#thinSeeds.set(keyId, [...new Set([...(this.#thinSeeds.get(keyId) ?? []), ...missing])]);
+        this.#logger.warn({ uid: context.uid, missing }, 'envelope is under-replicated');
       }
       const annotations = Object.fromEntries(
         others.map(({ key, envelope }) => [`${key.backend}${WRAP_ANNOTATION_SUFFIX}`, envelope]),

@@ -48,6 +48,8 @@ interface Canary {
 }
 
 const CANARY_AAD = Buffer.from('kms-broker canary');
+const PROBE_MIN_MS = 1000;
+const PROBE_MAX_MS = 5000;
 
 export class HealthMonitor {
   readonly #backends: readonly KekBackend[];
@@ -57,6 +59,7 @@ export class HealthMonitor {
   readonly #records = new Map<string, Record_>();
   readonly #canaries = new Map<string, Canary>();
   readonly #listeners: (() => void)[] = [];
+  readonly #probing = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
 
   constructor(backends: readonly KekBackend[], options: HealthOptions, logger: Logger, metrics: Metrics) {
@@ -160,9 +163,13 @@ export class HealthMonitor {
   }
 
   async #probe(backend: KekBackend): Promise<void> {
+    if (this.#probing.has(backend.name)) return; // the previous probe is still out: do not pile up
+    this.#probing.add(backend.name);
     const started = performance.now();
-    const signal = callSignal(Math.min(this.#options.probeIntervalMs, 5000));
+    // A probe's budget does not shrink with a short interval: a busy backend is slow, not down.
+    const signal = callSignal(Math.min(PROBE_MAX_MS, Math.max(PROBE_MIN_MS, this.#options.probeIntervalMs)));
     let reason: string | undefined;
+    let slow = false;
     try {
       await backend.probe(signal);
       await this.#checkCanary(backend, signal);
@@ -170,8 +177,13 @@ export class HealthMonitor {
     } catch (error) {
       const brokerError = toBrokerError(error);
       reason = brokerError.causeName ?? brokerError.code;
+      slow = brokerError.code === 'DEADLINE_EXCEEDED';
+    } finally {
+      this.#probing.delete(backend.name);
     }
-    this.record(backend.name, reason === undefined, reason, 'probe');
+    // A clear refusal opens the breaker at once; a timeout counts like a failed call, so
+    // one slow answer under load does not take a backend out of the write set.
+    this.record(backend.name, reason === undefined, reason, slow ? 'call' : 'probe');
     const record = this.#records.get(backend.name);
     if (record !== undefined) {
       record.lastProbeAt = new Date();
