@@ -13,6 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { TestContext } from 'node:test';
+import { defer } from './test-scope.ts';
+export { defer };
 import { startApp, type RunningApp } from '../../src/app.ts';
 import type { KekBackend } from '../../src/backends/kek.ts';
 import { Pkcs11Backend } from '../../src/backends/pkcs11/pkcs11-backend.ts';
@@ -39,34 +41,6 @@ import type { SoftHsmToken } from './softhsm.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Clean-ups in reverse order of registration
-
-const cleanUps = new WeakMap<TestContext, (() => unknown)[]>();
-
-/**
- * Registers a clean-up to run after the test, last registered first: clients close before
- * brokers stop, brokers stop before OpenBao does, and folders go last. Every clean-up runs even
- * if one fails.
- */
-export function defer(t: TestContext, cleanUp: () => unknown): void {
-  let stack = cleanUps.get(t);
-  if (stack === undefined) {
-    const created: (() => unknown)[] = [];
-    stack = created;
-    cleanUps.set(t, created);
-    t.after(async () => {
-      const errors: unknown[] = [];
-      for (const step of created.reverse()) {
-        try {
-          await step();
-        } catch (error) {
-          errors.push(error);
-        }
-      }
-      if (errors.length > 0) throw errors[0];
-    });
-  }
-  stack.push(cleanUp);
-}
 
 // ---------------------------------------------------------------------------------------------
 // The HSM fault switch

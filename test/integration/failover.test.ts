@@ -12,7 +12,6 @@
 // backend (test/helpers/fault-injection.ts) in an in-process broker.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { createKmsV2Client, type KmsV2Client } from '../../src/grpc/kms-v2-client.ts';
@@ -39,6 +38,7 @@ import {
   type LogEntry,
   type Sealed,
 } from '../helpers/fault-injection.ts';
+import { listenSilently } from '../helpers/test-scope.ts';
 import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 
 const HYSTERESIS_MS = 1000;
@@ -671,30 +671,6 @@ describe('failover between an HSM and OpenBao Transit', () => {
 /** A Decrypt that answered with another seed: never acceptable, whatever the faults. */
 class WrongPlaintext extends Error {
   readonly details = 'WRONG PLAINTEXT';
-}
-
-/** A TCP listener on OpenBao's port that accepts connections and never answers them. */
-async function listenSilently(port: number): Promise<{ connections: () => number; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  let accepted = 0;
-  const server: Server = createServer(socket => {
-    accepted++;
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port, exclusive: true }, () => resolve());
-  });
-  return {
-    connections: () => accepted,
-    close: () =>
-      new Promise<void>(resolve => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
 }
 
 function isDeep(a: readonly string[], b: readonly string[]): boolean {

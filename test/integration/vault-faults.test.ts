@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
@@ -20,6 +19,7 @@ import {
   type LogRecord,
 } from '../helpers/broker-process.ts';
 import { expectGrpcError } from '../helpers/grpc.ts';
+import { defer, listenSilently } from '../helpers/test-scope.ts';
 import {
   BROKER_POLICY,
   createToken,
@@ -37,34 +37,6 @@ const TOKEN_TTL = '1h';
 const NO_PROBES = 3600000;
 /** The grpc client's deadline: far beyond every broker budget here, so a hang shows as one. */
 const CLIENT_TIMEOUT_MS = 15000;
-
-const cleanUps = new WeakMap<TestContext, (() => unknown)[]>();
-
-/**
- * Registers a clean-up to run after the test, in reverse order of registration (node:test
- * runs its own after hooks first-in first-out): clients close before brokers stop, brokers
- * stop before their folders go, and servers stop last. Every clean-up runs even if one fails.
- */
-function defer(t: TestContext, cleanUp: () => unknown): void {
-  let stack = cleanUps.get(t);
-  if (stack === undefined) {
-    const created: (() => unknown)[] = [];
-    stack = created;
-    cleanUps.set(t, created);
-    t.after(async () => {
-      const errors: unknown[] = [];
-      for (const step of created.reverse()) {
-        try {
-          await step();
-        } catch (error) {
-          errors.push(error);
-        }
-      }
-      if (errors.length > 0) throw errors[0];
-    });
-  }
-  stack.push(cleanUp);
-}
 
 interface VaultBrokerConfig {
   readonly path: string;
@@ -221,30 +193,6 @@ async function waitForHealthz(client: KmsV2Client, expected: string, timeoutMs =
 }
 
 const isVault = (msg: string) => (record: LogRecord) => record.msg === msg && record.backend === 'vault';
-
-/** A TCP listener on the Vault port that accepts connections and never answers them. */
-async function listenSilently(port: number): Promise<{ connections: () => number; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  let accepted = 0;
-  const server: Server = createServer(socket => {
-    accepted++;
-    sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port, exclusive: true }, () => resolve());
-  });
-  return {
-    connections: () => accepted,
-    close: () =>
-      new Promise<void>(resolve => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 describe('Vault Transit backend under faults', () => {
   it('fails calls as UNAVAILABLE at once while Vault is sealed, reports it in Status, and recovers on unseal without a restart', async t => {
