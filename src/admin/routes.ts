@@ -113,11 +113,9 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     request => {
       authorize(request, 'viewer');
       const status = broker.status();
-      const writeVersions: Record<string, string> = {};
-      for (const backend of Object.keys(broker.keys.versions())) {
-        const version = broker.keys.writeVersion(backend);
-        if (version !== undefined) writeVersions[backend] = version.version;
-      }
+      const writeVersions = Object.fromEntries(
+        broker.writeVersions().map(({ backend, version }) => [backend, version]),
+      );
       return {
         keyId: status.keyId,
         healthz: status.healthz,
@@ -147,6 +145,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       return {
         backends: broker.backendInfo().map(({ name, type }) => {
           const health = broker.health.health(name);
+          const writeVersion = broker.keys.writeVersion(name)?.version;
           return {
             name,
             type,
@@ -158,9 +157,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
               lastProbeMs: Math.round(health.lastProbeMs * 100) / 100,
             }),
             errors: { ...health?.errors },
-            ...(broker.keys.writeVersion(name) !== undefined && {
-              writeVersion: broker.keys.writeVersion(name)?.version,
-            }),
+            ...(writeVersion !== undefined && { writeVersion }),
           };
         }),
       };

@@ -359,12 +359,16 @@ export class Broker {
     }
   }
 
-  #keySet(): KeySet {
-    const writeVersions = [...this.#backends.keys()].flatMap(backend => {
+  /** The version each backend writes with, in configuration order. */
+  writeVersions(): { backend: string; version: string }[] {
+    return [...this.#backends.keys()].flatMap(backend => {
       const version = this.keys.writeVersion(backend);
       return version === undefined ? [] : [{ backend, version: version.version }];
     });
-    return { keyId: this.keys.current.keyId, writeVersions };
+  }
+
+  #keySet(): KeySet {
+    return { keyId: this.keys.current.keyId, writeVersions: this.writeVersions() };
   }
 
   #logCall(op: string, context: CallContext, started: number, fields: Record<string, string>): void {

@@ -67,7 +67,8 @@ export function kmsV1Handlers(broker: Broker): grpc.UntypedServiceImplementation
         others.map(wrap => [`${decodeEnvelope(wrap).header.backend}${WRAP_ANNOTATION_SUFFIX}`, wrap]),
       );
       const plain = await broker.decrypt(
-        { ciphertext: first, keyId: broker.status().keyId, annotations },
+        // v1 has no key_id; Decrypt routes by the envelope, so the current one stands in.
+        { ciphertext: first, keyId: broker.keys.current.keyId, annotations },
         { uid: `v1-${randomUUID()}`, deadline: deadlineOf(call) },
       );
       return { plain };
