@@ -26,3 +26,19 @@ export function exactlyOne(
     ? { message: `set exactly one of ${first} and ${second}${why}` }
     : undefined;
 }
+
+/** Budget of one request to a remote key service; a call's own deadline may cut it shorter. */
+export const requestTimeoutMsSchema = Type.Integer({ minimum: 100, maximum: 60000, default: 2000 });
+/** Bound on concurrent requests to a remote key service; services throttle or collapse under unbounded load. */
+export const maxConcurrencySchema = Type.Integer({ minimum: 1, maximum: 1024, default: 32 });
+/** Adoption of rotations done in the key service itself. */
+export const rotationPollSchema = Type.Object(
+  {
+    intervalMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 30000 }),
+    /** A new current version must be seen unchanged this long before it writes. */
+    stableForMs: Type.Integer({ minimum: 0, maximum: 86400000, default: 60000 }),
+  },
+  { ...strict, default: {} },
+);
+/** Optional endpoint override (private endpoints, emulators): scheme, host and port only. */
+export const endpointSchema = Type.String({ pattern: '^https?://[^/?#]+$' });

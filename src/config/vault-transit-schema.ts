@@ -4,6 +4,9 @@ import {
   backendNameSchema,
   envVarName,
   exactlyOne,
+  maxConcurrencySchema,
+  requestTimeoutMsSchema,
+  rotationPollSchema,
   strict,
   type RuleViolation,
 } from './common.ts';
@@ -54,20 +57,10 @@ export const vaultTransitBackendSchema = Type.Object(
         strict,
       ),
     ),
-    /** Budget of one HTTP request; a call's own deadline may cut it shorter. */
-    requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 60000, default: 2000 }),
-    /** Bound on concurrent requests to Vault; Transit collapses under unbounded load. */
-    maxConcurrency: Type.Integer({ minimum: 1, maximum: 1024, default: 32 }),
+    requestTimeoutMs: requestTimeoutMsSchema,
+    maxConcurrency: maxConcurrencySchema,
     createIfMissing: Type.Boolean({ default: false }),
-    /** Adoption of rotations done in Vault itself. */
-    rotationPoll: Type.Object(
-      {
-        intervalMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 30000 }),
-        /** A new latest version must be seen unchanged this long before it writes. */
-        stableForMs: Type.Integer({ minimum: 0, maximum: 86400000, default: 60000 }),
-      },
-      { ...strict, default: {} },
-    ),
+    rotationPoll: rotationPollSchema,
     auth: vaultAuthSchema,
   },
   strict,

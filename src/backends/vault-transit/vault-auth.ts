@@ -6,7 +6,8 @@ import type { VaultAuthConfig, VaultTransitBackendConfig } from '../../config/sc
 import { callSignal } from '../../broker/deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
-import { VaultRequestError, type VaultHttp } from './vault-http.ts';
+import { BackendCallError } from '../call-policy.ts';
+import type { VaultHttp } from './vault-http.ts';
 
 interface AuthResponse {
   auth?: { client_token?: string; lease_duration?: number; renewable?: boolean };
@@ -80,13 +81,13 @@ export class VaultAuth {
     try {
       return await request();
     } catch (error) {
-      if (!(error instanceof VaultRequestError) || error.kind !== 'forbidden') throw error;
+      if (!(error instanceof BackendCallError) || error.kind !== 'permission') throw error;
     }
     await this.relogin('permission denied');
     try {
       return await request();
     } catch (error) {
-      if (error instanceof VaultRequestError && error.kind === 'forbidden') {
+      if (error instanceof BackendCallError && error.kind === 'permission') {
         throw new BrokerError(
           'BACKEND_PERMISSION_DENIED',
           `backend ${this.#backend}: Vault denied the request; the token's policy needs "${need.capability}" on path "${need.path}"`,
@@ -161,8 +162,7 @@ export class VaultAuth {
     this.#http.setToken('');
     const response = await this.#http.write<AuthResponse>(`auth/${mount}/login`, body, signal);
     const token = response.auth?.client_token;
-    if (token === undefined || token === '')
-      throw new VaultRequestError('other', undefined, 'NO_TOKEN_IN_LOGIN');
+    if (token === undefined || token === '') throw new BackendCallError('other', 'NO_TOKEN_IN_LOGIN');
     this.#http.setToken(token);
     return { seconds: response.auth?.lease_duration ?? 0, renewable: response.auth?.renewable === true };
   }
@@ -196,7 +196,7 @@ export class VaultAuth {
       await this.relogin('token lease ending');
     } catch (error) {
       this.#logger.warn(
-        { cause: error instanceof VaultRequestError ? error.cause : (error as Error).name },
+        { cause: error instanceof BackendCallError ? error.cause : (error as Error).name },
         'Vault token renewal failed; retrying',
       );
       if (!this.#closed) this.#timer = setTimeout(() => void this.#refresh(false), RETRY_AFTER_MS).unref();
@@ -205,14 +205,14 @@ export class VaultAuth {
 
   #loginError(error: unknown): BrokerError {
     if (error instanceof BrokerError) return error;
-    if (error instanceof VaultRequestError && (error.kind === 'forbidden' || error.kind === 'rejected')) {
+    if (error instanceof BackendCallError && (error.kind === 'permission' || error.kind === 'rejected')) {
       return new BrokerError(
         'BACKEND_AUTH_FAILED',
         `backend ${this.#backend}: Vault refused the ${this.#auth.method} login (${error.cause}); check the auth settings and the credentials they point at`,
         error.cause,
       );
     }
-    const cause = error instanceof VaultRequestError ? error.cause : 'VAULT_CLIENT_ERROR';
+    const cause = error instanceof BackendCallError ? error.cause : 'VAULT_CLIENT_ERROR';
     return new BrokerError(
       'BACKEND_UNAVAILABLE',
       `backend ${this.#backend}: cannot log in to Vault (${cause})`,

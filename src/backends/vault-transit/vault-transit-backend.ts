@@ -9,7 +9,8 @@ import type { SecretReader } from '../../config/secrets.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { VaultAuth, type Need } from './vault-auth.ts';
-import { createVaultHttp, VaultRequestError, type VaultHttp } from './vault-http.ts';
+import { BackendCallError } from '../call-policy.ts';
+import { createVaultHttp, type VaultHttp } from './vault-http.ts';
 
 export const TRANSIT_MECHANISM = 'transit';
 const TRANSIT_KEY_TYPE = 'aes256-gcm96';
@@ -208,8 +209,8 @@ export class VaultTransitBackend implements KekBackend {
       return await this.#auth.call(need, request);
     } catch (error) {
       if (error instanceof BrokerError) throw error;
-      const cause = error instanceof VaultRequestError ? error.cause : 'VAULT_CLIENT_ERROR';
-      switch (error instanceof VaultRequestError ? error.kind : 'other') {
+      const cause = error instanceof BackendCallError ? error.cause : 'VAULT_CLIENT_ERROR';
+      switch (error instanceof BackendCallError ? error.kind : 'other') {
         case 'not-found':
           throw new BrokerError(
             'KEY_MISSING',
