@@ -1,11 +1,13 @@
 #!/usr/bin/env node
-// The kms-broker command line: serve and verify on the KMS socket; everything else over
-// the admin API. Exit codes: 0 done, 1 refused or failed, 2 usage, 3 broker unreachable.
+// The kms-broker command line: serve and verify on the KMS socket, encryption-config from the
+// config file; everything else over the admin API. Exit codes: 0 done, 1 refused or failed,
+// 2 usage, 3 broker unreachable.
 import { Command, CommanderError, Option } from 'commander';
 import { toBrokerError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { UnreachableError } from './admin-client.ts';
 import type { OutputOptions } from './admin-commands.ts';
+import type { EncryptionConfigOptions } from './encryption-config.ts';
 
 // Commands load their modules when they run: `kms-broker keys` need not load the HSM,
 // Vault and gRPC stacks that `serve` needs, so scripts get answers fast.
@@ -51,6 +53,27 @@ program
       await import('./verify.ts')
     ).verifyCommand(options.socket, Number(options.timeout));
   });
+
+program
+  .command('encryption-config')
+  .description("print kube-apiserver's EncryptionConfiguration for this broker (YAML)")
+  .requiredOption('-c, --config <file>', "the broker's config file: socket and call budget")
+  .option('--name <name>', 'provider name; never change it once data is written under it', 'kms-broker')
+  .addOption(
+    new Option('--kms-api <version>', 'KMS API the provider speaks').choices(['v2', 'v1']).default('v2'),
+  )
+  .option('--cachesize <entries>', 'KMS v1 only: DEKs the apiserver caches (default 1000; negative: none)')
+  .option('--resource <resource...>', 'encrypt this too, besides secrets (repeatable): configmaps, *.apps')
+  .option('--identity-fallback', 'append identity: {} so data stored before encryption still reads')
+  .addHelpText(
+    'after',
+    '\nThe name is part of every value stored in etcd (k8s:enc:kms:v2:<name>:): data written under one\nname reads only through a provider of that name. Keep it, and keep it equal on every node.\n',
+  )
+  .action(async (options: EncryptionConfigOptions, command: Command) =>
+    (await import('./encryption-config.ts')).encryptionConfigCommand(options, message =>
+      command.error(`error: ${message}`, { exitCode: EXIT_USAGE }),
+    ),
+  );
 
 adminCommand('status', 'key_id, health, write versions and failover').action(async (options: OutputOptions) =>
   (await commands()).statusCommand(options),

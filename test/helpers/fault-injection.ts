@@ -18,7 +18,7 @@ export { defer };
 import { startApp, type RunningApp } from '../../src/app.ts';
 import type { KekBackend } from '../../src/backends/kek.ts';
 import { Pkcs11Backend } from '../../src/backends/pkcs11/pkcs11-backend.ts';
-import { VaultTransitBackend } from '../../src/backends/vault-transit/vault-transit-backend.ts';
+import { createBackend } from '../../src/backends/registry.ts';
 import { WRAP_ANNOTATION_SUFFIX } from '../../src/broker/broker.ts';
 import { decodeEnvelope } from '../../src/broker/envelope.ts';
 import { loadConfigFile } from '../../src/config/load.ts';
@@ -242,7 +242,8 @@ export interface FailoverApp {
 
 /**
  * startApp with real backends built here: the real Pkcs11Backend behind the fault switch, and
- * the real VaultTransitBackend. SOFTHSM2_CONF must be set in this process's environment.
+ * every other configured backend as the registry builds it. SOFTHSM2_CONF must be set in this
+ * process's environment.
  */
 export async function startFailoverApp(t: TestContext, configPath: string): Promise<FailoverApp> {
   const config = loadConfigFile(configPath);
@@ -255,7 +256,7 @@ export async function startFailoverApp(t: TestContext, configPath: string): Prom
       hsm = withFaultInjection(new Pkcs11Backend(backend, { readSecret, logger }));
       backends.set(backend.name, hsm);
     } else {
-      backends.set(backend.name, new VaultTransitBackend(backend, { readSecret, logger }));
+      backends.set(backend.name, createBackend(backend, { readSecret, logger }));
     }
   }
   if (hsm === undefined) throw new Error('the config has no pkcs11 backend to put behind the switch');
