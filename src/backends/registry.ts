@@ -11,7 +11,7 @@ export interface BackendDeps {
   readonly logger: Logger;
 }
 
-function createBackend(config: BackendConfig, deps: BackendDeps): KekBackend {
+export function createBackend(config: BackendConfig, deps: BackendDeps): KekBackend {
   switch (config.type) {
     case 'pkcs11':
       return new Pkcs11Backend(config, deps);
