@@ -91,12 +91,15 @@ adminCommand('rotate', 'create a new key version and make it the write version (
     '--offline',
     'rotate in the backend and state file directly, without a running broker (needs --config)',
   )
-  .action(async (backend: string | undefined, options: OutputOptions & { offline?: boolean }) => {
-    if (options.offline !== true) return (await commands()).rotateCommand(backend, options);
-    if (options.config === undefined)
-      throw new CommanderError(EXIT_USAGE, 'kms-broker.usage', 'error: --offline needs --config');
-    return (await import('./rotate.ts')).offlineRotateCommand(options.config, backend);
-  });
+  .action(
+    async (backend: string | undefined, options: OutputOptions & { offline?: boolean }, command: Command) => {
+      if (options.offline !== true) return (await commands()).rotateCommand(backend, options);
+      // command.error prints the message; a thrown CommanderError would exit silently.
+      if (options.config === undefined)
+        return command.error('error: --offline needs --config', { exitCode: EXIT_USAGE });
+      return (await import('./rotate.ts')).offlineRotateCommand(options.config, backend);
+    },
+  );
 
 adminCommand('retire', 'retire a key version: it no longer unwraps (refused while still needed)')
   .argument('<backend>')
