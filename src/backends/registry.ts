@@ -2,6 +2,10 @@
 import type { BackendConfig } from '../config/schema.ts';
 import type { SecretReader } from '../config/secrets.ts';
 import type { Logger } from '../log.ts';
+import { AlibabaKmsBackend } from './alibaba-kms/alibaba-kms-backend.ts';
+import { AwsKmsBackend } from './aws-kms/aws-kms-backend.ts';
+import { AzureKeyVaultBackend } from './azure-keyvault/azure-keyvault-backend.ts';
+import { GcpKmsBackend } from './gcp-kms/gcp-kms-backend.ts';
 import type { KekBackend } from './kek.ts';
 import { Pkcs11Backend } from './pkcs11/pkcs11-backend.ts';
 import { VaultTransitBackend } from './vault-transit/vault-transit-backend.ts';
@@ -17,6 +21,14 @@ export function createBackend(config: BackendConfig, deps: BackendDeps): KekBack
       return new Pkcs11Backend(config, deps);
     case 'vault-transit':
       return new VaultTransitBackend(config, deps);
+    case 'aws-kms':
+      return new AwsKmsBackend(config, deps);
+    case 'azure-keyvault':
+      return new AzureKeyVaultBackend(config, deps);
+    case 'alibaba-kms':
+      return new AlibabaKmsBackend(config, deps);
+    case 'gcp-kms':
+      return new GcpKmsBackend(config, deps);
   }
 }
 

@@ -3,6 +3,18 @@
 // ignored setting.
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { absolutePath, backendNameSchema, strict, type RuleViolation } from './common.ts';
+import {
+  alibabaKmsBackendSchema,
+  checkAlibabaKms,
+  type AlibabaKmsBackendConfig,
+} from './alibaba-kms-schema.ts';
+import { awsKmsBackendSchema, checkAwsKms, type AwsKmsBackendConfig } from './aws-kms-schema.ts';
+import {
+  azureKeyVaultBackendSchema,
+  checkAzureKeyVault,
+  type AzureKeyVaultBackendConfig,
+} from './azure-keyvault-schema.ts';
+import { checkGcpKms, gcpKmsBackendSchema, type GcpKmsBackendConfig } from './gcp-kms-schema.ts';
 import { checkPkcs11, pkcs11BackendSchema, type Pkcs11BackendConfig } from './pkcs11-schema.ts';
 import {
   checkVaultTransit,
@@ -17,10 +29,23 @@ import {
 export const backendKinds = {
   pkcs11: { schema: pkcs11BackendSchema, check: checkPkcs11 },
   'vault-transit': { schema: vaultTransitBackendSchema, check: checkVaultTransit },
+  'aws-kms': { schema: awsKmsBackendSchema, check: checkAwsKms },
+  'azure-keyvault': { schema: azureKeyVaultBackendSchema, check: checkAzureKeyVault },
+  'alibaba-kms': { schema: alibabaKmsBackendSchema, check: checkAlibabaKms },
+  'gcp-kms': { schema: gcpKmsBackendSchema, check: checkGcpKms },
 } as const satisfies Record<string, { schema: TSchema; check: (config: never) => RuleViolation | undefined }>;
 export type BackendType = keyof typeof backendKinds;
-export type BackendConfig = Pkcs11BackendConfig | VaultTransitBackendConfig;
-export type { Pkcs11BackendConfig, VaultTransitBackendConfig };
+export type BackendConfig =
+  | Pkcs11BackendConfig
+  | VaultTransitBackendConfig
+  | AwsKmsBackendConfig
+  | AzureKeyVaultBackendConfig
+  | AlibabaKmsBackendConfig
+  | GcpKmsBackendConfig;
+export type { Pkcs11BackendConfig, VaultTransitBackendConfig, AwsKmsBackendConfig };
+export type { AlibabaKmsBackendConfig };
+export type { AzureKeyVaultBackendConfig };
+export type { GcpKmsBackendConfig };
 export type { VaultAuthConfig } from './vault-transit-schema.ts';
 
 /** Fields common to all backends, checked before the type-specific schema. */

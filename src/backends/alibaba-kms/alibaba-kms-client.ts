@@ -1,0 +1,188 @@
+// Typed Alibaba Cloud KMS (API 2016-01-20) actions over the RPC protocol of
+// @alicloud/openapi-client, whose errors carry the HTTP status beside the service's code
+// (the rpc-client that @alicloud/kms20160120 1.2.0 is built on keeps the status only in
+// its message text). Every request goes through the shared call policy: a bound on
+// concurrent requests and our retries inside the deadline; the SDK's own retries are off.
+import openapi from '@alicloud/openapi-client';
+import teaUtil from '@alicloud/tea-util';
+import type { AlibabaKmsBackendConfig } from '../../config/alibaba-kms-schema.ts';
+import { BackendCallError, createCallPolicy, transientSocketErrors } from '../call-policy.ts';
+import type { AlibabaCredential } from './alibaba-kms-credentials.ts';
+import { classifyAlibabaError } from './alibaba-kms-errors.ts';
+
+const API_VERSION = '2016-01-20';
+
+/** The fields of DescribeKey's KeyMetadata the backend uses (names as on the wire). */
+export interface KeyMetadata {
+  readonly KeyId?: string;
+  readonly Arn?: string;
+  readonly KeyState?: string;
+  readonly KeyUsage?: string;
+  readonly PrimaryKeyVersion?: string;
+}
+
+export interface KeyVersionEntry {
+  readonly KeyId?: string;
+  readonly KeyVersionId?: string;
+  readonly CreationDate?: string;
+}
+
+export interface CipherResult {
+  readonly KeyId?: string;
+  readonly KeyVersionId?: string;
+  readonly CiphertextBlob?: string;
+  readonly Plaintext?: string;
+}
+
+export interface AlibabaKmsClient {
+  describeKey(keyId: string, signal: AbortSignal): Promise<KeyMetadata>;
+  /** Every version of the key, all pages. */
+  listKeyVersions(keyId: string, signal: AbortSignal): Promise<KeyVersionEntry[]>;
+  createKeyVersion(keyId: string, signal: AbortSignal): Promise<KeyVersionEntry>;
+  encrypt(
+    keyId: string,
+    plaintext: string,
+    context: Record<string, string>,
+    signal: AbortSignal,
+  ): Promise<CipherResult>;
+  decrypt(
+    ciphertextBlob: string,
+    context: Record<string, string>,
+    signal: AbortSignal,
+  ): Promise<CipherResult>;
+  /** Resolves the credentials once, so that a missing or broken source fails at start. */
+  checkCredentials(): Promise<void>;
+}
+
+/** ListKeyVersions' largest page; a key rarely has more versions than one page holds. */
+const PAGE_SIZE = 100;
+/** Bounds the paging loop (100 pages of 100 versions). */
+const MAX_PAGES = 100;
+
+export function createAlibabaKmsClient(
+  config: AlibabaKmsBackendConfig,
+  credential: AlibabaCredential,
+): AlibabaKmsClient {
+  const endpoint = new URL(config.endpoint ?? `https://kms.${config.regionId}.aliyuncs.com`);
+  const client = new openapi.default(
+    new openapi.Config({
+      credential,
+      regionId: config.regionId,
+      endpoint: endpoint.host,
+      protocol: endpoint.protocol.replace(':', ''),
+      // The RPC signature (HMAC-SHA1 over the canonical query) of the 2016-01-20 API.
+      signatureAlgorithm: 'v2',
+    }),
+  );
+  const policy = createCallPolicy({
+    maxConcurrency: config.maxConcurrency,
+    requestTimeoutMs: config.requestTimeoutMs,
+    classify: classifyAlibabaError,
+  });
+
+  async function call<T>(action: string, query: Record<string, string>, signal: AbortSignal): Promise<T> {
+    return policy.run(signal, async (attemptSignal, timeoutMs) => {
+      const params = new openapi.Params({
+        action,
+        version: API_VERSION,
+        protocol: 'HTTPS',
+        pathname: '/',
+        method: 'POST',
+        authType: 'AK',
+        style: 'RPC',
+        reqBodyType: 'formData',
+        bodyType: 'json',
+      });
+      const runtime = new teaUtil.RuntimeOptions({
+        autoretry: false,
+        maxAttempts: 1,
+        readTimeout: timeoutMs,
+        connectTimeout: timeoutMs,
+      });
+      const response = (await untilAborted(
+        client.callApi(params, new openapi.OpenApiRequest({ query }), runtime),
+        attemptSignal,
+      )) as { body?: unknown };
+      if (typeof response.body !== 'object' || response.body === null)
+        throw new BackendCallError('unavailable', 'BAD_RESPONSE');
+      return response.body as T;
+    });
+  }
+
+  return {
+    async describeKey(keyId, signal) {
+      const body = await call<{ KeyMetadata?: KeyMetadata }>('DescribeKey', { KeyId: keyId }, signal);
+      return body.KeyMetadata ?? {};
+    },
+    async listKeyVersions(keyId, signal) {
+      const versions: KeyVersionEntry[] = [];
+      for (let page = 1; page <= MAX_PAGES; page++) {
+        const body = await call<{ TotalCount?: number; KeyVersions?: { KeyVersion?: KeyVersionEntry[] } }>(
+          'ListKeyVersions',
+          { KeyId: keyId, PageNumber: String(page), PageSize: String(PAGE_SIZE) },
+          signal,
+        );
+        const entries = body.KeyVersions?.KeyVersion ?? [];
+        versions.push(...entries);
+        const total = body.TotalCount;
+        if (entries.length < PAGE_SIZE || (total !== undefined && versions.length >= total)) break;
+      }
+      return versions;
+    },
+    async createKeyVersion(keyId, signal) {
+      const body = await call<{ KeyVersion?: KeyVersionEntry }>('CreateKeyVersion', { KeyId: keyId }, signal);
+      return body.KeyVersion ?? {};
+    },
+    encrypt(keyId, plaintext, context, signal) {
+      return call<CipherResult>(
+        'Encrypt',
+        { KeyId: keyId, Plaintext: plaintext, EncryptionContext: JSON.stringify(context) },
+        signal,
+      );
+    },
+    decrypt(ciphertextBlob, context, signal) {
+      return call<CipherResult>(
+        'Decrypt',
+        { CiphertextBlob: ciphertextBlob, EncryptionContext: JSON.stringify(context) },
+        signal,
+      );
+    },
+    async checkCredentials() {
+      try {
+        await credential.getCredential();
+      } catch (error) {
+        const code = (error as { code?: unknown }).code;
+        // A credential source behind the network (RAM role, OIDC exchange) may just be down.
+        if (typeof code === 'string' && transientSocketErrors.has(code))
+          throw new BackendCallError('unavailable', code);
+        throw new BackendCallError('auth', 'NO_CREDENTIALS');
+      }
+    },
+  };
+}
+
+/**
+ * The SDK takes no AbortSignal: its own timeouts end the request, and this race lets an
+ * attempt give up at once when its signal fires first. It rejects with the signal's
+ * reason, so that the call policy tells an attempt's timeout (retried) from the call's.
+ */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    if (signal.aborted) {
+      onAbort();
+      return;
+    }
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      value => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  });
+}

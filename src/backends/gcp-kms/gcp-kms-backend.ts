@@ -1,0 +1,334 @@
+// Google Cloud KMS backend. One Cloud KMS call per wrap or unwrap, a key read per probe and
+// per rotation poll, never an Encrypt for health. Wraps name the CryptoKeyVersion the
+// registry writes with (Cloud KMS accepts a version name in Encrypt for symmetric keys), so
+// the version Status advertises is the version that wraps, whatever the primary is meanwhile;
+// the envelope header is bound as additional authenticated data. Requests and responses
+// carry CRC32C checksums so that corruption in transit is caught, and retried, not stored.
+// A primary changed in Cloud KMS itself is offered to the broker through `externalRotation`.
+import type { KeyManagementServiceClient, protos } from '@google-cloud/kms';
+import type { GcpKmsBackendConfig } from '../../config/gcp-kms-schema.ts';
+import { callSignal } from '../../broker/deadline.ts';
+import { BrokerError, isBrokerError } from '../../errors.ts';
+import type { Logger } from '../../log.ts';
+import { BackendCallError, brokerErrorFor } from '../call-policy.ts';
+import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
+import { crc32c } from './crc32c.ts';
+import { createGcpKmsCaller, type AttemptOptions, type GcpKmsCaller } from './gcp-kms-client.ts';
+import { credentialError } from './gcp-kms-errors.ts';
+import { sameChecksum, splitKeyName, versionId, versionInfo } from './gcp-kms-versions.ts';
+
+type CryptoKey = protos.google.cloud.kms.v1.ICryptoKey;
+type CryptoKeyVersion = protos.google.cloud.kms.v1.ICryptoKeyVersion;
+
+export const GCP_KMS_MECHANISM = 'gcp-kms';
+const SERVICE = 'Google Cloud KMS';
+const OPEN_TIMEOUT_MS = 10000;
+/** How often a version still being generated (HSM protection) is read again. */
+const GENERATION_POLL_MS = 250;
+/**
+ * Versions whose key material exists. Disabled and destroy-scheduled ones cannot decrypt
+ * until an operator enables or restores them, but their data must stay on the books.
+ */
+const LISTED_STATES: ReadonlySet<string> = new Set(['ENABLED', 'DISABLED', 'DESTROY_SCHEDULED']);
+
+/** What a request needs, for the error that names it when Cloud KMS refuses. */
+interface Need {
+  /** IAM permission and resource, e.g. "cloudkms.cryptoKeys.get on projects/...". */
+  readonly permission: string;
+  /** A better error than the catalog default for a refused request, when there is one. */
+  readonly refused?: (failure: BackendCallError) => BrokerError | undefined;
+}
+
+export class GcpKmsBackend implements KekBackend {
+  readonly type = 'gcp-kms';
+  readonly mechanism = GCP_KMS_MECHANISM;
+  readonly autoCreateOption = 'createIfMissing';
+  readonly name: string;
+  readonly autoCreate: boolean;
+  readonly externalRotation: ExternalRotation;
+  readonly #config: GcpKmsBackendConfig;
+  readonly #keyName: string;
+  /** Created by open(). */
+  #caller: GcpKmsCaller | undefined;
+  readonly #logger: Logger;
+
+  constructor(config: GcpKmsBackendConfig, deps: { logger: Logger }) {
+    this.name = config.name;
+    this.autoCreate = config.createIfMissing;
+    this.#config = config;
+    this.#keyName = config.keyName;
+    this.#logger = deps.logger.child({ backend: config.name });
+    this.externalRotation = {
+      intervalMs: config.rotationPoll.intervalMs,
+      stableForMs: config.rotationPoll.stableForMs,
+      latest: async signal => this.#versionInfo(this.#primaryOf(await this.#requireKey(signal))),
+    };
+  }
+
+  async open(): Promise<void> {
+    try {
+      this.#caller ??= await createGcpKmsCaller(this.#config);
+      await this.#caller.checkCredentials(callSignal(OPEN_TIMEOUT_MS));
+    } catch (error) {
+      throw credentialError(error, this.name, OPEN_TIMEOUT_MS);
+    }
+  }
+
+  /** Version numbers in ascending order, except that the primary comes last: it writes first. */
+  async listVersions(signal: AbortSignal): Promise<KeyVersionInfo[]> {
+    const key = await this.#findKey(signal);
+    if (key === undefined) return [];
+    const [versions] = await this.#run(
+      signal,
+      { permission: `cloudkms.cryptoKeyVersions.list on ${this.#keyName}` },
+      (kms, options) => kms.listCryptoKeyVersions({ parent: this.#keyName }, options),
+    );
+    const primary = versionId(this.#keyName, key.primary?.name);
+    return versions
+      .filter(version => LISTED_STATES.has(String(version.state)))
+      .map(version => ({ id: versionId(this.#keyName, version.name), version }))
+      .filter((entry): entry is { id: number; version: CryptoKeyVersion } => entry.id !== undefined)
+      .sort((a, b) => Number(a.id === primary) - Number(b.id === primary) || a.id - b.id)
+      .map(entry => this.#versionInfo(entry.version));
+  }
+
+  /** A new version made primary; on a key that does not exist yet, the key itself. */
+  async createVersion(signal: AbortSignal): Promise<KeyVersionInfo> {
+    const key = await this.#findKey(signal);
+    let version: CryptoKeyVersion;
+    if (key === undefined) {
+      version = this.#primaryOf(await this.#createKey(signal));
+      this.#logger.info({ key: this.#keyName }, 'created Cloud KMS key');
+    } else {
+      const [created] = await this.#run(
+        signal,
+        { permission: `cloudkms.cryptoKeyVersions.create on ${this.#keyName}` },
+        (kms, options) =>
+          kms.createCryptoKeyVersion({ parent: this.#keyName, cryptoKeyVersion: {} }, options),
+      );
+      version = await this.#untilGenerated(created, signal);
+      const id = this.#versionInfo(version).version;
+      await this.#run(
+        signal,
+        { permission: `cloudkms.cryptoKeys.update on ${this.#keyName}` },
+        (kms, options) =>
+          kms.updateCryptoKeyPrimaryVersion({ name: this.#keyName, cryptoKeyVersionId: id }, options),
+      );
+    }
+    const info = this.#versionInfo(version);
+    this.#logger.info({ version: info.version }, 'new Cloud KMS key version');
+    return info;
+  }
+
+  async wrap(request: WrapRequest): Promise<Buffer> {
+    const name = `${this.#keyName}/cryptoKeyVersions/${request.keyVersion}`;
+    const need: Need = {
+      permission: `cloudkms.cryptoKeyVersions.useToEncrypt on ${name}`,
+      refused: failure => {
+        if (failure.kind === 'not-found') {
+          return new BrokerError(
+            'KEY_MISSING',
+            `backend ${this.name}: ${SERVICE} has no key version ${name}`,
+            failure.cause,
+          );
+        }
+        return this.#notEnabled(failure, `encrypt with key version ${request.keyVersion}`);
+      },
+    };
+    return this.#run(request.signal, need, async (kms, options) => {
+      const [response] = await kms.encrypt(
+        {
+          name,
+          plaintext: request.plaintext,
+          plaintextCrc32c: { value: crc32c(request.plaintext) },
+          additionalAuthenticatedData: request.aad,
+          additionalAuthenticatedDataCrc32c: { value: crc32c(request.aad) },
+        },
+        options,
+      );
+      if (response.name !== name) {
+        throw new BrokerError(
+          'BACKEND_UNAVAILABLE',
+          `backend ${this.name}: ${SERVICE} encrypted with another key version than ${request.keyVersion}`,
+          'VERSION_MISMATCH',
+        );
+      }
+      const ciphertext = Buffer.from(response.ciphertext ?? []);
+      const intact =
+        response.verifiedPlaintextCrc32c === true &&
+        response.verifiedAdditionalAuthenticatedDataCrc32c === true &&
+        sameChecksum(response.ciphertextCrc32c, ciphertext);
+      if (!intact || ciphertext.length === 0) throw new BackendCallError('unavailable', 'CRC32C_MISMATCH');
+      return ciphertext;
+    });
+  }
+
+  async unwrap(request: UnwrapRequest): Promise<Buffer> {
+    if (request.mechanism !== GCP_KMS_MECHANISM) {
+      throw new BrokerError(
+        'INVALID_CIPHERTEXT',
+        `backend ${this.name}: the wrapped key is not a ${SERVICE} ciphertext`,
+      );
+    }
+    const need: Need = {
+      permission: `cloudkms.cryptoKeyVersions.useToDecrypt on ${this.#keyName}`,
+      refused: failure => {
+        if (failure.cause === 'GRPC_INVALID_ARGUMENT')
+          return brokerErrorFor(new BackendCallError('invalid-ciphertext', failure.cause), this.#context(''));
+        return this.#notEnabled(
+          failure,
+          `decrypt with the key version that wrapped it (${request.keyVersion})`,
+        );
+      },
+    };
+    return this.#run(request.signal, need, async (kms, options) => {
+      const [response] = await kms.decrypt(
+        {
+          name: this.#keyName,
+          ciphertext: request.wrapped,
+          ciphertextCrc32c: { value: crc32c(request.wrapped) },
+          additionalAuthenticatedData: request.aad,
+          additionalAuthenticatedDataCrc32c: { value: crc32c(request.aad) },
+        },
+        options,
+      );
+      const plaintext = Buffer.from(response.plaintext ?? []);
+      if (!sameChecksum(response.plaintextCrc32c, plaintext))
+        throw new BackendCallError('unavailable', 'CRC32C_MISMATCH');
+      return plaintext;
+    });
+  }
+
+  /** One key read: reachability, valid credentials, the key's presence and purpose. */
+  async probe(signal: AbortSignal): Promise<void> {
+    await this.#requireKey(signal);
+  }
+
+  async close(): Promise<void> {
+    await this.#caller?.close();
+  }
+
+  /** The CryptoKey, or undefined when Cloud KMS has none by that name. */
+  async #findKey(signal: AbortSignal): Promise<CryptoKey | undefined> {
+    let key: CryptoKey;
+    try {
+      [key] = await this.#run(
+        signal,
+        { permission: `cloudkms.cryptoKeys.get on ${this.#keyName}` },
+        (kms, options) => kms.getCryptoKey({ name: this.#keyName }, options),
+      );
+    } catch (error) {
+      if (isBrokerError(error) && error.code === 'KEY_MISSING') return undefined;
+      throw error;
+    }
+    if (key.purpose !== 'ENCRYPT_DECRYPT') {
+      throw new BrokerError(
+        'BACKEND_REJECTED',
+        `backend ${this.name}: ${this.#keyName} has purpose ${String(key.purpose)}; kms-broker needs a symmetric ENCRYPT_DECRYPT key`,
+        'KEY_PURPOSE',
+      );
+    }
+    return key;
+  }
+
+  async #requireKey(signal: AbortSignal): Promise<CryptoKey> {
+    const key = await this.#findKey(signal);
+    if (key === undefined)
+      throw new BrokerError(
+        'KEY_MISSING',
+        `backend ${this.name}: ${SERVICE} has no key ${this.#keyName}`,
+        'KEY_GONE',
+      );
+    return key;
+  }
+
+  #primaryOf(key: CryptoKey): CryptoKeyVersion {
+    if (key.primary?.name === undefined || key.primary.name === null)
+      throw new BrokerError('KEY_MISSING', `backend ${this.name}: ${this.#keyName} has no primary version`);
+    return key.primary;
+  }
+
+  async #createKey(signal: AbortSignal): Promise<CryptoKey> {
+    if (!this.autoCreate)
+      throw new BrokerError('KEY_MISSING', `backend ${this.name}: ${SERVICE} has no key ${this.#keyName}`);
+    const [keyRing, cryptoKeyId] = splitKeyName(this.#keyName);
+    const need: Need = {
+      permission: `cloudkms.cryptoKeys.create on ${keyRing}`,
+      refused: failure =>
+        failure.kind === 'not-found'
+          ? new BrokerError(
+              'KEY_MISSING',
+              `backend ${this.name}: ${SERVICE} has no key ring ${keyRing}; create it first`,
+            )
+          : undefined,
+    };
+    const [key] = await this.#run(signal, need, (kms, options) =>
+      kms.createCryptoKey(
+        {
+          parent: keyRing,
+          cryptoKeyId,
+          cryptoKey: {
+            purpose: 'ENCRYPT_DECRYPT',
+            versionTemplate: { algorithm: 'GOOGLE_SYMMETRIC_ENCRYPTION' },
+          },
+        },
+        options,
+      ),
+    );
+    return { ...key, primary: await this.#untilGenerated(this.#primaryOf(key), signal) };
+  }
+
+  /** HSM-protected versions are generated asynchronously: wait (within the deadline) until usable. */
+  async #untilGenerated(version: CryptoKeyVersion, signal: AbortSignal): Promise<CryptoKeyVersion> {
+    let current = version;
+    while (current.state === 'PENDING_GENERATION') {
+      await new Promise(resolve => setTimeout(resolve, GENERATION_POLL_MS).unref());
+      const name = String(current.name);
+      [current] = await this.#run(
+        signal,
+        { permission: `cloudkms.cryptoKeyVersions.get on ${name}` },
+        (kms, options) => kms.getCryptoKeyVersion({ name }, options),
+      );
+    }
+    if (current.state !== 'ENABLED') {
+      throw new BrokerError(
+        'BACKEND_REJECTED',
+        `backend ${this.name}: the new key version ${String(current.name)} is ${String(current.state)}, not ENABLED`,
+        'VERSION_STATE',
+      );
+    }
+    return current;
+  }
+
+  async #run<T>(
+    signal: AbortSignal,
+    need: Need,
+    request: (kms: KeyManagementServiceClient, options: AttemptOptions) => Promise<T>,
+  ): Promise<T> {
+    if (this.#caller === undefined) throw new BrokerError('INTERNAL', `backend ${this.name} is not open`);
+    try {
+      return await this.#caller.run(signal, request);
+    } catch (error) {
+      const refused = error instanceof BackendCallError ? need.refused?.(error) : undefined;
+      throw refused ?? brokerErrorFor(error, this.#context(need.permission));
+    }
+  }
+
+  /** Cloud KMS answers FAILED_PRECONDITION for a version that is disabled or scheduled for destruction. */
+  #notEnabled(failure: BackendCallError, what: string): BrokerError | undefined {
+    if (failure.cause !== 'GRPC_FAILED_PRECONDITION') return undefined;
+    return new BrokerError(
+      'BACKEND_REJECTED',
+      `backend ${this.name}: ${SERVICE} refused to ${what}: the version is not enabled`,
+      failure.cause,
+    );
+  }
+
+  #versionInfo(version: CryptoKeyVersion): KeyVersionInfo {
+    return versionInfo(this.#keyName, version, this.name);
+  }
+
+  #context(permission: string) {
+    return { backend: this.name, service: SERVICE, permission };
+  }
+}
