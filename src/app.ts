@@ -35,7 +35,10 @@ export async function startBroker(config: BrokerConfig, deps: AppDeps): Promise<
     config,
     backends:
       deps.backends ??
-      createBackends(config.backends, { readSecret: deps.readSecret ?? readSecret, logger: deps.logger }),
+      (await createBackends(config.backends, {
+        readSecret: deps.readSecret ?? readSecret,
+        logger: deps.logger,
+      })),
     stateStore: deps.stateStore ?? fileStateStore(config.state.path),
     logger: deps.logger,
   });

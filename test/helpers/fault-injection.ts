@@ -256,7 +256,7 @@ export async function startFailoverApp(t: TestContext, configPath: string): Prom
       hsm = withFaultInjection(new Pkcs11Backend(backend, { readSecret, logger }));
       backends.set(backend.name, hsm);
     } else {
-      backends.set(backend.name, createBackend(backend, { readSecret, logger }));
+      backends.set(backend.name, await createBackend(backend, { readSecret, logger }));
     }
   }
   if (hsm === undefined) throw new Error('the config has no pkcs11 backend to put behind the switch');
