@@ -3,7 +3,7 @@
 // config file; everything else over the admin API. Exit codes: 0 done, 1 refused or failed,
 // 2 usage, 3 broker unreachable.
 import { Command, CommanderError, Option } from 'commander';
-import { toBrokerError } from '../errors.ts';
+import { toBrokerError, type ErrorCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { UnreachableError } from './admin-client.ts';
 import type { OutputOptions } from './admin-commands.ts';
@@ -15,6 +15,19 @@ const commands = () => import('./admin-commands.ts');
 
 const EXIT_USAGE = 2;
 const EXIT_UNREACHABLE = 3;
+/**
+ * `serve` failed for a reason no restart can mend: a supervisor should stop restarting
+ * (systemd: RestartPreventExitStatus=4). A wrong PIN retried on every restart can lock an
+ * HSM token for good; a corrupt state file or a bad config only fill the logs.
+ */
+const EXIT_NEEDS_OPERATOR = 4;
+const needsOperator: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'HSM_LOGIN_FAILED',
+  'CONFIG_INVALID',
+  'STATE_CORRUPT',
+  'STATE_MISMATCH',
+  'SOCKET_PATH_INVALID',
+]);
 
 const program = new Command()
   .name('kms-broker')
@@ -41,7 +54,10 @@ program
   .command('serve')
   .description('serve KMS v2 on the configured unix socket, and the admin API')
   .requiredOption('-c, --config <file>', 'YAML configuration file')
-  .action(async (options: { config: string }) => (await import('./serve.ts')).serveCommand(options.config));
+  .action(async (options: { config: string }) => {
+    serving = true;
+    await (await import('./serve.ts')).serveCommand(options.config);
+  });
 
 program
   .command('verify')
@@ -135,6 +151,9 @@ withAdminOptions(
   (await commands()).failoverSetCommand(order, options),
 );
 
+/** Set when `serve` runs: its failures may end in EXIT_NEEDS_OPERATOR. */
+let serving = false;
+
 try {
   await program.parseAsync();
 } catch (error) {
@@ -147,6 +166,6 @@ try {
   } else {
     const brokerError = toBrokerError(error);
     process.stderr.write(`kms-broker: ${brokerError.code}: ${brokerError.message}\n`);
-    process.exitCode = 1;
+    process.exitCode = serving && needsOperator.has(brokerError.code) ? EXIT_NEEDS_OPERATOR : 1;
   }
 }

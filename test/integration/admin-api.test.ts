@@ -1329,7 +1329,7 @@ describe('admin listener start-up checks', () => {
   });
   after(() => token?.remove());
 
-  it('refuses to start with admin.listen on a non-loopback address without TLS, exiting 1 with CONFIG_INVALID', async () => {
+  it('refuses to start with admin.listen on a non-loopback address without TLS, exiting 4 with CONFIG_INVALID', async () => {
     const base = writeConfig(token);
     const config = writeConfig(
       token,
@@ -1345,7 +1345,7 @@ describe('admin listener start-up checks', () => {
           () => false,
         );
       assert.equal(served, false, 'the broker served with a plain-HTTP admin API on 0.0.0.0');
-      assert.equal(await broker.exited, 1);
+      assert.equal(await broker.exited, 4);
       assert.match(
         broker.text.join('\n'),
         /CONFIG_INVALID: .*admin\.listen: a non-loopback address needs admin\.tls/,

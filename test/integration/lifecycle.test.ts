@@ -148,7 +148,7 @@ describe('broker lifecycle', () => {
     const config = writeConfig(token);
     writeFileSync(config.socket, 'precious');
     const broker = spawnBroker(config.path, token.env);
-    assert.equal(await broker.exited, 1);
+    assert.equal(await broker.exited, 4, 'a supervisor must not restart it');
     assert.match(broker.text.join('\n'), /SOCKET_PATH_INVALID: .* is not a socket/);
     assert.equal(readFileSync(config.socket, 'utf8'), 'precious');
   });
@@ -195,7 +195,7 @@ describe('broker lifecycle', () => {
     });
     writeFileSync(`${token.dir}/wrong-pin`, 'not-the-pin-4711\n');
     const broker = spawnBroker(config.path, token.env);
-    assert.equal(await broker.exited, 1);
+    assert.equal(await broker.exited, 4, 'a supervisor must not retry the PIN');
     const output = broker.text.join('\n') + JSON.stringify(broker.logs);
     assert.match(
       output,
@@ -270,7 +270,7 @@ describe('broker lifecycle', () => {
     const garbage = '{"format": 1, "generation": 0, "backends": {"hsm": ';
     writeFileSync(config.statePath, garbage);
     const broker = spawnBroker(config.path, token.env);
-    assert.equal(await broker.exited, 1);
+    assert.equal(await broker.exited, 4, 'a supervisor must not restart it');
     assert.match(broker.text.join('\n'), /STATE_CORRUPT: state file .* is not valid JSON/);
     assert.equal(readFileSync(config.statePath, 'utf8'), garbage);
     assert.equal(existsSync(config.socket), false);
@@ -287,7 +287,7 @@ describe('broker lifecycle', () => {
     state.backends.hsm.writeVersion = '9';
     writeFileSync(config.statePath, JSON.stringify(state));
     const broker = spawnBroker(config.path, token.env);
-    assert.equal(await broker.exited, 1);
+    assert.equal(await broker.exited, 4, 'a supervisor must not restart it');
     assert.match(broker.text.join('\n'), /STATE_MISMATCH: backend hsm: the state says version 9 writes/);
   });
 

@@ -141,6 +141,8 @@ describe('deploy/kms-broker.service', () => {
     assert.deepEqual(service('ExecStart'), [`/opt/kms-broker/bin/kms-broker serve --config ${CONFIG_PATH}`]);
     assert.deepEqual(service('User'), ['kms-broker']);
     assert.deepEqual(service('Restart'), ['on-failure']);
+    // Exit status 4: a wrong PIN or a bad config; restarting would only retry the PIN.
+    assert.deepEqual(service('RestartPreventExitStatus'), ['4']);
     assert.ok(parseSeconds(service('TimeoutStopSec')?.[0]) * 1000 > config.timeouts.shutdownGraceMs);
   });
 
