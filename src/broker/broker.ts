@@ -5,7 +5,7 @@ import type { BrokerConfig } from '../config/schema.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { Metrics, type KeySet } from '../metrics.ts';
-import { callSignal, withSignal } from './deadline.ts';
+import { callDeadline, withSignal } from './deadline.ts';
 import {
   decodeEnvelope,
   encodeEnvelope,
@@ -95,7 +95,9 @@ export class Broker {
   /** Opens every backend, reconciles the state file with what they hold, and starts probing. */
   static async start(deps: BrokerDeps): Promise<Broker> {
     const now = deps.now ?? (() => new Date());
-    const metrics = deps.metrics ?? new Metrics();
+    // Process metrics too (resident memory, event-loop delay, GC): what an operator reads
+    // first when calls slow down, and what `npm run bench` reads during the decrypt storm.
+    const metrics = deps.metrics ?? new Metrics({ defaultMetrics: true });
     try {
       for (const backend of deps.backends.values()) await backend.open();
       const keys = await KeyLifecycle.open({
@@ -136,7 +138,8 @@ export class Broker {
     // One read: the key_id returned is the one of the versions that wrap, even if a
     // rotation lands while the wraps are in flight.
     const { keyId, writeKeys } = this.keys.current;
-    const signal = callSignal(this.#config.timeouts.callMs, context.deadline);
+    const deadline = callDeadline(this.#config.timeouts.callMs, context.deadline);
+    const { signal } = deadline;
     try {
       // Backends whose breaker is open are left out at once (a thin envelope now beats a
       // full one after the deadline); only when every writer is open are they all tried.
@@ -165,6 +168,8 @@ export class Broker {
       return { ciphertext: first.envelope, keyId, annotations };
     } catch (error) {
       throw this.#logFailure('encrypt', context, started, error);
+    } finally {
+      deadline.dispose();
     }
   }
 
@@ -174,9 +179,10 @@ export class Broker {
    */
   async decrypt(input: DecryptInput, context: CallContext): Promise<Buffer> {
     const started = performance.now();
+    const deadline = callDeadline(this.#config.timeouts.callMs, context.deadline);
+    const { signal } = deadline;
     try {
       const candidates = this.#candidates(input);
-      const signal = callSignal(this.#config.timeouts.callMs, context.deadline);
       const failures: BrokerError[] = [];
       for (const candidate of candidates) {
         if (signal.aborted) break;
@@ -198,6 +204,8 @@ export class Broker {
       );
     } catch (error) {
       throw this.#logFailure('decrypt', context, started, error);
+    } finally {
+      deadline.dispose();
     }
   }
 

@@ -7,12 +7,37 @@ import { BrokerError } from '../errors.ts';
  * (epoch ms), keeping a small margin so our answer reaches the caller in time.
  */
 export function callSignal(budgetMs: number, callerDeadline?: number): AbortSignal {
-  const marginMs = 50;
-  const callerBudget = callerDeadline === undefined ? Infinity : callerDeadline - Date.now() - marginMs;
-  const ms = Math.max(1, Math.min(budgetMs, callerBudget));
+  const ms = budget(budgetMs, callerDeadline);
   const signal = AbortSignal.timeout(ms);
   deadlines.set(signal, Date.now() + ms);
   return signal;
+}
+
+export interface CallDeadline {
+  readonly signal: AbortSignal;
+  /** Stops the timer once the call is done. */
+  dispose(): void;
+}
+
+/**
+ * callSignal for KMS calls, which come by the thousand: AbortSignal.timeout's timer still
+ * fires (and builds an abort error) seconds after a call that finished, for every call; this
+ * one is cleared when the call is done.
+ */
+export function callDeadline(budgetMs: number, callerDeadline?: number): CallDeadline {
+  const ms = budget(budgetMs, callerDeadline);
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), ms);
+  // Like AbortSignal.timeout: a pending deadline alone never keeps the process alive.
+  timer.unref();
+  deadlines.set(controller.signal, Date.now() + ms);
+  return { signal: controller.signal, dispose: () => clearTimeout(timer) };
+}
+
+function budget(budgetMs: number, callerDeadline: number | undefined): number {
+  const marginMs = 50;
+  const callerBudget = callerDeadline === undefined ? Infinity : callerDeadline - Date.now() - marginMs;
+  return Math.max(1, Math.min(budgetMs, callerBudget));
 }
 
 /** When each call signal fires; AbortSignal itself does not say. */

@@ -39,20 +39,97 @@ export interface ParsedEnvelope {
 
 /** Serializes a header and returns the AAD that a wrap under it must bind. */
 export function headerAad(header: WrapHeader): Buffer {
-  const bytes = WrapHeaderType.encode(
-    WrapHeaderType.fromObject({
-      backend: header.backend,
-      key_version: header.keyVersion,
-      mechanism: header.mechanism,
-    }),
-  ).finish();
-  return Buffer.concat([ENVELOPE_MAGIC, bytes]);
+  return writeFields(ENVELOPE_MAGIC, [
+    Buffer.from(header.backend, 'utf8'),
+    Buffer.from(header.keyVersion, 'utf8'),
+    Buffer.from(header.mechanism, 'utf8'),
+  ]);
 }
 
 export function encodeEnvelope(aad: Buffer, wrapped: Buffer): Buffer {
-  const header = aad.subarray(ENVELOPE_MAGIC.length);
-  const body = EnvelopeType.encode(EnvelopeType.fromObject({ header, wrapped })).finish();
-  return Buffer.concat([ENVELOPE_MAGIC, body]);
+  return writeFields(ENVELOPE_MAGIC, [aad.subarray(ENVELOPE_MAGIC.length), wrapped]);
+}
+
+/**
+ * `prefix` || protobuf fields 1, 2, ... as length-delimited values (wire type 2), empty ones
+ * left out: the bytes protobufjs writes for these messages, in one allocation (Encrypt
+ * builds the AAD and the envelope for every wrap).
+ */
+function writeFields(prefix: Buffer, values: readonly Buffer[]): Buffer {
+  let size = prefix.length;
+  for (const value of values) if (value.length > 0) size += 1 + varintSize(value.length) + value.length;
+  const out = Buffer.allocUnsafe(size);
+  let offset = prefix.copy(out, 0);
+  values.forEach((value, index) => {
+    if (value.length === 0) return;
+    out[offset++] = ((index + 1) << 3) | 2;
+    for (let rest = value.length; ; rest >>>= 7) {
+      if (rest < 0x80) {
+        out[offset++] = rest;
+        break;
+      }
+      out[offset++] = (rest & 0x7f) | 0x80;
+    }
+    offset += value.copy(out, offset);
+  });
+  return out;
+}
+
+function varintSize(value: number): number {
+  let size = 1;
+  for (let rest = value >>> 7; rest > 0; rest >>>= 7) size++;
+  return size;
+}
+
+/**
+ * Reads the canonical form only: fields 1..count in order, each present and non-empty,
+ * minimal varint lengths, nothing after. Values are views into `bytes` (no copies).
+ * Anything else returns undefined, and the caller falls back to the full decoder, which
+ * names what is wrong.
+ */
+function readCanonicalFields(bytes: Buffer, start: number, count: number): Buffer[] | undefined {
+  const values: Buffer[] = [];
+  let offset = start;
+  for (let number = 1; number <= count; number++) {
+    if (bytes[offset++] !== ((number << 3) | 2)) return undefined;
+    let length = 0;
+    for (let shift = 0; ; shift += 7) {
+      const byte = bytes[offset++];
+      if (byte === undefined || shift > 21) return undefined;
+      length += (byte & 0x7f) * 2 ** shift;
+      if (byte < 0x80) {
+        if (byte === 0 && shift > 0) return undefined; // a non-minimal varint
+        break;
+      }
+    }
+    if (length === 0 || offset + length > bytes.length) return undefined;
+    values.push(bytes.subarray(offset, offset + length));
+    offset += length;
+  }
+  return offset === bytes.length ? values : undefined;
+}
+
+/** The canonical envelope with a valid header, decoded without protobufjs or copies. */
+function decodeCanonical(ciphertext: Buffer): ParsedEnvelope | undefined {
+  const [headerBytes, wrapped] = readCanonicalFields(ciphertext, ENVELOPE_MAGIC.length, 2) ?? [];
+  if (headerBytes === undefined || wrapped === undefined) return undefined;
+  const fields = readCanonicalFields(headerBytes, 0, 3);
+  if (fields === undefined) return undefined;
+  const strings = fields.map(field => field.toString('utf8'));
+  // Invalid UTF-8 would decode to replacement characters: not the bytes that were signed.
+  if (strings.some((value, index) => Buffer.byteLength(value) !== fields[index]?.length)) return undefined;
+  const [backend = '', keyVersion = '', mechanism = ''] = strings;
+  if (
+    !backendNamePattern.test(backend) ||
+    keyVersion.length > MAX_KEY_VERSION_LENGTH ||
+    mechanism.length > MAX_MECHANISM_LENGTH
+  )
+    return undefined;
+  return {
+    header: { backend, keyVersion, mechanism },
+    aad: Buffer.concat([ENVELOPE_MAGIC, headerBytes]),
+    wrapped,
+  };
 }
 
 export function isEnvelope(ciphertext: Buffer): boolean {
@@ -66,6 +143,9 @@ export function decodeEnvelope(ciphertext: Buffer): ParsedEnvelope {
   if (ciphertext.length > MAX_CIPHERTEXT_BYTES)
     throw malformed(`ciphertext exceeds ${MAX_CIPHERTEXT_BYTES} bytes`);
   if (!isEnvelope(ciphertext)) throw malformed('ciphertext was not produced by kms-broker (unknown format)');
+  const canonical = decodeCanonical(ciphertext);
+  if (canonical !== undefined) return canonical;
+  // Not the canonical form of a valid header: decode it fully, to say what is wrong.
   const body = ciphertext.subarray(ENVELOPE_MAGIC.length);
   let headerBytes: Buffer;
   let wrapped: Buffer;
