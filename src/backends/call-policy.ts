@@ -86,7 +86,8 @@ export function createCallPolicy(options: CallPolicyOptions): CallPolicy {
     ) {
       try {
         return await policy.execute(async () => {
-          const timeoutMs = Math.max(1, Math.min(options.requestTimeoutMs, remainingMs(signal)));
+          // Whole milliseconds: timers (AbortSignal.timeout among them) refuse fractions.
+          const timeoutMs = Math.max(1, Math.floor(Math.min(options.requestTimeoutMs, remainingMs(signal))));
           const attemptSignal = AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]);
           try {
             return await attempt(attemptSignal, timeoutMs);

@@ -5,7 +5,7 @@ import type { BrokerConfig } from '../config/schema.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { Metrics, type KeySet } from '../metrics.ts';
-import { callDeadline, withSignal } from './deadline.ts';
+import { callDeadline, partOfDeadline, remainingMs, withSignal } from './deadline.ts';
 import {
   decodeEnvelope,
   encodeEnvelope,
@@ -184,10 +184,14 @@ export class Broker {
     try {
       const candidates = this.#candidates(input);
       const failures: BrokerError[] = [];
-      for (const candidate of candidates) {
+      for (const [index, candidate] of candidates.entries()) {
         if (signal.aborted) break;
+        // A backend that hangs must not spend the whole budget while another wrap could
+        // answer: each try gets an equal share of what is left among the untried wraps.
+        const untried = candidates.length - index;
+        const part = untried > 1 ? partOfDeadline(signal, remainingMs(signal) / untried) : undefined;
         try {
-          const plaintext = await this.#unwrap(candidate, signal);
+          const plaintext = await this.#unwrap(candidate, part?.signal ?? signal);
           this.keys.recordDecrypt(candidate.header.backend, candidate.header.keyVersion);
           this.#logCall('decrypt', context, started, {
             backend: candidate.header.backend,
@@ -196,6 +200,8 @@ export class Broker {
           return plaintext;
         } catch (error) {
           failures.push(toBrokerError(error));
+        } finally {
+          part?.dispose();
         }
       }
       throw (

@@ -34,10 +34,31 @@ export function callDeadline(budgetMs: number, callerDeadline?: number): CallDea
   return { signal: controller.signal, dispose: () => clearTimeout(timer) };
 }
 
+/**
+ * A part of a call's deadline: fires after `ms` or with the call's own signal, whichever is
+ * first, so that one try among several cannot spend the whole budget.
+ */
+export function partOfDeadline(parent: AbortSignal, share: number): CallDeadline {
+  const ms = Math.max(1, Math.floor(share));
+  const controller = new AbortController();
+  const abort = () => controller.abort();
+  parent.addEventListener('abort', abort, { once: true });
+  const timer = setTimeout(abort, ms);
+  timer.unref();
+  deadlines.set(controller.signal, Math.min(Date.now() + ms, deadlines.get(parent) ?? Infinity));
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      clearTimeout(timer);
+      parent.removeEventListener('abort', abort);
+    },
+  };
+}
+
 function budget(budgetMs: number, callerDeadline: number | undefined): number {
   const marginMs = 50;
   const callerBudget = callerDeadline === undefined ? Infinity : callerDeadline - Date.now() - marginMs;
-  return Math.max(1, Math.min(budgetMs, callerBudget));
+  return Math.max(1, Math.floor(Math.min(budgetMs, callerBudget)));
 }
 
 /** When each call signal fires; AbortSignal itself does not say. */

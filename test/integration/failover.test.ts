@@ -512,6 +512,48 @@ describe('failover between an HSM and OpenBao Transit', () => {
     );
   });
 
+  it('reads through the HSM wrap in time while the first wrap in the order hangs and its breaker is still closed', async t => {
+    const server = await startTransitServer(t);
+    // Vault first in the order, and no probes after the first round: only calls can tell the
+    // broker that Vault hangs, so the first Decrypts still try Vault's wrap first.
+    const config = await writeFailoverConfig(t, hsmToken, server, {
+      keyLabel: 'kek-first-hangs',
+      callMs: CALL_MS,
+      order: ['vault', 'hsm'],
+      probeIntervalMs: 3600000,
+    });
+    await startFailoverApp(t, config.path);
+    const client = createKmsV2Client(config.socket, CLIENT_TIMEOUT_MS);
+    defer(t, () => client.close());
+    const written = await encryptSome(client, 2);
+    for (const sealed of written) assert.deepEqual(wrapsOf(sealed).sort(), ['hsm', 'vault']);
+
+    await server.kill();
+    const silent = await listenSilently(server.port);
+    defer(t, () => silent.close());
+    const before = await adminBackend(adminClient(config.adminSocket), config.viewerToken, 'vault');
+    assert.equal(before.breaker, 'closed', 'nothing told the broker yet that Vault hangs');
+    // One at a time, fewer than the failure threshold (3): Vault's breaker stays closed. (A
+    // keep-alive connection that the kill closed may fail the first try at once instead.)
+    const times: number[] = [];
+    for (const sealed of written) {
+      const started = performance.now();
+      assert.deepEqual(await decryptOne(client, sealed), sealed.seed);
+      times.push(performance.now() - started);
+    }
+    t.diagnostic(
+      `Vault hanging, breaker closed: Decrypts through the HSM in ${times.map(Math.round).join(', ')} ms`,
+    );
+    // Vault's try was cut at its share of the budget (half: two wraps), then the HSM answered.
+    assert.ok(
+      times.some(ms => ms >= CALL_MS / 2 - CLOCK_SLACK_MS),
+      'a Decrypt tried the hanging wrap first',
+    );
+    for (const ms of times)
+      assert.ok(ms < CALL_MS, `the HSM wrap answered inside the budget (${Math.round(ms)} ms)`);
+    assert.ok(silent.connections() > 0, 'the broker did reach the silent listener (a hang, not a refusal)');
+  });
+
   it('with wrap: first, moves writes to a never-failed vault as soon as the HSM fails, even right after start', async t => {
     // A long hysteresis makes the difference plain: it guards a return to a backend that was
     // down, and vault never was. (The broker has been up well under the hysteresis here.)
