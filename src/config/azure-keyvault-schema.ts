@@ -5,8 +5,10 @@ import {
   maxConcurrencySchema,
   requestTimeoutMsSchema,
   rotationPollSchema,
+  checkVariantKeys,
   strict,
   type RuleViolation,
+  type VariantKeys,
 } from './common.ts';
 
 /** Entra ID tenants and application (client) ids are GUIDs; a tenant may also be a domain name. */
@@ -89,10 +91,7 @@ export const azureKeyVaultBackendSchema = Type.Object(
 export type AzureKeyVaultBackendConfig = Static<typeof azureKeyVaultBackendSchema>;
 
 /** Which credential keys each type needs, and which it can use. */
-const credentialKeys: Record<
-  AzureCredentialType,
-  { required: readonly string[]; allowed: readonly string[] }
-> = {
+const credentialKeys: Record<AzureCredentialType, VariantKeys> = {
   default: { required: [], allowed: ['tenantId', 'clientId'] },
   'workload-identity': { required: [], allowed: ['tenantId', 'clientId', 'tokenFile', 'authorityHost'] },
   'managed-identity': { required: [], allowed: ['clientId', 'resourceId'] },
@@ -108,17 +107,12 @@ const credentialKeys: Record<
 
 export function checkAzureKeyVault(config: AzureKeyVaultBackendConfig): RuleViolation | undefined {
   const { credential } = config;
-  const keys = credentialKeys[credential.type];
-  for (const key of Object.keys(credential)) {
-    if (key !== 'type' && !keys.allowed.includes(key)) {
-      return { path: `credential.${key}`, message: `not used by credential type ${credential.type}` };
-    }
-  }
-  for (const key of keys.required) {
-    if ((credential as Record<string, unknown>)[key] === undefined) {
-      return { path: `credential.${key}`, message: `credential type ${credential.type} needs it` };
-    }
-  }
+  const violation = checkVariantKeys(
+    credential,
+    { path: 'credential', tag: 'type', noun: 'credential type' },
+    credentialKeys[credential.type],
+  );
+  if (violation !== undefined) return violation;
   if (credential.clientId !== undefined && credential.resourceId !== undefined) {
     return { path: 'credential', message: 'set at most one of clientId and resourceId' };
   }

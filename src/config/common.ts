@@ -42,3 +42,33 @@ export const rotationPollSchema = Type.Object(
 );
 /** Optional endpoint override (private endpoints, emulators): scheme, host and port only. */
 export const endpointSchema = Type.String({ pattern: '^https?://[^/?#]+$' });
+
+/** Which keys one variant of a tagged object (an auth method, a credential type) needs and may use. */
+export interface VariantKeys {
+  readonly required: readonly string[];
+  readonly allowed: readonly string[];
+}
+
+/**
+ * Checks a tagged object against its variant's keys: a key the variant does not use is a
+ * mistake worth naming, and so is a key it needs and lacks. `path` is the object's own key in
+ * the backend (auth, credential), `tag` its discriminating key (method, type), `noun` how
+ * messages name the variant ("auth method").
+ */
+export function checkVariantKeys(
+  value: object,
+  at: { readonly path: string; readonly tag: string; readonly noun: string },
+  keys: VariantKeys,
+): RuleViolation | undefined {
+  const { path, tag, noun } = at;
+  const fields = value as Record<string, unknown>;
+  const variant = `${noun} ${String(fields[tag])}`;
+  for (const key of Object.keys(fields)) {
+    if (key !== tag && !keys.allowed.includes(key))
+      return { path: `${path}.${key}`, message: `not used by ${variant}` };
+  }
+  for (const key of keys.required) {
+    if (fields[key] === undefined) return { path: `${path}.${key}`, message: `${variant} needs it` };
+  }
+  return undefined;
+}

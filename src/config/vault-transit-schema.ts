@@ -7,8 +7,10 @@ import {
   maxConcurrencySchema,
   requestTimeoutMsSchema,
   rotationPollSchema,
+  checkVariantKeys,
   strict,
   type RuleViolation,
+  type VariantKeys,
 } from './common.ts';
 
 const vaultPath = Type.String({
@@ -68,7 +70,7 @@ export const vaultTransitBackendSchema = Type.Object(
 export type VaultTransitBackendConfig = Static<typeof vaultTransitBackendSchema>;
 
 /** Which auth keys each method needs; any other auth key is a mistake worth naming. */
-const authKeys: Record<VaultAuthMethod, { required: readonly string[]; allowed: readonly string[] }> = {
+const authKeys: Record<VaultAuthMethod, VariantKeys> = {
   token: { required: [], allowed: ['tokenFile', 'tokenEnv'] },
   approle: { required: ['roleId', 'secretIdFile'], allowed: ['roleId', 'secretIdFile', 'mount'] },
   jwt: { required: ['role', 'jwtFile'], allowed: ['role', 'jwtFile', 'mount'] },
@@ -77,17 +79,12 @@ const authKeys: Record<VaultAuthMethod, { required: readonly string[]; allowed: 
 
 export function checkVaultTransit(config: VaultTransitBackendConfig): RuleViolation | undefined {
   const { auth, tls } = config;
-  const keys = authKeys[auth.method];
-  for (const key of Object.keys(auth)) {
-    if (key !== 'method' && !keys.allowed.includes(key)) {
-      return { path: `auth.${key}`, message: `not used by auth method ${auth.method}` };
-    }
-  }
-  for (const key of keys.required) {
-    if ((auth as Record<string, unknown>)[key] === undefined) {
-      return { path: `auth.${key}`, message: `auth method ${auth.method} needs it` };
-    }
-  }
+  const violation = checkVariantKeys(
+    auth,
+    { path: 'auth', tag: 'method', noun: 'auth method' },
+    authKeys[auth.method],
+  );
+  if (violation !== undefined) return violation;
   if (auth.method === 'token') {
     const violation = exactlyOne(auth, 'tokenFile', 'tokenEnv', ' (a token is never written in the config)');
     if (violation !== undefined) return { path: 'auth', message: violation.message };

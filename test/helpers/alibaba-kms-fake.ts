@@ -8,6 +8,7 @@
 import { createCipheriv, createDecipheriv, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { ServiceError } from './service-error.ts';
 
 export const FAKE_REGION = 'cn-hangzhou';
 const ACCOUNT = '1234567890123456';
@@ -43,16 +44,6 @@ export interface InjectedFault {
   readonly code: string;
   /** How many matching requests fail (default: until cleared). */
   readonly times?: number;
-}
-
-class FakeError extends Error {
-  readonly status: number;
-  readonly code: string;
-  constructor(status: number, code: string, message: string) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
 }
 
 export class AlibabaKmsFake {
@@ -144,7 +135,7 @@ export class AlibabaKmsFake {
   #key(keyIdOrAlias: string): FakeKey {
     const key = this.#keys.get(this.#aliases.get(keyIdOrAlias) ?? keyIdOrAlias);
     if (key === undefined)
-      throw new FakeError(404, 'Forbidden.KeyNotFound', 'The specified Key is not found.');
+      throw new ServiceError(404, 'Forbidden.KeyNotFound', 'The specified Key is not found.');
     return key;
   }
 
@@ -160,7 +151,7 @@ export class AlibabaKmsFake {
       send(response, 200, { ...body, RequestId: requestId });
     } catch (error) {
       const failure =
-        error instanceof FakeError ? error : new FakeError(500, 'InternalFailure', 'Internal Failure.');
+        error instanceof ServiceError ? error : new ServiceError(500, 'InternalFailure', 'Internal Failure.');
       send(response, failure.status, {
         Code: failure.code,
         Message: failure.message,
@@ -174,16 +165,24 @@ export class AlibabaKmsFake {
     const id = params.get('AccessKeyId');
     const signature = params.get('Signature');
     if (id === null || signature === null || params.get('SignatureMethod') !== 'HMAC-SHA1')
-      throw new FakeError(400, 'IncompleteSignature', 'The request signature does not conform to standards.');
+      throw new ServiceError(
+        400,
+        'IncompleteSignature',
+        'The request signature does not conform to standards.',
+      );
     const principal = this.#principals.get(id);
     if (principal === undefined)
-      throw new FakeError(404, 'InvalidAccessKeyId.NotFound', 'The AccessKey ID provided does not exist.');
+      throw new ServiceError(404, 'InvalidAccessKeyId.NotFound', 'The AccessKey ID provided does not exist.');
     const expected = rpcSignature(method, params, principal.secret);
     if (expected !== signature)
-      throw new FakeError(400, 'SignatureDoesNotMatch', 'The request signature does not match.');
+      throw new ServiceError(400, 'SignatureDoesNotMatch', 'The request signature does not match.');
     const action = params.get('Action') as FakeAction;
     if (principal.allowed !== undefined && !principal.allowed.has(action))
-      throw new FakeError(403, 'Forbidden.RAM', 'User not authorized to operate on the specified resource.');
+      throw new ServiceError(
+        403,
+        'Forbidden.RAM',
+        'User not authorized to operate on the specified resource.',
+      );
   }
 
   #injectedFault(action: string): void {
@@ -192,14 +191,18 @@ export class AlibabaKmsFake {
     );
     if (entry === undefined) return;
     entry.left--;
-    throw new FakeError(entry.fault.status, entry.fault.code, 'injected fault');
+    throw new ServiceError(entry.fault.status, entry.fault.code, 'injected fault');
   }
 
   #dispatch(action: string, params: URLSearchParams): Record<string, unknown> {
     const required = (name: string): string => {
       const value = params.get(name);
       if (value === null || value === '')
-        throw new FakeError(400, 'MissingParameter', `The parameter "${name}" is needed but not provided.`);
+        throw new ServiceError(
+          400,
+          'MissingParameter',
+          `The parameter "${name}" is needed but not provided.`,
+        );
       return value;
     };
     switch (action) {
@@ -222,7 +225,7 @@ export class AlibabaKmsFake {
         const page = Number(params.get('PageNumber') ?? '1');
         const size = Number(params.get('PageSize') ?? '10');
         if (!Number.isInteger(page) || page < 1 || !Number.isInteger(size) || size < 1 || size > 100)
-          throw new FakeError(400, 'InvalidParameter', 'The specified parameter is not valid.');
+          throw new ServiceError(400, 'InvalidParameter', 'The specified parameter is not valid.');
         const entries = key.versions.slice((page - 1) * size, page * size).map(version => ({
           KeyId: key.id,
           KeyVersionId: version.id,
@@ -256,7 +259,7 @@ export class AlibabaKmsFake {
       }
       case 'Decrypt': {
         const blob = Buffer.from(required('CiphertextBlob'), 'base64');
-        const invalid = new FakeError(
+        const invalid = new ServiceError(
           400,
           'InvalidParameter',
           'The specified parameter CiphertextBlob is not valid.',
@@ -283,7 +286,7 @@ export class AlibabaKmsFake {
         return { Plaintext: plaintext, KeyId: key.id, KeyVersionId: version.id };
       }
       default:
-        throw new FakeError(
+        throw new ServiceError(
           400,
           'InvalidParameter',
           'The specified parameter "Action or Version" is not valid.',
@@ -293,7 +296,7 @@ export class AlibabaKmsFake {
 
   #usable(key: FakeKey): void {
     if (key.state !== 'Enabled')
-      throw new FakeError(
+      throw new ServiceError(
         409,
         `Rejected.${key.state}`,
         `The request was rejected because the key state is ${key.state}.`,
@@ -327,10 +330,18 @@ function contextAad(context: string | null): Buffer {
   try {
     parsed = JSON.parse(context);
   } catch {
-    throw new FakeError(400, 'InvalidParameter', 'The specified parameter EncryptionContext is not valid.');
+    throw new ServiceError(
+      400,
+      'InvalidParameter',
+      'The specified parameter EncryptionContext is not valid.',
+    );
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-    throw new FakeError(400, 'InvalidParameter', 'The specified parameter EncryptionContext is not valid.');
+    throw new ServiceError(
+      400,
+      'InvalidParameter',
+      'The specified parameter EncryptionContext is not valid.',
+    );
   const entries = Object.entries(parsed).sort(([a], [b]) => (a < b ? -1 : 1));
   return Buffer.from(JSON.stringify(entries), 'utf8');
 }
@@ -341,7 +352,7 @@ async function readParams(request: IncomingMessage): Promise<URLSearchParams> {
   let size = 0;
   for await (const chunk of request as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > 64 * 1024) throw new FakeError(413, 'RequestTooLarge', 'request too large');
+    if (size > 64 * 1024) throw new ServiceError(413, 'RequestTooLarge', 'request too large');
     chunks.push(chunk);
   }
   if (size > 0)

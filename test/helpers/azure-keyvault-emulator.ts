@@ -17,6 +17,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
 import { createCa, issueCertificate } from './x509.ts';
+import { ServiceError } from './service-error.ts';
 
 export type KeyPermission = 'get' | 'list' | 'create' | 'rotate' | 'wrapKey' | 'unwrapKey';
 export const ALL_PERMISSIONS: readonly KeyPermission[] = [
@@ -74,16 +75,6 @@ interface Client {
 const generateRsa = promisify(generateKeyPair);
 const MAX_BODY_BYTES = 64 * 1024;
 const KW_IV = Buffer.from('A6A6A6A6A6A6A6A6', 'hex');
-
-class HttpError extends Error {
-  readonly status: number;
-  readonly code: string;
-  constructor(status: number, code: string, message: string) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-}
 
 export async function startAzureKeyVaultEmulator(dir: string): Promise<AzureKeyVaultEmulator> {
   const ca = createCa(`${dir}/ca`, 'kms-broker Key Vault emulator CA');
@@ -147,7 +138,7 @@ export async function startAzureKeyVaultEmulator(dir: string): Promise<AzureKeyV
     const versions = keys.get(name);
     const entry = version === undefined ? versions?.at(-1) : versions?.find(v => v.version === version);
     if (entry === undefined)
-      throw new HttpError(
+      throw new ServiceError(
         404,
         'KeyNotFound',
         `A key with (name/id) ${name} was not found in this key vault.`,
@@ -164,11 +155,11 @@ export async function startAzureKeyVaultEmulator(dir: string): Promise<AzureKeyV
     }
     if (alg === 'A256KW' && entry.kty === 'oct-HSM') {
       if (value.length < 16 || value.length % 8 !== 0)
-        throw new HttpError(400, 'BadParameter', 'Invalid key length.');
+        throw new ServiceError(400, 'BadParameter', 'Invalid key length.');
       const cipher = createCipheriv('id-aes256-wrap', entry.key, KW_IV);
       return Buffer.concat([cipher.update(value), cipher.final()]);
     }
-    throw new HttpError(400, 'BadParameter', `Algorithm ${String(alg)} is not supported by this key.`);
+    throw new ServiceError(400, 'BadParameter', `Algorithm ${String(alg)} is not supported by this key.`);
   }
 
   function unwrapKey(entry: Version, alg: unknown, value: Buffer): Buffer {
@@ -184,9 +175,9 @@ export async function startAzureKeyVaultEmulator(dir: string): Promise<AzureKeyV
         return Buffer.concat([decipher.update(value), decipher.final()]);
       }
     } catch {
-      throw new HttpError(400, 'BadParameter', 'The parameter is incorrect.');
+      throw new ServiceError(400, 'BadParameter', 'The parameter is incorrect.');
     }
-    throw new HttpError(400, 'BadParameter', `Algorithm ${String(alg)} is not supported by this key.`);
+    throw new ServiceError(400, 'BadParameter', `Algorithm ${String(alg)} is not supported by this key.`);
   }
 
   function caller(request: IncomingMessage): Client | undefined {
@@ -197,7 +188,7 @@ export async function startAzureKeyVaultEmulator(dir: string): Promise<AzureKeyV
 
   function need(client: Client, permission: KeyPermission): void {
     if (!client.permissions.has(permission)) {
-      throw new HttpError(
+      throw new ServiceError(
         403,
         'Forbidden',
         `The user, group or application does not have keys ${permission} permission.`,
@@ -212,10 +203,10 @@ export async function startAzureKeyVaultEmulator(dir: string): Promise<AzureKeyV
     const secretOk = client?.secret !== undefined && form.get('client_secret') === client.secret;
     const assertionOk = client?.assertion !== undefined && form.get('client_assertion') === client.assertion;
     if (form.get('grant_type') !== 'client_credentials' || !(secretOk || assertionOk)) {
-      throw new HttpError(401, 'invalid_client', 'AADSTS7000215: Invalid client secret provided.');
+      throw new ServiceError(401, 'invalid_client', 'AADSTS7000215: Invalid client secret provided.');
     }
     if (form.get('scope') !== `${url}/.default`)
-      throw new HttpError(400, 'invalid_scope', 'AADSTS70011: invalid scope.');
+      throw new ServiceError(400, 'invalid_scope', 'AADSTS70011: invalid scope.');
     const accessToken = randomBytes(24).toString('base64url');
     tokens.set(accessToken, form.get('client_id') ?? '');
     return { token_type: 'Bearer', expires_in: 3599, ext_expires_in: 3599, access_token: accessToken };
@@ -229,12 +220,12 @@ export async function startAzureKeyVaultEmulator(dir: string): Promise<AzureKeyV
     const client = caller(request);
     if (client === undefined) {
       hit('challenge');
-      throw new HttpError(401, 'Unauthorized', 'AKV10000: Request is missing a Bearer or PoP token.');
+      throw new ServiceError(401, 'Unauthorized', 'AKV10000: Request is missing a Bearer or PoP token.');
     }
     if (faults.remaining > 0) {
       faults.remaining--;
       faults.injected++;
-      throw new HttpError(
+      throw new ServiceError(
         faults.status,
         faults.status === 429 ? 'Throttled' : 'ServiceUnavailable',
         'Injected.',
@@ -243,14 +234,14 @@ export async function startAzureKeyVaultEmulator(dir: string): Promise<AzureKeyV
     // /keys/{name}, /keys/{name}/{version | versions | create | rotate}, /keys/{name}/{version}/{action}
     const [, name, second, action] =
       /^\/keys\/([0-9A-Za-z-]+)(?:\/([^/]+))?(?:\/([a-z]+))?$/.exec(path) ?? [];
-    if (name === undefined) throw new HttpError(404, 'NotFound', 'No such route.');
+    if (name === undefined) throw new ServiceError(404, 'NotFound', 'No such route.');
     const method = request.method ?? 'GET';
     if (method === 'GET' && second === 'versions') {
       hit('list');
       need(client, 'list');
       const versions = keys.get(name);
       if (versions === undefined)
-        throw new HttpError(
+        throw new ServiceError(
           404,
           'KeyNotFound',
           `A key with (name/id) ${name} was not found in this key vault.`,
@@ -274,7 +265,7 @@ export async function startAzureKeyVaultEmulator(dir: string): Promise<AzureKeyV
       const current = keys.get(name)?.at(-1);
       const kty = second === 'create' ? (body.kty as Version['kty']) : current?.kty;
       if (kty !== 'RSA' && kty !== 'RSA-HSM' && kty !== 'oct-HSM')
-        throw new HttpError(400, 'BadParameter', 'Invalid kty.');
+        throw new ServiceError(400, 'BadParameter', 'Invalid kty.');
       const size = Number(body.key_size ?? (kty === 'oct-HSM' ? 256 : 2048));
       return bundle(name, await newVersion(name, kty, size));
     }
@@ -287,7 +278,7 @@ export async function startAzureKeyVaultEmulator(dir: string): Promise<AzureKeyV
         action === 'wrapkey' ? wrapKey(entry, body.alg, value) : unwrapKey(entry, body.alg, value);
       return { kid: `${url}/keys/${name}/${entry.version}`, value: result.toString('base64url') };
     }
-    throw new HttpError(405, 'MethodNotAllowed', 'Not supported by the emulator.');
+    throw new ServiceError(405, 'MethodNotAllowed', 'Not supported by the emulator.');
   }
 
   async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
@@ -314,15 +305,15 @@ export async function startAzureKeyVaultEmulator(dir: string): Promise<AzureKeyV
       }
       const apiVersion = target.searchParams.get('api-version');
       if (apiVersion === null)
-        throw new HttpError(400, 'BadParameter', 'The api-version query parameter is required.');
+        throw new ServiceError(400, 'BadParameter', 'The api-version query parameter is required.');
       apiVersions.add(apiVersion);
       const body = raw === '' ? {} : (JSON.parse(raw) as Record<string, unknown>);
       return send(200, await vault(request, target.pathname.replace(/\/$/, ''), body));
     } catch (error) {
       const { status, code, message } =
-        error instanceof HttpError
+        error instanceof ServiceError
           ? error
-          : new HttpError(400, 'BadParameter', 'The request body is not valid JSON.');
+          : new ServiceError(400, 'BadParameter', 'The request body is not valid JSON.');
       const headers: Record<string, string> = {};
       if (status === 401 && code === 'Unauthorized') {
         headers['www-authenticate'] = `Bearer authorization="${url}/${tenantId}", resource="${url}"`;
