@@ -1,0 +1,128 @@
+// Moving a real cluster's Secrets onto kms-broker and off it again, each step as an operator
+// runs it: change the EncryptionConfiguration (the new write provider first, the old one still
+// listed so old data reads), restart the apiserver, rewrite every Secret, check etcd, then drop
+// the old provider. The steps run in order on one cluster: each starts where the last ended.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { rewriteAllSecrets, secretValue } from '../helpers/kube-cluster.ts';
+import { aescbc, identity, kms, type Provider } from '../helpers/kube-encryption.ts';
+import { decodeStored, type StoredValue } from '../helpers/kube-etcd.ts';
+import { startBrokerCluster, type BrokerCluster } from '../helpers/kube-setup.ts';
+
+describe('migrating Secrets between identity, aescbc and kms-broker', () => {
+  let setup: BrokerCluster | undefined;
+  /** Every Secret the tests wrote: name → value. */
+  const written = new Map<string, string>();
+
+  before(async () => {
+    setup = await startBrokerCluster('e2e-migrate');
+    await setup.cluster.startApiserver({});
+  });
+
+  after(() => setup?.stop());
+
+  const on = () => {
+    assert.ok(setup !== undefined, 'the cluster did not start');
+    return { cluster: setup.cluster, kmsBroker: kms('kms-broker', setup.config.socket) };
+  };
+
+  async function createSecrets(prefix: string, count: number): Promise<void> {
+    for (let i = 0; i < count; i++) {
+      const value = randomBytes(12).toString('hex');
+      await on().cluster.kubectl([
+        'create',
+        'secret',
+        'generic',
+        `${prefix}${i}`,
+        '-n',
+        'default',
+        `--from-literal=k=${value}`,
+      ]);
+      written.set(`${prefix}${i}`, value);
+    }
+  }
+
+  /** How every Secret in etcd is stored, as "kind" or "kind:provider" (e.g. kms-v2:kms-broker). */
+  async function storedAs(): Promise<Map<string, string>> {
+    const label = (value: StoredValue) =>
+      value.kind === 'kms-v2' || value.kind === 'kms-v1'
+        ? `${value.kind}:${value.provider}`
+        : value.kind === 'aescbc'
+          ? `aescbc:${value.key}`
+          : value.kind;
+    const found = new Map<string, string>();
+    for (const [name, raw] of await on().cluster.etcd.secrets()) found.set(name, label(decodeStored(raw)));
+    return found;
+  }
+
+  async function assertAllStoredAs(expected: string): Promise<void> {
+    const stored = await storedAs();
+    assert.equal(
+      stored.size,
+      written.size,
+      `etcd holds ${stored.size} secrets, the tests wrote ${written.size}`,
+    );
+    for (const [name, how] of stored)
+      assert.equal(how, expected, `default/${name.replace(/^default\//, '')}`);
+  }
+
+  async function assertAllRead(): Promise<void> {
+    for (const [name, value] of written)
+      assert.equal(await secretValue(on().cluster, 'default', name, 'k'), value, name);
+  }
+
+  /**
+   * The operator's migration: the new provider first and the old one still listed (so old data
+   * reads), a restart, a rewrite of every Secret, a look at etcd; then the old provider goes.
+   */
+  async function migrate(to: Provider, from: Provider, expected: string): Promise<void> {
+    const { cluster } = on();
+    await cluster.startApiserver({ providers: [to, from] });
+    await rewriteAllSecrets(cluster);
+    await assertAllStoredAs(expected);
+    await cluster.startApiserver({ providers: [to] });
+    await assertAllRead();
+  }
+
+  /** A step that starts where the previous one ended: after a failed step it fails at once. */
+  let failedStep: string | undefined;
+  function step(name: string, body: () => Promise<void>): void {
+    it(name, async () => {
+      assert.equal(
+        failedStep,
+        undefined,
+        `not run: it would start from the state the failed step "${failedStep}" left`,
+      );
+      try {
+        await body();
+      } catch (error) {
+        failedStep = name;
+        throw error;
+      }
+    });
+  }
+
+  step('identity → kms: plaintext Secrets are rewritten encrypted by the broker', async () => {
+    await createSecrets('plain', 3);
+    await assertAllStoredAs('plain');
+
+    await migrate(on().kmsBroker, identity, 'kms-v2:kms-broker');
+  });
+
+  step('kms → identity: disabling encryption rewrites every Secret as plaintext', async () => {
+    await createSecrets('encrypted', 2);
+    await assertAllStoredAs('kms-v2:kms-broker');
+
+    await migrate(identity, on().kmsBroker, 'plain');
+  });
+
+  step('aescbc → kms: Secrets under a local AES-CBC key move to the broker', async () => {
+    const local = aescbc('key1');
+    await migrate(local, identity, 'aescbc:key1');
+    await createSecrets('cbc', 2);
+    await assertAllStoredAs('aescbc:key1');
+
+    await migrate(on().kmsBroker, local, 'kms-v2:kms-broker');
+  });
+});
