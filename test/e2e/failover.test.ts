@@ -15,7 +15,7 @@ import {
   type FailoverApp,
 } from '../helpers/fault-injection.ts';
 import { secretValue, startCluster, type Cluster } from '../helpers/kube-cluster.ts';
-import { identity, kms } from '../helpers/kube-encryption.ts';
+import { identity, kms, type Provider } from '../helpers/kube-encryption.ts';
 import { decodeStored } from '../helpers/kube-etcd.ts';
 import { createToken } from '../helpers/softhsm.ts';
 import { defer } from '../helpers/test-scope.ts';
@@ -35,6 +35,8 @@ interface Setup {
   readonly bao: SealableBaoServer;
   /** Secret name → value, all written while both backends were up. */
   readonly written: ReadonlyMap<string, string>;
+  /** The broker's provider, as `kms-broker encryption-config` printed it. */
+  readonly kmsProvider: Provider;
 }
 
 /**
@@ -60,7 +62,8 @@ async function setUp(t: TestContext, keyLabel: string): Promise<Setup> {
   const broker = await startFailoverApp(t, config.path);
   const cluster = await startCluster();
   defer(t, () => cluster.stop());
-  await cluster.startApiserver({ providers: [kms(PROVIDER, config.socket), identity] });
+  const kmsProvider = kms(PROVIDER, config.path);
+  await cluster.startApiserver({ providers: [kmsProvider, identity] });
 
   const written = new Map<string, string>();
   for (let i = 0; i < SECRETS; i++) {
@@ -78,13 +81,13 @@ async function setUp(t: TestContext, keyLabel: string): Promise<Setup> {
   }
   for (const name of written.keys())
     assert.deepEqual(await wrappersOf(cluster, name), ['hsm', 'vault'], name);
-  return { cluster, broker, bao, written };
+  return { cluster, broker, bao, written, kmsProvider };
 }
 
 /** Restarts the apiserver (an empty DEK cache) and reads every Secret back with kubectl. */
 async function restartAndReadAll(setup: Setup): Promise<void> {
   const readyMs = await setup.cluster.startApiserver({
-    providers: [kms(PROVIDER, setup.broker.config.socket), identity],
+    providers: [setup.kmsProvider, identity],
   });
   process.stdout.write(`# kube-apiserver ready again in ${readyMs} ms\n`);
   for (const [name, value] of setup.written)

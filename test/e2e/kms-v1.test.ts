@@ -22,7 +22,7 @@ describe('kube-apiserver encrypting Secrets through kms-broker (KMS v1beta1)', (
 
   const on = () => {
     assert.ok(setup !== undefined, 'the cluster did not start');
-    return { cluster: setup.cluster, providers: [kms(PROVIDER, setup.config.socket, 'v1'), identity] };
+    return { cluster: setup.cluster, providers: [kms(PROVIDER, setup.config.path, 'v1'), identity] };
   };
 
   it('is refused without the KMSv1 feature gate', async () => {

@@ -20,7 +20,7 @@ describe('kube-apiserver encrypting Secrets through kms-broker (KMS v2)', () => 
     setup = await startBrokerCluster('e2e');
     admin = adminClient(setup.config.adminSocket);
     const readyMs = await setup.cluster.startApiserver({
-      providers: [kms(PROVIDER, setup.config.socket), identity],
+      providers: [kms(PROVIDER, setup.config.path), identity],
     });
     process.stdout.write(`# kube-apiserver ready in ${readyMs} ms\n`);
   });

@@ -24,7 +24,7 @@ describe('migrating Secrets between identity, aescbc and kms-broker', () => {
 
   const on = () => {
     assert.ok(setup !== undefined, 'the cluster did not start');
-    return { cluster: setup.cluster, kmsBroker: kms('kms-broker', setup.config.socket) };
+    return { cluster: setup.cluster, kmsBroker: kms('kms-broker', setup.config.path) };
   };
 
   async function createSecrets(prefix: string, count: number): Promise<void> {
