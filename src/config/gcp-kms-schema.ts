@@ -28,6 +28,8 @@ export const gcpKmsBackendSchema = Type.Object(
     credentialsFile: Type.Optional(absolutePath),
     /** Private endpoint (Private Service Connect, a regional endpoint) instead of cloudkms.googleapis.com. */
     endpoint: Type.Optional(endpointSchema),
+    /** CA bundle (PEM) the endpoint's certificate must chain to, trusted by this backend only. */
+    caFile: Type.Optional(absolutePath),
     requestTimeoutMs: requestTimeoutMsSchema,
     maxConcurrency: maxConcurrencySchema,
     /** Whether start-up may create the CryptoKey (software protection) when it does not exist. */
@@ -45,6 +47,9 @@ export function checkGcpKms(config: GcpKmsBackendConfig): RuleViolation | undefi
       path: 'endpoint',
       message: 'Cloud KMS needs an https:// endpoint: credentials are only sent over TLS',
     };
+  }
+  if (config.caFile !== undefined && config.endpoint === undefined) {
+    return { path: 'caFile', message: 'a private CA needs a private endpoint: set endpoint too' };
   }
   return undefined;
 }

@@ -89,7 +89,9 @@ export interface GcpKmsFake {
   readonly endpoint: string;
   /** The STS token endpoint, plain HTTP on loopback. */
   readonly tokenUrl: string;
-  /** Environment for a broker that talks to this fake: trusts its CA. */
+  /** The fake's test CA, for the backend's `caFile`: trusted by that backend alone. */
+  readonly caFile: string;
+  /** Environment for a broker that talks to this fake: no metadata server to look for. */
   readonly env: NodeJS.ProcessEnv;
   keyName(key: string, keyRing?: string): string;
   /** A symmetric key with version 1 (enabled) as primary; HSM keys generate later versions asynchronously. */
@@ -450,7 +452,8 @@ export async function startGcpKmsFake(): Promise<GcpKmsFake> {
   return {
     endpoint: `https://127.0.0.1:${port}`,
     tokenUrl: sts.url,
-    env: { ...process.env, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH: ca.certFile, METADATA_SERVER_DETECTION: 'none' },
+    caFile: ca.certFile,
+    env: { ...process.env, METADATA_SERVER_DETECTION: 'none' },
     keyName: (name, keyRing = 'broker') =>
       `projects/test-project/locations/global/keyRings/${keyRing}/cryptoKeys/${name}`,
     createKey: (name, protectionLevel) => void addKey(name, protectionLevel),
@@ -593,5 +596,13 @@ export function gcpKmsBackend(
   credentialsFile: string,
   overrides: Record<string, unknown> = {},
 ): Record<string, unknown> {
-  return { name: 'gcp', type: 'gcp-kms', keyName, credentialsFile, endpoint: fake.endpoint, ...overrides };
+  return {
+    name: 'gcp',
+    type: 'gcp-kms',
+    keyName,
+    credentialsFile,
+    endpoint: fake.endpoint,
+    caFile: fake.caFile,
+    ...overrides,
+  };
 }

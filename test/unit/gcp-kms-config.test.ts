@@ -51,6 +51,7 @@ describe('gcp-kms backend config', () => {
     ],
     ['an endpoint with a path', { endpoint: 'https://kms.example/v1' }, 'backends[0].endpoint'],
     ['a plain-text endpoint', { endpoint: 'http://127.0.0.1:9090' }, 'credentials are only sent over TLS'],
+    ['a private CA without a private endpoint', { caFile: '/etc/ca.pem' }, 'backends[0].caFile'],
   ];
   for (const [what, backend, expected] of invalid) {
     it(`refuses ${what}`, () => {

@@ -2,7 +2,9 @@
 // the configured file or Application Default Credentials, an optional private endpoint, and
 // every request run under the shared call policy. The library's own retries are switched
 // off so that ours, which respect the call's deadline, are the only ones.
+import { readFileSync } from 'node:fs';
 import type { KeyManagementServiceClient } from '@google-cloud/kms';
+import type { ChannelCredentials } from '@grpc/grpc-js';
 import type { GcpKmsBackendConfig } from '../../config/gcp-kms-schema.ts';
 import { withSignal } from '../../broker/deadline.ts';
 import { BrokerError } from '../../errors.ts';
@@ -34,13 +36,16 @@ export async function createGcpKmsCaller(config: GcpKmsBackendConfig): Promise<G
   // Loaded when a Cloud KMS backend opens: brokers without one never pay for google-gax.
   const { KeyManagementServiceClient } = await import('@google-cloud/kms');
   const endpoint = config.endpoint === undefined ? undefined : new URL(config.endpoint);
-  const kms = new KeyManagementServiceClient({
+  const kms: KeyManagementServiceClient = new KeyManagementServiceClient({
     ...(config.credentialsFile !== undefined && {
       authClient: await loadCredentials(config.credentialsFile, config.name),
     }),
     ...(endpoint !== undefined && {
       apiEndpoint: endpoint.hostname,
       port: endpoint.port === '' ? 443 : Number(endpoint.port),
+    }),
+    ...(config.caFile !== undefined && {
+      sslCreds: await privateCaCredentials(config.caFile, config.name, () => kms.auth.getClient()),
     }),
   });
   const policy = createCallPolicy({
@@ -66,4 +71,39 @@ export async function createGcpKmsCaller(config: GcpKmsBackendConfig): Promise<G
     },
     close: () => kms.close(),
   };
+}
+
+/** What the channel credentials need of the library's auth client. */
+interface HeaderSource {
+  getRequestHeaders(url?: string): Promise<Headers | Record<string, string>>;
+}
+
+/**
+ * TLS that trusts only the configured CA (a private endpoint's), in this backend's channel
+ * alone, carrying the OAuth token the library would attach: google-gax sends no call
+ * credentials of its own when it is given channel credentials.
+ */
+async function privateCaCredentials(
+  caFile: string,
+  backend: string,
+  authClient: () => Promise<HeaderSource>,
+): Promise<ChannelCredentials> {
+  let ca: Buffer;
+  try {
+    ca = readFileSync(caFile);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'UNREADABLE';
+    throw new BrokerError('CONFIG_INVALID', `backend ${backend}: cannot read caFile ${caFile} (${code})`);
+  }
+  const { credentials } = await import('@grpc/grpc-js');
+  return credentials.combineChannelCredentials(
+    credentials.createSsl(ca),
+    credentials.createFromGoogleCredential({
+      async getRequestHeaders(url?: string) {
+        const headers = await (await authClient()).getRequestHeaders(url);
+        // google-auth-library answers with a Headers object; grpc-js reads a plain one.
+        return headers instanceof Headers ? Object.fromEntries(headers) : headers;
+      },
+    }),
+  );
 }
