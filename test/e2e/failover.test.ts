@@ -14,7 +14,7 @@ import {
   writeFailoverConfig,
   type FailoverApp,
 } from '../helpers/fault-injection.ts';
-import { secretValue, startCluster, type Cluster } from '../helpers/kube-cluster.ts';
+import { createSecret, secretValue, startCluster, type Cluster } from '../helpers/kube-cluster.ts';
 import { identity, kms, type Provider } from '../helpers/kube-encryption.ts';
 import { decodeStored } from '../helpers/kube-etcd.ts';
 import { createToken } from '../helpers/softhsm.ts';
@@ -68,15 +68,7 @@ async function setUp(t: TestContext, keyLabel: string): Promise<Setup> {
   const written = new Map<string, string>();
   for (let i = 0; i < SECRETS; i++) {
     const value = randomBytes(12).toString('hex');
-    await cluster.kubectl([
-      'create',
-      'secret',
-      'generic',
-      `s${i}`,
-      '-n',
-      'default',
-      `--from-literal=k=${value}`,
-    ]);
+    await createSecret(cluster, `s${i}`, value);
     written.set(`s${i}`, value);
   }
   for (const name of written.keys())
@@ -106,15 +98,7 @@ it('with wrap: all and OpenBao stopped, a restarted apiserver starts and reads e
 
   await restartAndReadAll(setup);
   // Writes go on with the HSM alone: the envelope is under-replicated, not refused.
-  await setup.cluster.kubectl([
-    'create',
-    'secret',
-    'generic',
-    'during',
-    '-n',
-    'default',
-    '--from-literal=k=v',
-  ]);
+  await createSecret(setup.cluster, 'during', 'v');
   assert.deepEqual(await wrappersOf(setup.cluster, 'during'), ['hsm']);
 });
 
@@ -127,14 +111,6 @@ it('with wrap: all and the HSM failing, a restarted apiserver starts and reads e
     (setup.broker.hsm.injected.unwrap ?? 0) + (setup.broker.hsm.injected.probe ?? 0) > 0,
     'the HSM was never asked',
   );
-  await setup.cluster.kubectl([
-    'create',
-    'secret',
-    'generic',
-    'during',
-    '-n',
-    'default',
-    '--from-literal=k=v',
-  ]);
+  await createSecret(setup.cluster, 'during', 'v');
   assert.deepEqual(await wrappersOf(setup.cluster, 'during'), ['vault']);
 });

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { secretValue } from '../helpers/kube-cluster.ts';
+import { createSecret, secretValue } from '../helpers/kube-cluster.ts';
 import { identity, kms } from '../helpers/kube-encryption.ts';
 import { decodeStored } from '../helpers/kube-etcd.ts';
 import { startBrokerCluster, type BrokerCluster } from '../helpers/kube-setup.ts';
@@ -41,15 +41,7 @@ describe('kube-apiserver encrypting Secrets through kms-broker (KMS v1beta1)', (
     const { cluster, providers } = on();
     await cluster.startApiserver({ providers, featureGates: 'KMSv1=true' });
     const marker = randomBytes(16).toString('hex');
-    await cluster.kubectl([
-      'create',
-      'secret',
-      'generic',
-      's1',
-      '-n',
-      'default',
-      `--from-literal=k=${marker}`,
-    ]);
+    await createSecret(cluster, 's1', marker);
 
     const raw = (await cluster.etcd.secrets()).get('default/s1');
     assert.ok(raw !== undefined, 'default/s1 is not in etcd');

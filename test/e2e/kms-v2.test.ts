@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { adminClient, type AdminClient } from '../helpers/admin-http.ts';
-import { rewriteAllSecrets, secretValue } from '../helpers/kube-cluster.ts';
+import { createSecret, rewriteAllSecrets, secretValue } from '../helpers/kube-cluster.ts';
 import { identity, kms } from '../helpers/kube-encryption.ts';
 import { decodeStored, type StoredValue } from '../helpers/kube-etcd.ts';
 import { pollFor } from '../helpers/kube-process.ts';
@@ -57,15 +57,7 @@ describe('kube-apiserver encrypting Secrets through kms-broker (KMS v2)', () => 
 
   it('stores a Secret made with kubectl as k8s:enc:kms:v2:<provider>: under the broker key_id, with no plaintext, and reads it back', async () => {
     const { cluster } = on();
-    await cluster.kubectl([
-      'create',
-      'secret',
-      'generic',
-      's1',
-      '-n',
-      'default',
-      `--from-literal=k=${marker}`,
-    ]);
+    await createSecret(cluster, 's1', marker);
 
     const { raw, value } = await stored('s1');
     assert.ok(
@@ -105,15 +97,7 @@ describe('kube-apiserver encrypting Secrets through kms-broker (KMS v2)', () => 
     );
     process.stdout.write(`# the apiserver re-seeded ${Date.now() - rotatedAt} ms after the rotation\n`);
 
-    await cluster.kubectl([
-      'create',
-      'secret',
-      'generic',
-      's2',
-      '-n',
-      'default',
-      `--from-literal=k=${marker}-2`,
-    ]);
+    await createSecret(cluster, 's2', `${marker}-2`);
     assert.deepEqual(
       [(await stored('s2')).value, (await stored('s1')).value].map(
         value => value.kind === 'kms-v2' && value.keyId,

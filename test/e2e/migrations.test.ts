@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { rewriteAllSecrets, secretValue } from '../helpers/kube-cluster.ts';
+import { createSecret, rewriteAllSecrets, secretValue } from '../helpers/kube-cluster.ts';
 import { aescbc, identity, kms, type Provider } from '../helpers/kube-encryption.ts';
 import { decodeStored, type StoredValue } from '../helpers/kube-etcd.ts';
 import { startBrokerCluster, type BrokerCluster } from '../helpers/kube-setup.ts';
@@ -30,15 +30,7 @@ describe('migrating Secrets between identity, aescbc and kms-broker', () => {
   async function createSecrets(prefix: string, count: number): Promise<void> {
     for (let i = 0; i < count; i++) {
       const value = randomBytes(12).toString('hex');
-      await on().cluster.kubectl([
-        'create',
-        'secret',
-        'generic',
-        `${prefix}${i}`,
-        '-n',
-        'default',
-        `--from-literal=k=${value}`,
-      ]);
+      await createSecret(on().cluster, `${prefix}${i}`, value);
       written.set(`${prefix}${i}`, value);
     }
   }

@@ -228,6 +228,16 @@ async function clusterOn(dir: string, etcd: Etcd, credentials: Credentials): Pro
   };
 }
 
+/** What an operator types: `kubectl create secret generic NAME --from-literal=k=VALUE`. */
+export async function createSecret(
+  cluster: Cluster,
+  name: string,
+  value: string,
+  namespace = 'default',
+): Promise<void> {
+  await cluster.kubectl(['create', 'secret', 'generic', name, '-n', namespace, `--from-literal=k=${value}`]);
+}
+
 /** The value of one key of a Secret as kubectl returns it (base64 in .data). */
 export async function secretValue(
   cluster: Cluster,
