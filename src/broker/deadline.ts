@@ -25,32 +25,32 @@ export interface CallDeadline {
  * one is cleared when the call is done.
  */
 export function callDeadline(budgetMs: number, callerDeadline?: number): CallDeadline {
-  const ms = budget(budgetMs, callerDeadline);
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), ms);
-  // Like AbortSignal.timeout: a pending deadline alone never keeps the process alive.
-  timer.unref();
-  deadlines.set(controller.signal, Date.now() + ms);
-  return { signal: controller.signal, dispose: () => clearTimeout(timer) };
+  return timedDeadline(budget(budgetMs, callerDeadline));
 }
 
 /**
- * A part of a call's deadline: fires after `ms` or with the call's own signal, whichever is
- * first, so that one try among several cannot spend the whole budget.
+ * A part of a call's deadline: fires after `share` ms or with the call's own signal, whichever
+ * is first, so that one try among several cannot spend the whole budget.
  */
 export function partOfDeadline(parent: AbortSignal, share: number): CallDeadline {
-  const ms = Math.max(1, Math.floor(share));
+  return timedDeadline(Math.max(1, Math.floor(share)), parent);
+}
+
+/** A signal that fires after `ms`, or with `parent`; its timer and listener go on dispose. */
+function timedDeadline(ms: number, parent?: AbortSignal): CallDeadline {
   const controller = new AbortController();
   const abort = () => controller.abort();
-  parent.addEventListener('abort', abort, { once: true });
+  parent?.addEventListener('abort', abort, { once: true });
   const timer = setTimeout(abort, ms);
+  // Like AbortSignal.timeout: a pending deadline alone never keeps the process alive.
   timer.unref();
-  deadlines.set(controller.signal, Math.min(Date.now() + ms, deadlines.get(parent) ?? Infinity));
+  const parentAt = parent === undefined ? undefined : deadlines.get(parent);
+  deadlines.set(controller.signal, Math.min(Date.now() + ms, parentAt ?? Infinity));
   return {
     signal: controller.signal,
     dispose: () => {
       clearTimeout(timer);
-      parent.removeEventListener('abort', abort);
+      parent?.removeEventListener('abort', abort);
     },
   };
 }
