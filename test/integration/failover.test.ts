@@ -323,7 +323,7 @@ describe('failover between an HSM and OpenBao Transit', () => {
   it('reads through Transit and writes Transit-only envelopes while the HSM fails, then heals once', async t => {
     const server = await startTransitServer(t);
     const config = await writeFailoverConfig(t, hsmToken, server, { keyLabel: 'kek-hsm-fails' });
-    const { hsm, log } = await startFailoverApp(t, config.path);
+    const { app, hsm, log } = await startFailoverApp(t, config.path);
     const client = createKmsV2Client(config.socket, CLIENT_TIMEOUT_MS);
     defer(t, () => client.close());
     const admin = adminClient(config.adminSocket);
@@ -332,6 +332,15 @@ describe('failover between an HSM and OpenBao Transit', () => {
     for (const sealed of written) assert.deepEqual(wrapsOf(sealed), ['hsm', 'vault']);
     const keyId = (await client.status()).key_id;
 
+    // Fail just after a probe round: the next probe is a whole interval away, so the reads
+    // below reach the failing HSM before any probe can open its breaker.
+    const probedAt = app.broker.health.health('hsm')?.lastProbeAt;
+    await until(
+      () => Promise.resolve(app.broker.health.health('hsm')?.lastProbeAt),
+      at => at !== probedAt,
+      'a fresh probe of the HSM',
+      5 * PROBE_INTERVAL_MS,
+    );
     const downMark = log.records.length;
     hsm.fail();
     // At once, before any probe has noticed: the HSM wrap fails and Transit's answers.
