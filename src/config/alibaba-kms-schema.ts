@@ -3,9 +3,7 @@ import {
   absolutePath,
   backendNameSchema,
   endpointSchema,
-  maxConcurrencySchema,
-  requestTimeoutMsSchema,
-  rotationPollSchema,
+  remoteServiceFields,
   strict,
   type RuleViolation,
 } from './common.ts';
@@ -35,9 +33,7 @@ export const alibabaKmsBackendSchema = Type.Object(
         strict,
       ),
     ),
-    requestTimeoutMs: requestTimeoutMsSchema,
-    maxConcurrency: maxConcurrencySchema,
-    rotationPoll: rotationPollSchema,
+    ...remoteServiceFields,
   },
   strict,
 );

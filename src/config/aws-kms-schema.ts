@@ -3,9 +3,7 @@ import {
   absolutePath,
   backendNameSchema,
   endpointSchema,
-  maxConcurrencySchema,
-  requestTimeoutMsSchema,
-  rotationPollSchema,
+  remoteServiceFields,
   strict,
   type RuleViolation,
 } from './common.ts';
@@ -47,9 +45,7 @@ export const awsKmsBackendSchema = Type.Object(
       },
       { ...strict, default: {} },
     ),
-    requestTimeoutMs: requestTimeoutMsSchema,
-    maxConcurrency: maxConcurrencySchema,
-    rotationPoll: rotationPollSchema,
+    ...remoteServiceFields,
   },
   strict,
 );

@@ -2,10 +2,8 @@ import { Type, type Static } from '@sinclair/typebox';
 import {
   absolutePath,
   backendNameSchema,
-  maxConcurrencySchema,
-  requestTimeoutMsSchema,
-  rotationPollSchema,
   checkVariantKeys,
+  remoteServiceFields,
   strict,
   type RuleViolation,
   type VariantKeys,
@@ -80,10 +78,8 @@ export const azureKeyVaultBackendSchema = Type.Object(
      * matches the vault's host. Only an emulator on a bare host name needs this off.
      */
     verifyChallengeResource: Type.Boolean({ default: true }),
-    requestTimeoutMs: requestTimeoutMsSchema,
-    maxConcurrency: maxConcurrencySchema,
+    ...remoteServiceFields,
     createIfMissing: Type.Boolean({ default: false }),
-    rotationPoll: rotationPollSchema,
     credential: azureCredentialSchema,
   },
   strict,

@@ -27,19 +27,22 @@ export function exactlyOne(
     : undefined;
 }
 
-/** Budget of one request to a remote key service; a call's own deadline may cut it shorter. */
-export const requestTimeoutMsSchema = Type.Integer({ minimum: 100, maximum: 60000, default: 2000 });
-/** Bound on concurrent requests to a remote key service; services throttle or collapse under unbounded load. */
-export const maxConcurrencySchema = Type.Integer({ minimum: 1, maximum: 1024, default: 32 });
-/** Adoption of rotations done in the key service itself. */
-export const rotationPollSchema = Type.Object(
-  {
-    intervalMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 30000 }),
-    /** A new current version must be seen unchanged this long before it writes. */
-    stableForMs: Type.Integer({ minimum: 0, maximum: 86400000, default: 60000 }),
-  },
-  { ...strict, default: {} },
-);
+/** The fields every remote key service's backend has, with the same bounds and defaults. */
+export const remoteServiceFields = {
+  /** Budget of one request; a call's own deadline may cut it shorter. */
+  requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 60000, default: 2000 }),
+  /** Bound on concurrent requests; services throttle or collapse under unbounded load. */
+  maxConcurrency: Type.Integer({ minimum: 1, maximum: 1024, default: 32 }),
+  /** Adoption of rotations done in the key service itself. */
+  rotationPoll: Type.Object(
+    {
+      intervalMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 30000 }),
+      /** A new current version must be seen unchanged this long before it writes. */
+      stableForMs: Type.Integer({ minimum: 0, maximum: 86400000, default: 60000 }),
+    },
+    { ...strict, default: {} },
+  ),
+};
 /** Optional endpoint override (private endpoints, emulators): scheme, host and port only. */
 export const endpointSchema = Type.String({ pattern: '^https?://[^/?#]+$' });
 

@@ -3,9 +3,7 @@ import {
   absolutePath,
   backendNameSchema,
   endpointSchema,
-  maxConcurrencySchema,
-  requestTimeoutMsSchema,
-  rotationPollSchema,
+  remoteServiceFields,
   strict,
   type RuleViolation,
 } from './common.ts';
@@ -30,11 +28,9 @@ export const gcpKmsBackendSchema = Type.Object(
     endpoint: Type.Optional(endpointSchema),
     /** CA bundle (PEM) the endpoint's certificate must chain to, trusted by this backend only. */
     caFile: Type.Optional(absolutePath),
-    requestTimeoutMs: requestTimeoutMsSchema,
-    maxConcurrency: maxConcurrencySchema,
+    ...remoteServiceFields,
     /** Whether start-up may create the CryptoKey (software protection) when it does not exist. */
     createIfMissing: Type.Boolean({ default: false }),
-    rotationPoll: rotationPollSchema,
   },
   strict,
 );
