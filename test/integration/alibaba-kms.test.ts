@@ -18,6 +18,7 @@ import { AlibabaKmsFake, FAKE_REGION } from '../helpers/alibaba-kms-fake.ts';
 import { expectGrpcError } from '../helpers/grpc.ts';
 import { createToken } from '../helpers/softhsm.ts';
 import { defer } from '../helpers/test-scope.ts';
+import { expectAdoptedOnceStable } from '../helpers/rotation-adoption.ts';
 
 const ACCESS_KEY_ID = 'LTAI-broker-test';
 const ACCESS_KEY_SECRET = 'broker-secret-do-not-log-0815';
@@ -211,13 +212,7 @@ describe('Alibaba Cloud KMS backend (in-process fake of the 2016-01-20 API)', ()
       record => record.recordedVersion === first && record.serviceVersion === second,
     );
     assert.equal(warned.level, 40);
-    const adopted = await running.broker.waitForLog(
-      record => record.msg === 'adopted a rotation done in the backend',
-    );
-    assert.ok(Date.parse(adopted.time as string) - Date.parse(seen.time as string) >= stableForMs);
-    const status = await running.client.status();
-    assert.equal(status.key_id, adopted.keyId);
-    assert.notEqual(status.key_id, old.key_id);
+    await expectAdoptedOnceStable(running.broker, running.client, seen, old.key_id, stableForMs);
     const fresh = await roundTrip(running.client);
     assert.equal(decodeEnvelope(fresh.ciphertext).header.keyVersion, second);
     await decryptsTo(running.client, old);

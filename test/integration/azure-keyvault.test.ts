@@ -31,6 +31,7 @@ import { pkcs11Backend, writeConfig, type TestConfig } from '../helpers/config.t
 import { expectGrpcError } from '../helpers/grpc.ts';
 import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 import { defer } from '../helpers/test-scope.ts';
+import { expectAdoptedOnceStable } from '../helpers/rotation-adoption.ts';
 
 const VERSION = /^[0-9a-f]{32}$/;
 
@@ -302,13 +303,7 @@ describe('Azure Key Vault backend on the Key Vault emulator', () => {
     assert.equal(meanwhile.key_id, old.key_id);
     assert.equal(decodeEnvelope(meanwhile.ciphertext).header.keyVersion, first);
 
-    const adopted = await broker.waitForLog(
-      record => record.msg === 'adopted a rotation done in the backend',
-    );
-    assert.ok(Date.parse(adopted.time as string) - Date.parse(seen.time as string) >= stableForMs);
-    const status = await client.status();
-    assert.equal(status.key_id, adopted.keyId);
-    assert.notEqual(status.key_id, old.key_id);
+    await expectAdoptedOnceStable(broker, client, seen, old.key_id, stableForMs);
     const fresh = await encryptOne(client);
     assert.equal(decodeEnvelope(fresh.ciphertext).header.keyVersion, created);
     await expectDecrypts(client, old);
