@@ -11,7 +11,7 @@ import {
   retry,
   wrap,
 } from 'cockatiel';
-import { remainingMs } from '../broker/deadline.ts';
+import { partOfDeadline, remainingMs } from '../broker/deadline.ts';
 import { BrokerError } from '../errors.ts';
 
 export type FailureKind =
@@ -86,17 +86,19 @@ export function createCallPolicy(options: CallPolicyOptions): CallPolicy {
     ) {
       try {
         return await policy.execute(async () => {
-          // Whole milliseconds: timers (AbortSignal.timeout among them) refuse fractions.
+          // Whole milliseconds: timers refuse fractions.
           const timeoutMs = Math.max(1, Math.floor(Math.min(options.requestTimeoutMs, remainingMs(signal))));
-          const attemptSignal = AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]);
+          // The attempt's part of the call's deadline, its timer cleared as soon as it settles.
+          const part = partOfDeadline(signal, timeoutMs);
           try {
-            return await attempt(attemptSignal, timeoutMs);
+            return await attempt(part.signal, timeoutMs);
           } catch (error) {
             if (error instanceof BrokerError) throw error;
             // An attempt cut short by its own timeout is an outage symptom, worth a retry.
-            if (attemptSignal.aborted && !signal.aborted)
-              throw new BackendCallError('unavailable', 'TIMEOUT');
+            if (part.signal.aborted && !signal.aborted) throw new BackendCallError('unavailable', 'TIMEOUT');
             throw options.classify(error);
+          } finally {
+            part.dispose();
           }
         }, signal);
       } catch (error) {
