@@ -11,7 +11,7 @@ import {
   retry,
   wrap,
 } from 'cockatiel';
-import { partOfDeadline, remainingMs } from '../broker/deadline.ts';
+import { partOfDeadline, remainingMs, type Deadline } from '../deadline.ts';
 import { BrokerError } from '../errors.ts';
 
 export type FailureKind =
@@ -59,7 +59,7 @@ export interface CallPolicy {
    * at the earlier of the call's deadline and the request timeout, and that timeout in ms.
    */
   run<T>(
-    signal: AbortSignal,
+    deadline: Deadline,
     attempt: (attemptSignal: AbortSignal, timeoutMs: number) => Promise<T>,
   ): Promise<T>;
 }
@@ -80,16 +80,17 @@ export function createCallPolicy(options: CallPolicyOptions): CallPolicy {
   const policy = wrap(retries, limiter);
 
   return {
-    async run<T>(
-      signal: AbortSignal,
-      attempt: (attemptSignal: AbortSignal, timeoutMs: number) => Promise<T>,
-    ) {
+    async run<T>(deadline: Deadline, attempt: (attemptSignal: AbortSignal, timeoutMs: number) => Promise<T>) {
+      const { signal } = deadline;
       try {
         return await policy.execute(async () => {
           // Whole milliseconds: timers refuse fractions.
-          const timeoutMs = Math.max(1, Math.floor(Math.min(options.requestTimeoutMs, remainingMs(signal))));
+          const timeoutMs = Math.max(
+            1,
+            Math.floor(Math.min(options.requestTimeoutMs, remainingMs(deadline))),
+          );
           // The attempt's part of the call's deadline, its timer cleared as soon as it settles.
-          const part = partOfDeadline(signal, timeoutMs);
+          const part = partOfDeadline(deadline, timeoutMs);
           try {
             return await attempt(part.signal, timeoutMs);
           } catch (error) {

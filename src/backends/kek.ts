@@ -1,5 +1,7 @@
 // The KEK interface: the seam between the broker and every key service. A backend is a
-// thin adapter; it knows its service, the broker knows only this.
+// thin adapter; it knows its service, the broker knows only this. Every call carries its
+// deadline as a value (signal and time), so a backend sizes its retries to what is left.
+import type { Deadline } from '../deadline.ts';
 
 export interface KeyVersionInfo {
   /** Backend-specific version name, as recorded in envelopes ("1", "2", ...). */
@@ -17,7 +19,7 @@ export interface WrapRequest {
   readonly keyVersion: string;
   /** Bytes bound to the wrap (AES-GCM AAD): the envelope header. */
   readonly aad: Buffer;
-  readonly signal: AbortSignal;
+  readonly deadline: Deadline;
 }
 
 export interface UnwrapRequest {
@@ -25,7 +27,7 @@ export interface UnwrapRequest {
   readonly keyVersion: string;
   readonly mechanism: string;
   readonly aad: Buffer;
-  readonly signal: AbortSignal;
+  readonly deadline: Deadline;
 }
 
 /** A service that rotates its own keys (Transit, cloud KMSes): how the broker learns of it. */
@@ -34,7 +36,7 @@ export interface ExternalRotation {
   /** A new current version must be seen unchanged this long before the broker adopts it. */
   readonly stableForMs: number;
   /** The version the service itself now considers current. */
-  latest(signal: AbortSignal): Promise<KeyVersionInfo>;
+  latest(deadline: Deadline): Promise<KeyVersionInfo>;
 }
 
 export interface KekBackend {
@@ -50,12 +52,12 @@ export interface KekBackend {
   readonly externalRotation?: ExternalRotation;
   /** Connect and authenticate. Fails fast on configuration errors (wrong PIN, no token). */
   open(): Promise<void>;
-  listVersions(signal: AbortSignal): Promise<KeyVersionInfo[]>;
+  listVersions(deadline: Deadline): Promise<KeyVersionInfo[]>;
   /** Creates a new key version in the service. */
-  createVersion(signal: AbortSignal): Promise<KeyVersionInfo>;
+  createVersion(deadline: Deadline): Promise<KeyVersionInfo>;
   wrap(request: WrapRequest): Promise<Buffer>;
   unwrap(request: UnwrapRequest): Promise<Buffer>;
   /** Cheap liveness check of the service: never a wrap. */
-  probe(signal: AbortSignal): Promise<void>;
+  probe(deadline: Deadline): Promise<void>;
   close(): Promise<void>;
 }

@@ -5,7 +5,7 @@ import type { BrokerConfig } from '../config/schema.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { Metrics, type KeySet } from '../metrics.ts';
-import { callDeadline, partOfDeadline, remainingMs, withSignal } from './deadline.ts';
+import { partOfDeadline, remainingMs, startDeadline, withSignal, type Deadline } from '../deadline.ts';
 import {
   decodeEnvelope,
   encodeEnvelope,
@@ -138,14 +138,13 @@ export class Broker {
     // One read: the key_id returned is the one of the versions that wrap, even if a
     // rotation lands while the wraps are in flight.
     const { keyId, writeKeys } = this.keys.current;
-    const deadline = callDeadline(this.#config.timeouts.callMs, context.deadline);
-    const { signal } = deadline;
+    const deadline = startDeadline(this.#config.timeouts.callMs, context.deadline);
     try {
       // Backends whose breaker is open are left out at once (a thin envelope now beats a
       // full one after the deadline); only when every writer is open are they all tried.
       const available = writeKeys.filter(key => this.health.health(key.backend)?.breaker !== 'open');
       const targets = available.length > 0 ? available : writeKeys;
-      const results = await Promise.allSettled(targets.map(key => this.#wrap(key, plaintext, signal)));
+      const results = await Promise.allSettled(targets.map(key => this.#wrap(key, plaintext, deadline)));
       const wrapped = results.flatMap((result, index) =>
         result.status === 'fulfilled' ? [{ key: targets[index] as WriteKey, envelope: result.value }] : [],
       );
@@ -179,19 +178,18 @@ export class Broker {
    */
   async decrypt(input: DecryptInput, context: CallContext): Promise<Buffer> {
     const started = performance.now();
-    const deadline = callDeadline(this.#config.timeouts.callMs, context.deadline);
-    const { signal } = deadline;
+    const deadline = startDeadline(this.#config.timeouts.callMs, context.deadline);
     try {
       const candidates = this.#candidates(input);
       const failures: BrokerError[] = [];
       for (const [index, candidate] of candidates.entries()) {
-        if (signal.aborted) break;
+        if (deadline.signal.aborted) break;
         // A backend that hangs must not spend the whole budget while another wrap could
         // answer: each try gets an equal share of what is left among the untried wraps.
         const untried = candidates.length - index;
-        const part = untried > 1 ? partOfDeadline(signal, remainingMs(signal) / untried) : undefined;
+        const part = untried > 1 ? partOfDeadline(deadline, remainingMs(deadline) / untried) : undefined;
         try {
-          const plaintext = await this.#unwrap(candidate, part?.signal ?? signal);
+          const plaintext = await this.#unwrap(candidate, part ?? deadline);
           this.keys.recordDecrypt(candidate.header.backend, candidate.header.keyVersion);
           this.#logCall('decrypt', context, started, {
             backend: candidate.header.backend,
@@ -273,14 +271,14 @@ export class Broker {
     await Promise.allSettled([...this.#backends.values()].map(backend => backend.close()));
   }
 
-  async #wrap(key: WriteKey, plaintext: Buffer, signal: AbortSignal): Promise<Buffer> {
+  async #wrap(key: WriteKey, plaintext: Buffer, deadline: Deadline): Promise<Buffer> {
     const backend = this.#backend(key.backend);
     const aad = headerAad({ backend: backend.name, keyVersion: key.version, mechanism: backend.mechanism });
     const wrapped = await this.#call(
       backend,
       'wrap',
-      backend.wrap({ plaintext, keyVersion: key.version, aad, signal }),
-      signal,
+      backend.wrap({ plaintext, keyVersion: key.version, aad, deadline }),
+      deadline.signal,
     );
     const envelope = encodeEnvelope(aad, wrapped);
     if (envelope.length > MAX_CIPHERTEXT_BYTES) {
@@ -292,7 +290,7 @@ export class Broker {
     return envelope;
   }
 
-  async #unwrap(envelope: ParsedEnvelope, signal: AbortSignal): Promise<Buffer> {
+  async #unwrap(envelope: ParsedEnvelope, deadline: Deadline): Promise<Buffer> {
     const { backend: name, keyVersion, mechanism } = envelope.header;
     const backend = this.#backends.get(name);
     if (backend === undefined) {
@@ -315,8 +313,8 @@ export class Broker {
     return this.#call(
       backend,
       'unwrap',
-      backend.unwrap({ wrapped: envelope.wrapped, keyVersion, mechanism, aad: envelope.aad, signal }),
-      signal,
+      backend.unwrap({ wrapped: envelope.wrapped, keyVersion, mechanism, aad: envelope.aad, deadline }),
+      deadline.signal,
     );
   }
 

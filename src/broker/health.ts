@@ -9,7 +9,7 @@ import { BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { Breaker, type BreakerState } from './breaker.ts';
-import { callSignal } from './deadline.ts';
+import { startDeadline, type Deadline } from '../deadline.ts';
 
 export interface BackendHealth {
   readonly healthy: boolean;
@@ -167,18 +167,21 @@ export class HealthMonitor {
     this.#probing.add(backend.name);
     const started = performance.now();
     // A probe's budget does not shrink with a short interval: a busy backend is slow, not down.
-    const signal = callSignal(Math.min(PROBE_MAX_MS, Math.max(PROBE_MIN_MS, this.#options.probeIntervalMs)));
+    const deadline = startDeadline(
+      Math.min(PROBE_MAX_MS, Math.max(PROBE_MIN_MS, this.#options.probeIntervalMs)),
+    );
     let reason: string | undefined;
     let slow = false;
     try {
-      await backend.probe(signal);
-      await this.#checkCanary(backend, signal);
+      await backend.probe(deadline);
+      await this.#checkCanary(backend, deadline);
       this.#metrics.probeSucceeded(backend.name, Date.now());
     } catch (error) {
       const brokerError = toBrokerError(error);
       reason = brokerError.causeName ?? brokerError.code;
       slow = brokerError.code === 'DEADLINE_EXCEEDED';
     } finally {
+      deadline.dispose();
       this.#probing.delete(backend.name);
     }
     // A clear refusal opens the breaker at once; a timeout counts like a failed call, so
@@ -195,7 +198,7 @@ export class HealthMonitor {
    * Unwraps the backend's canary when it is due: a backend that still answers probes but can
    * no longer decrypt (revoked permission, a key disabled in the service) is not healthy.
    */
-  async #checkCanary(backend: KekBackend, signal: AbortSignal): Promise<void> {
+  async #checkCanary(backend: KekBackend, deadline: Deadline): Promise<void> {
     const version = this.#options.writeVersion(backend.name);
     if (version === undefined) return;
     let canary = this.#canaries.get(backend.name);
@@ -208,7 +211,7 @@ export class HealthMonitor {
       return;
     if (canary?.version !== version) {
       const plaintext = randomBytes(32);
-      const wrapped = await backend.wrap({ plaintext, keyVersion: version, aad: CANARY_AAD, signal });
+      const wrapped = await backend.wrap({ plaintext, keyVersion: version, aad: CANARY_AAD, deadline });
       canary = { version, plaintext, wrapped, checkedAt: 0 };
       this.#canaries.set(backend.name, canary);
     }
@@ -217,7 +220,7 @@ export class HealthMonitor {
       keyVersion: version,
       mechanism: backend.mechanism,
       aad: CANARY_AAD,
-      signal,
+      deadline,
     });
     if (!unwrapped.equals(canary.plaintext)) {
       throw new BrokerError(

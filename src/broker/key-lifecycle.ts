@@ -8,7 +8,7 @@ import type { KekBackend, KeyVersionInfo } from '../backends/kek.ts';
 import type { BrokerConfig } from '../config/schema.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { callSignal } from './deadline.ts';
+import { startDeadline } from '../deadline.ts';
 import { KeyRegistry, reconcileBackend, type WriteSnapshot } from './key-registry.ts';
 import type { BrokerState, FailoverSetting, StateStore, StoredVersion } from './state-store.ts';
 
@@ -122,7 +122,7 @@ export class KeyLifecycle {
   rotate(backendName: string): Promise<{ keyId: string; version: string }> {
     const backend = this.#backend(backendName);
     return this.#serialized(async () => {
-      const created = await backend.createVersion(callSignal(ADMIN_CALL_MS));
+      const created = await backend.createVersion(startDeadline(ADMIN_CALL_MS));
       return this.#makeWriteVersion(backendName, created, 'key rotated');
     });
   }
@@ -412,7 +412,7 @@ async function reconcileAll(
     stored === undefined ? { format: 1, generation: 0, backends: {} } : structuredClone(stored);
   let changed = false;
   for (const [name, backend] of backends) {
-    const listed = await backend.listVersions(callSignal(ADMIN_CALL_MS));
+    const listed = await backend.listVersions(startDeadline(ADMIN_CALL_MS));
     const merged = reconcileBackend(name, state.backends[name], listed, now);
     if (merged !== undefined) {
       state.backends[name] = merged.backend;
@@ -431,7 +431,7 @@ async function reconcileAll(
         `backend ${name} holds no key version; set ${backend.autoCreateOption}: true on it to create version 1, or create the key in the ${backend.type} service`,
       );
     }
-    const created = await backend.createVersion(callSignal(ADMIN_CALL_MS));
+    const created = await backend.createVersion(startDeadline(ADMIN_CALL_MS));
     state.backends[name] = {
       writeVersion: created.version,
       versions: [

@@ -5,7 +5,7 @@
 import type { KekBackend, KeyVersionInfo } from '../backends/kek.ts';
 import { toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { callSignal } from './deadline.ts';
+import { startDeadline } from '../deadline.ts';
 
 export interface RotationWatchDeps {
   readonly backends: readonly KekBackend[];
@@ -54,7 +54,7 @@ export class RotationWatch {
     if (rotation === undefined) return undefined;
     let latest: KeyVersionInfo;
     try {
-      latest = await rotation.latest(callSignal(POLL_TIMEOUT_MS));
+      latest = await rotation.latest(startDeadline(POLL_TIMEOUT_MS));
     } catch (error) {
       // The health probe reports outages; a missed poll only delays adoption.
       this.#deps.logger.debug({ backend: name, code: toBrokerError(error).code }, 'rotation poll failed');

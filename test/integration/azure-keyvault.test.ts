@@ -32,6 +32,7 @@ import { expectGrpcError } from '../helpers/grpc.ts';
 import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 import { defer } from '../helpers/test-scope.ts';
 import { expectAdoptedOnceStable } from '../helpers/rotation-adoption.ts';
+import { startDeadline } from '../../src/deadline.ts';
 
 const VERSION = /^[0-9a-f]{32}$/;
 
@@ -147,7 +148,7 @@ describe('Azure Key Vault backend on the Key Vault emulator', () => {
     return backend;
   }
 
-  const signal = () => AbortSignal.timeout(5000);
+  const deadline = () => startDeadline(5000);
 
   describe('one broker, default key size, no background probes', () => {
     const callMs = 1500;
@@ -206,9 +207,9 @@ describe('Azure Key Vault backend on the Key Vault emulator', () => {
       const backend = await openBackend(t, clientSecretCredential(emulator, dir), { keyName: 'shared' });
       const { header, wrapped, aad } = decodeEnvelope(sealed.ciphertext);
       const request = { wrapped, keyVersion: header.keyVersion, mechanism: header.mechanism };
-      assert.deepEqual(await backend.unwrap({ ...request, aad, signal: signal() }), sealed.seed);
+      assert.deepEqual(await backend.unwrap({ ...request, aad, deadline: deadline() }), sealed.seed);
       await assert.rejects(
-        backend.unwrap({ ...request, aad: headerAad({ ...header, backend: 'other' }), signal: signal() }),
+        backend.unwrap({ ...request, aad: headerAad({ ...header, backend: 'other' }), deadline: deadline() }),
         { code: 'INVALID_CIPHERTEXT' },
       );
     });
@@ -346,12 +347,12 @@ describe('Azure Key Vault backend on the Key Vault emulator', () => {
       },
       { keyName: 'workload' },
     );
-    const created = await backend.createVersion(signal());
-    assert.deepEqual(await backend.listVersions(signal()), [created]);
+    const created = await backend.createVersion(deadline());
+    assert.deepEqual(await backend.listVersions(deadline()), [created]);
     const [plaintext, aad] = [randomBytes(32), randomBytes(40)];
-    const wrapped = await backend.wrap({ plaintext, aad, keyVersion: created.version, signal: signal() });
+    const wrapped = await backend.wrap({ plaintext, aad, keyVersion: created.version, deadline: deadline() });
     const request = { wrapped, aad, keyVersion: created.version, mechanism: backend.mechanism };
-    assert.deepEqual(await backend.unwrap({ ...request, signal: signal() }), plaintext);
+    assert.deepEqual(await backend.unwrap({ ...request, deadline: deadline() }), plaintext);
   });
 
   it('wraps with AES key wrap (A256KW) on a Managed HSM AES key', async t => {
@@ -361,14 +362,14 @@ describe('Azure Key Vault backend on the Key Vault emulator', () => {
       hsm: true,
     });
     assert.equal(backend.mechanism, 'A256KW');
-    const created = await backend.createVersion(signal());
+    const created = await backend.createVersion(deadline());
     const [plaintext, aad] = [randomBytes(32), randomBytes(40)];
-    const wrapped = await backend.wrap({ plaintext, aad, keyVersion: created.version, signal: signal() });
+    const wrapped = await backend.wrap({ plaintext, aad, keyVersion: created.version, deadline: deadline() });
     // RFC 3394 adds 8 bytes to the seed and the 32-byte header digest.
     assert.equal(wrapped.length, 72);
     const request = { wrapped, keyVersion: created.version, mechanism: 'A256KW' };
-    assert.deepEqual(await backend.unwrap({ ...request, aad, signal: signal() }), plaintext);
-    await assert.rejects(backend.unwrap({ ...request, aad: randomBytes(40), signal: signal() }), {
+    assert.deepEqual(await backend.unwrap({ ...request, aad, deadline: deadline() }), plaintext);
+    await assert.rejects(backend.unwrap({ ...request, aad: randomBytes(40), deadline: deadline() }), {
       code: 'INVALID_CIPHERTEXT',
     });
   });
@@ -382,11 +383,11 @@ describe('Azure Key Vault backend on the Key Vault emulator', () => {
         keyName: 'limited',
       },
     );
-    await backend.probe(signal());
+    await backend.probe(deadline());
     const [plaintext, aad] = [randomBytes(32), randomBytes(40)];
-    const wrapped = await backend.wrap({ plaintext, aad, keyVersion: version, signal: signal() });
+    const wrapped = await backend.wrap({ plaintext, aad, keyVersion: version, deadline: deadline() });
     const denied = await backend
-      .unwrap({ wrapped, aad, keyVersion: version, mechanism: backend.mechanism, signal: signal() })
+      .unwrap({ wrapped, aad, keyVersion: version, mechanism: backend.mechanism, deadline: deadline() })
       .then(
         () => assert.fail('the unwrap was allowed'),
         (error: unknown) => error as BrokerError,
@@ -397,7 +398,7 @@ describe('Azure Key Vault backend on the Key Vault emulator', () => {
       denied.message,
       `backend azure: Azure Key Vault denied the broker's credentials keys/unwrapKey (RBAC data action Microsoft.KeyVault/vaults/keys/unwrap/action) on ${emulator.url}/keys/limited`,
     );
-    await assert.rejects(backend.createVersion(signal()), {
+    await assert.rejects(backend.createVersion(deadline()), {
       code: 'BACKEND_PERMISSION_DENIED',
       message: /keys\/create \(RBAC data action Microsoft\.KeyVault\/vaults\/keys\/create\/action\)/,
     });

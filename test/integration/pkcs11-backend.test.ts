@@ -14,6 +14,7 @@ import { createLogger } from '../../src/log.ts';
 import { pkcs11Backend } from '../helpers/config.ts';
 import { createToken, SOFTHSM_MODULE, type SoftHsmToken } from '../helpers/softhsm.ts';
 import { memoryLog } from '../helpers/memory-log.ts';
+import { startDeadline } from '../../src/deadline.ts';
 
 function backendConfig(token: SoftHsmToken, overrides: Record<string, unknown> = {}): Pkcs11BackendConfig {
   const config = validateConfig({
@@ -25,7 +26,7 @@ function backendConfig(token: SoftHsmToken, overrides: Record<string, unknown> =
   return config.backends[0] as Pkcs11BackendConfig;
 }
 
-const signal = (): AbortSignal => AbortSignal.timeout(5000);
+const deadline = () => startDeadline(5000);
 
 /** C_CloseAllSessions from elsewhere in the process: the backend's sessions and login die. */
 function closeAllSessions(): void {
@@ -61,21 +62,21 @@ describe('PKCS#11 backend on SoftHSM', () => {
   async function roundTrip(keyVersion: string, label: string): Promise<void> {
     const plaintext = randomBytes(32);
     const aad = Buffer.from(label);
-    const wrapped = await backend.wrap({ plaintext, keyVersion, aad, signal: signal() });
+    const wrapped = await backend.wrap({ plaintext, keyVersion, aad, deadline: deadline() });
     assert.deepEqual(
-      await backend.unwrap({ wrapped, keyVersion, mechanism: 'aes-gcm', aad, signal: signal() }),
+      await backend.unwrap({ wrapped, keyVersion, mechanism: 'aes-gcm', aad, deadline: deadline() }),
       plaintext,
     );
   }
 
   it('creates numbered, non-extractable, sensitive AES-256 key objects', async () => {
-    assert.deepEqual(await backend.listVersions(signal()), []);
-    const first = await backend.createVersion(signal());
-    const second = await backend.createVersion(signal());
+    assert.deepEqual(await backend.listVersions(deadline()), []);
+    const first = await backend.createVersion(deadline());
+    const second = await backend.createVersion(deadline());
     assert.equal(first.version, '1');
     assert.equal(second.version, '2');
     assert.notEqual(first.fingerprint, second.fingerprint);
-    const listed = await backend.listVersions(signal());
+    const listed = await backend.listVersions(deadline());
     assert.deepEqual(
       listed.map(info => info.version),
       ['1', '2'],
@@ -103,11 +104,17 @@ describe('PKCS#11 backend on SoftHSM', () => {
   it('wraps with a fresh IV each time and unwraps only with the same AAD and version', async () => {
     const plaintext = randomBytes(32);
     const aad = Buffer.from('header');
-    const first = await backend.wrap({ plaintext, keyVersion: '1', aad, signal: signal() });
-    const second = await backend.wrap({ plaintext, keyVersion: '1', aad, signal: signal() });
+    const first = await backend.wrap({ plaintext, keyVersion: '1', aad, deadline: deadline() });
+    const second = await backend.wrap({ plaintext, keyVersion: '1', aad, deadline: deadline() });
     assert.notDeepEqual(first.subarray(0, 12), second.subarray(0, 12));
     assert.deepEqual(
-      await backend.unwrap({ wrapped: first, keyVersion: '1', mechanism: 'aes-gcm', aad, signal: signal() }),
+      await backend.unwrap({
+        wrapped: first,
+        keyVersion: '1',
+        mechanism: 'aes-gcm',
+        aad,
+        deadline: deadline(),
+      }),
       plaintext,
     );
     await assert.rejects(
@@ -116,19 +123,19 @@ describe('PKCS#11 backend on SoftHSM', () => {
         keyVersion: '1',
         mechanism: 'aes-gcm',
         aad: Buffer.from('other'),
-        signal: signal(),
+        deadline: deadline(),
       }),
       { code: 'INVALID_CIPHERTEXT' },
     );
     await assert.rejects(
-      backend.unwrap({ wrapped: first, keyVersion: '2', mechanism: 'aes-gcm', aad, signal: signal() }),
+      backend.unwrap({ wrapped: first, keyVersion: '2', mechanism: 'aes-gcm', aad, deadline: deadline() }),
       { code: 'INVALID_CIPHERTEXT' },
     );
     await assert.rejects(
-      backend.unwrap({ wrapped: first, keyVersion: '1', mechanism: 'aes-kw', aad, signal: signal() }),
+      backend.unwrap({ wrapped: first, keyVersion: '1', mechanism: 'aes-kw', aad, deadline: deadline() }),
       { code: 'INVALID_CIPHERTEXT' },
     );
-    await assert.rejects(backend.wrap({ plaintext, keyVersion: '7', aad, signal: signal() }), {
+    await assert.rejects(backend.wrap({ plaintext, keyVersion: '7', aad, deadline: deadline() }), {
       code: 'UNKNOWN_KEY_VERSION',
     });
   });
@@ -136,14 +143,14 @@ describe('PKCS#11 backend on SoftHSM', () => {
   it('recovers once when every session, and with them the login, is lost', async () => {
     closeAllSessions();
     await roundTrip('2', 'after-loss');
-    await backend.probe(signal());
+    await backend.probe(deadline());
     assert.ok(log.records().some(record => record.msg === 'recovering HSM connection'));
   });
 
   it('notices a lost login in its probe and recovers it', async () => {
     closeAllSessions();
     const before = log.records().filter(record => record.msg === 'recovering HSM connection').length;
-    await backend.probe(signal());
+    await backend.probe(deadline());
     assert.equal(
       log.records().filter(record => record.msg === 'recovering HSM connection').length,
       before + 1,
@@ -164,11 +171,11 @@ describe('PKCS#11 backend on SoftHSM', () => {
     const inputs = Array.from({ length: 200 }, () => randomBytes(32));
     const aad = Buffer.from('concurrent');
     const wrapped = await Promise.all(
-      inputs.map(plaintext => backend.wrap({ plaintext, keyVersion: '2', aad, signal: signal() })),
+      inputs.map(plaintext => backend.wrap({ plaintext, keyVersion: '2', aad, deadline: deadline() })),
     );
     const unwrapped = await Promise.all(
       wrapped.map(item =>
-        backend.unwrap({ wrapped: item, keyVersion: '2', mechanism: 'aes-gcm', aad, signal: signal() }),
+        backend.unwrap({ wrapped: item, keyVersion: '2', mechanism: 'aes-gcm', aad, deadline: deadline() }),
       ),
     );
     unwrapped.forEach((plaintext, index) => assert.deepEqual(plaintext, inputs[index]));
@@ -177,7 +184,12 @@ describe('PKCS#11 backend on SoftHSM', () => {
   it('gives up with DEADLINE_EXCEEDED when the deadline passes while waiting for a session', async () => {
     const aad = Buffer.from('deadline');
     await assert.rejects(
-      backend.wrap({ plaintext: randomBytes(32), keyVersion: '1', aad, signal: AbortSignal.abort() }),
+      backend.wrap({
+        plaintext: randomBytes(32),
+        keyVersion: '1',
+        aad,
+        deadline: { signal: AbortSignal.abort(), at: Date.now() },
+      }),
       { code: 'DEADLINE_EXCEEDED' },
     );
   });

@@ -11,7 +11,7 @@ import {
   createAlibabaKmsClient,
   type AlibabaKmsClient,
 } from '../../src/backends/alibaba-kms/alibaba-kms-client.ts';
-import { callSignal } from '../../src/broker/deadline.ts';
+import { startDeadline } from '../../src/deadline.ts';
 import { BackendCallError, type FailureKind } from '../../src/backends/call-policy.ts';
 import type { AlibabaKmsBackendConfig } from '../../src/config/alibaba-kms-schema.ts';
 import { AlibabaKmsFake } from '../helpers/alibaba-kms-fake.ts';
@@ -87,7 +87,7 @@ describe('Alibaba Cloud KMS client', () => {
   for (const [status, code, kind] of cases) {
     it(`classifies HTTP ${status} ${code} as '${kind}', tagged with the code`, async () => {
       next = { status, body: JSON.stringify({ Code: code, Message: 'secret-free text', RequestId: 'r-1' }) };
-      const error = await failure(client.describeKey('alias/kek', callSignal(2000)));
+      const error = await failure(client.describeKey('alias/kek', startDeadline(2000)));
       assert.equal(error.kind, kind);
       assert.equal(error.cause, code);
     });
@@ -95,13 +95,13 @@ describe('Alibaba Cloud KMS client', () => {
 
   it('tags an unusual code by its HTTP status, never by the text', async () => {
     next = { status: 400, body: JSON.stringify({ Code: 'has spaces; and <markup>', Message: 'x' }) };
-    const error = await failure(client.describeKey('alias/kek', callSignal(2000)));
+    const error = await failure(client.describeKey('alias/kek', startDeadline(2000)));
     assert.deepEqual([error.kind, error.cause], ['rejected', 'HTTP_400']);
   });
 
   it("treats a proxy's non-JSON error page as an outage", async () => {
     next = { status: 502, body: '<html>Bad Gateway</html>' };
-    const error = await failure(client.describeKey('alias/kek', callSignal(2000)));
+    const error = await failure(client.describeKey('alias/kek', startDeadline(2000)));
     assert.deepEqual([error.kind, error.cause], ['unavailable', 'NON_JSON_RESPONSE']);
   });
 
@@ -112,7 +112,7 @@ describe('Alibaba Cloud KMS client', () => {
       const port = (silent.address() as AddressInfo).port;
       const started = Date.now();
       const error = await failure(
-        clientFor(`http://127.0.0.1:${port}`, 200).describeKey('k', callSignal(2000)),
+        clientFor(`http://127.0.0.1:${port}`, 200).describeKey('k', startDeadline(2000)),
       );
       assert.deepEqual([error.kind, error.cause], ['unavailable', 'TIMEOUT']);
       // Three attempts of 200 ms and two short backoffs, well inside the 2 s budget.
@@ -128,7 +128,7 @@ describe('Alibaba Cloud KMS client', () => {
     await new Promise<void>(resolve => closed.listen(0, '127.0.0.1', resolve));
     const port = (closed.address() as AddressInfo).port;
     await new Promise<void>(resolve => closed.close(() => resolve()));
-    const error = await failure(clientFor(`http://127.0.0.1:${port}`).describeKey('k', callSignal(2000)));
+    const error = await failure(clientFor(`http://127.0.0.1:${port}`).describeKey('k', startDeadline(2000)));
     assert.deepEqual([error.kind, error.cause], ['unavailable', 'ECONNREFUSED']);
   });
 
@@ -138,7 +138,7 @@ describe('Alibaba Cloud KMS client', () => {
       fake.addAccessKey('AKID', 'secret');
       const keyId = fake.createKey();
       for (let i = 0; i < 150; i++) fake.rotate(keyId);
-      const versions = await clientFor(fake.endpoint).listKeyVersions(keyId, callSignal(5000));
+      const versions = await clientFor(fake.endpoint).listKeyVersions(keyId, startDeadline(5000));
       assert.equal(versions.length, 151);
       assert.equal(new Set(versions.map(version => version.KeyVersionId)).size, 151);
       assert.equal(fake.calls.get('ListKeyVersions'), 2);

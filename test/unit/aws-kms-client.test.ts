@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { DescribeKeyCommand } from '@aws-sdk/client-kms';
 import { createAwsKms } from '../../src/backends/aws-kms/aws-kms-client.ts';
-import { callSignal } from '../../src/broker/deadline.ts';
+import { startDeadline } from '../../src/deadline.ts';
 import { validateConfig } from '../../src/config/load.ts';
 import type { AwsKmsBackendConfig } from '../../src/config/schema.ts';
 import { brokerError } from './expect-error.ts';
@@ -48,7 +48,7 @@ describe('AWS KMS client', () => {
     const kms = createAwsKms(config);
     const started = Date.now();
     return kms
-      .call(callSignal(budgetMs), 'kms:DescribeKey on alias/kek', (client, abortSignal) =>
+      .call(startDeadline(budgetMs), 'kms:DescribeKey on alias/kek', (client, abortSignal) =>
         client.send(new DescribeKeyCommand({ KeyId: 'alias/kek' }), { abortSignal }),
       )
       .finally(() => kms.close())

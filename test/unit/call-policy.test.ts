@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BackendCallError, brokerErrorFor, createCallPolicy } from '../../src/backends/call-policy.ts';
-import { callDeadline, partOfDeadline } from '../../src/broker/deadline.ts';
+import { startDeadline, partOfDeadline } from '../../src/deadline.ts';
 import { BrokerError } from '../../src/errors.ts';
 
 const passThrough = (error: unknown) =>
@@ -17,9 +17,9 @@ describe('call policy', () => {
   it('tries an outage or a throttled request three times in all, then gives up with it', async () => {
     for (const kind of ['unavailable', 'throttled'] as const) {
       let attempts = 0;
-      const deadline = callDeadline(5000);
+      const deadline = startDeadline(5000);
       await assert.rejects(
-        policy().run(deadline.signal, () => {
+        policy().run(deadline, () => {
           attempts++;
           return Promise.reject(new BackendCallError(kind, 'HTTP_503'));
         }),
@@ -40,9 +40,9 @@ describe('call policy', () => {
       'other',
     ] as const) {
       let attempts = 0;
-      const deadline = callDeadline(5000);
+      const deadline = startDeadline(5000);
       await assert.rejects(
-        policy().run(deadline.signal, () => {
+        policy().run(deadline, () => {
           attempts++;
           return Promise.reject(new BackendCallError(kind, 'X'));
         }),
@@ -54,8 +54,8 @@ describe('call policy', () => {
 
   it('recovers when a retry succeeds', async () => {
     let attempts = 0;
-    const deadline = callDeadline(5000);
-    const result = await policy().run(deadline.signal, () =>
+    const deadline = startDeadline(5000);
+    const result = await policy().run(deadline, () =>
       ++attempts < 2 ? Promise.reject(new BackendCallError('throttled', 'HTTP_429')) : Promise.resolve('ok'),
     );
     deadline.dispose();
@@ -64,11 +64,11 @@ describe('call policy', () => {
   });
 
   it('gives each attempt whole milliseconds, even on a fractional share of a deadline', async () => {
-    const deadline = callDeadline(5000);
+    const deadline = startDeadline(5000);
     // A share like 2499/2 = 1249.5 ms once made AbortSignal.timeout throw a RangeError.
-    const part = partOfDeadline(deadline.signal, 1249.5);
+    const part = partOfDeadline(deadline, 1249.5);
     const seen: number[] = [];
-    await policy().run(part.signal, (_signal, timeoutMs) => {
+    await policy().run(part, (_signal, timeoutMs) => {
       seen.push(timeoutMs);
       return Promise.resolve();
     });
@@ -80,10 +80,10 @@ describe('call policy', () => {
   });
 
   it('answers DEADLINE_EXCEEDED when the call deadline passes during a hanging attempt', async () => {
-    const deadline = callDeadline(50);
+    const deadline = startDeadline(50);
     await assert.rejects(
       policy().run(
-        deadline.signal,
+        deadline,
         attemptSignal =>
           new Promise((_resolve, reject) => {
             attemptSignal.addEventListener('abort', () => reject(new Error('aborted')), { once: true });
@@ -99,9 +99,9 @@ describe('call policy', () => {
     let inFlight = 0;
     let most = 0;
     const releases: (() => void)[] = [];
-    const deadline = callDeadline(5000);
+    const deadline = startDeadline(5000);
     const calls = Array.from({ length: 6 }, () =>
-      bounded.run(deadline.signal, () => {
+      bounded.run(deadline, () => {
         inFlight++;
         most = Math.max(most, inFlight);
         return new Promise<void>(resolve =>

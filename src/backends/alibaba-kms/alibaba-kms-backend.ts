@@ -7,7 +7,7 @@
 // the key exists. The envelope header is bound as EncryptionContext.
 import type { AlibabaKmsBackendConfig } from '../../config/alibaba-kms-schema.ts';
 import type { SecretReader } from '../../config/secrets.ts';
-import { callSignal } from '../../broker/deadline.ts';
+import { startDeadline, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { BackendCallError, brokerErrorFor, type FailureContext } from '../call-policy.ts';
@@ -52,7 +52,7 @@ export class AlibabaKmsBackend implements KekBackend {
     this.externalRotation = {
       intervalMs: config.rotationPoll.intervalMs,
       stableForMs: config.rotationPoll.stableForMs,
-      latest: signal => this.#primaryVersion(signal),
+      latest: deadline => this.#primaryVersion(deadline),
     };
   }
 
@@ -75,7 +75,7 @@ export class AlibabaKmsBackend implements KekBackend {
       );
     }
     const metadata = await this.#request('kms:DescribeKey', () =>
-      this.#client.describeKey(this.#config.keyId, callSignal(OPEN_TIMEOUT_MS)),
+      this.#client.describeKey(this.#config.keyId, startDeadline(OPEN_TIMEOUT_MS)),
     );
     if (metadata.KeyId === undefined || metadata.KeyId === '')
       throw badResponse(this.name, 'DescribeKey returned no KeyId');
@@ -94,9 +94,9 @@ export class AlibabaKmsBackend implements KekBackend {
     );
   }
 
-  async listVersions(signal: AbortSignal): Promise<KeyVersionInfo[]> {
+  async listVersions(deadline: Deadline): Promise<KeyVersionInfo[]> {
     const entries = await this.#request('kms:ListKeyVersions', () =>
-      this.#client.listKeyVersions(this.#keyId, signal),
+      this.#client.listKeyVersions(this.#keyId, deadline),
     );
     // An Alibaba key always has a version; none listed means the answer is not to be trusted.
     if (entries.length === 0) throw badResponse(this.name, 'ListKeyVersions listed no version of the key');
@@ -109,9 +109,9 @@ export class AlibabaKmsBackend implements KekBackend {
   }
 
   /** CreateKeyVersion: the new version becomes the key's primary version in the service. */
-  async createVersion(signal: AbortSignal): Promise<KeyVersionInfo> {
+  async createVersion(deadline: Deadline): Promise<KeyVersionInfo> {
     const created = await this.#request('kms:CreateKeyVersion', () =>
-      this.#client.createKeyVersion(this.#keyId, signal),
+      this.#client.createKeyVersion(this.#keyId, deadline),
     );
     const info = this.#toInfo(created);
     if (info === undefined) throw badResponse(this.name, 'CreateKeyVersion returned no usable key version');
@@ -125,7 +125,7 @@ export class AlibabaKmsBackend implements KekBackend {
         this.#keyId,
         request.plaintext.toString('base64'),
         headerContext(request.aad),
-        request.signal,
+        request.deadline,
       ),
     );
     const blob = strictBase64(result.CiphertextBlob);
@@ -146,7 +146,11 @@ export class AlibabaKmsBackend implements KekBackend {
     const result = await this.#request(
       'kms:Decrypt',
       () =>
-        this.#client.decrypt(request.wrapped.toString('base64'), headerContext(request.aad), request.signal),
+        this.#client.decrypt(
+          request.wrapped.toString('base64'),
+          headerContext(request.aad),
+          request.deadline,
+        ),
       // Decrypt names no key: a 400 means the blob or its context is not authentic.
       failure => (failure.kind === 'rejected' ? invalidCiphertext(this.name, failure.cause) : undefined),
     );
@@ -158,9 +162,9 @@ export class AlibabaKmsBackend implements KekBackend {
   }
 
   /** DescribeKey: reachability, credentials, permission and an Enabled key, without a crypto call. */
-  async probe(signal: AbortSignal): Promise<void> {
+  async probe(deadline: Deadline): Promise<void> {
     const metadata = await this.#request('kms:DescribeKey', () =>
-      this.#client.describeKey(this.#keyId, signal),
+      this.#client.describeKey(this.#keyId, deadline),
     );
     if (metadata.KeyState !== 'Enabled') {
       throw new BrokerError(
@@ -176,11 +180,11 @@ export class AlibabaKmsBackend implements KekBackend {
   }
 
   /** The key's primary version (what Encrypt uses now), as rotations in the service set it. */
-  async #primaryVersion(signal: AbortSignal): Promise<KeyVersionInfo> {
+  async #primaryVersion(deadline: Deadline): Promise<KeyVersionInfo> {
     const metadata = await this.#request('kms:DescribeKey', () =>
-      this.#client.describeKey(this.#keyId, signal),
+      this.#client.describeKey(this.#keyId, deadline),
     );
-    const versions = await this.listVersions(signal);
+    const versions = await this.listVersions(deadline);
     const primary = versions.find(version => version.version === metadata.PrimaryKeyVersion);
     if (primary === undefined) throw badResponse(this.name, 'the primary key version is not listed');
     return primary;

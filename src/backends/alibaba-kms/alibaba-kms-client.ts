@@ -9,6 +9,7 @@ import type { AlibabaKmsBackendConfig } from '../../config/alibaba-kms-schema.ts
 import { BackendCallError, createCallPolicy, transientSocketErrors } from '../call-policy.ts';
 import type { AlibabaCredential } from './alibaba-kms-credentials.ts';
 import { classifyAlibabaError } from './alibaba-kms-errors.ts';
+import type { Deadline } from '../../deadline.ts';
 
 const API_VERSION = '2016-01-20';
 
@@ -35,21 +36,17 @@ export interface CipherResult {
 }
 
 export interface AlibabaKmsClient {
-  describeKey(keyId: string, signal: AbortSignal): Promise<KeyMetadata>;
+  describeKey(keyId: string, deadline: Deadline): Promise<KeyMetadata>;
   /** Every version of the key, all pages. */
-  listKeyVersions(keyId: string, signal: AbortSignal): Promise<KeyVersionEntry[]>;
-  createKeyVersion(keyId: string, signal: AbortSignal): Promise<KeyVersionEntry>;
+  listKeyVersions(keyId: string, deadline: Deadline): Promise<KeyVersionEntry[]>;
+  createKeyVersion(keyId: string, deadline: Deadline): Promise<KeyVersionEntry>;
   encrypt(
     keyId: string,
     plaintext: string,
     context: Record<string, string>,
-    signal: AbortSignal,
+    deadline: Deadline,
   ): Promise<CipherResult>;
-  decrypt(
-    ciphertextBlob: string,
-    context: Record<string, string>,
-    signal: AbortSignal,
-  ): Promise<CipherResult>;
+  decrypt(ciphertextBlob: string, context: Record<string, string>, deadline: Deadline): Promise<CipherResult>;
   /** Resolves the credentials once, so that a missing or broken source fails at start. */
   checkCredentials(): Promise<void>;
 }
@@ -80,8 +77,8 @@ export function createAlibabaKmsClient(
     classify: classifyAlibabaError,
   });
 
-  async function call<T>(action: string, query: Record<string, string>, signal: AbortSignal): Promise<T> {
-    return policy.run(signal, async (attemptSignal, timeoutMs) => {
+  async function call<T>(action: string, query: Record<string, string>, deadline: Deadline): Promise<T> {
+    return policy.run(deadline, async (attemptSignal, timeoutMs) => {
       const params = new openapi.Params({
         action,
         version: API_VERSION,
@@ -110,17 +107,17 @@ export function createAlibabaKmsClient(
   }
 
   return {
-    async describeKey(keyId, signal) {
-      const body = await call<{ KeyMetadata?: KeyMetadata }>('DescribeKey', { KeyId: keyId }, signal);
+    async describeKey(keyId, deadline) {
+      const body = await call<{ KeyMetadata?: KeyMetadata }>('DescribeKey', { KeyId: keyId }, deadline);
       return body.KeyMetadata ?? {};
     },
-    async listKeyVersions(keyId, signal) {
+    async listKeyVersions(keyId, deadline) {
       const versions: KeyVersionEntry[] = [];
       for (let page = 1; page <= MAX_PAGES; page++) {
         const body = await call<{ TotalCount?: number; KeyVersions?: { KeyVersion?: KeyVersionEntry[] } }>(
           'ListKeyVersions',
           { KeyId: keyId, PageNumber: String(page), PageSize: String(PAGE_SIZE) },
-          signal,
+          deadline,
         );
         const entries = body.KeyVersions?.KeyVersion ?? [];
         versions.push(...entries);
@@ -129,22 +126,26 @@ export function createAlibabaKmsClient(
       }
       return versions;
     },
-    async createKeyVersion(keyId, signal) {
-      const body = await call<{ KeyVersion?: KeyVersionEntry }>('CreateKeyVersion', { KeyId: keyId }, signal);
+    async createKeyVersion(keyId, deadline) {
+      const body = await call<{ KeyVersion?: KeyVersionEntry }>(
+        'CreateKeyVersion',
+        { KeyId: keyId },
+        deadline,
+      );
       return body.KeyVersion ?? {};
     },
-    encrypt(keyId, plaintext, context, signal) {
+    encrypt(keyId, plaintext, context, deadline) {
       return call<CipherResult>(
         'Encrypt',
         { KeyId: keyId, Plaintext: plaintext, EncryptionContext: JSON.stringify(context) },
-        signal,
+        deadline,
       );
     },
-    decrypt(ciphertextBlob, context, signal) {
+    decrypt(ciphertextBlob, context, deadline) {
       return call<CipherResult>(
         'Decrypt',
         { CiphertextBlob: ciphertextBlob, EncryptionContext: JSON.stringify(context) },
-        signal,
+        deadline,
       );
     },
     async checkCredentials() {
@@ -163,7 +164,7 @@ export function createAlibabaKmsClient(
 
 /**
  * The SDK takes no AbortSignal: its own timeouts end the request, and this race lets an
- * attempt give up at once when its signal fires first. It rejects with the signal's
+ * attempt give up at once when its deadline fires first. It rejects with the deadline's
  * reason, so that the call policy tells an attempt's timeout (retried) from the call's.
  */
 function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {

@@ -15,7 +15,7 @@ import {
   type KeyMetadata,
 } from '@aws-sdk/client-kms';
 import { isAwsAlias, type AwsKmsBackendConfig } from '../../config/aws-kms-schema.ts';
-import { callSignal } from '../../broker/deadline.ts';
+import { startDeadline, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
@@ -57,29 +57,29 @@ export class AwsKmsBackend implements KekBackend {
       this.externalRotation = {
         intervalMs: config.rotationPoll.intervalMs,
         stableForMs: config.rotationPoll.stableForMs,
-        latest: async signal => this.#info(await this.#enabledCurrent(signal)),
+        latest: async deadline => this.#info(await this.#enabledCurrent(deadline)),
       };
     }
   }
 
   /** One DescribeKey: fails start-up on refused credentials, not on a missing alias. */
   async open(): Promise<void> {
-    await this.#describe(this.#config.key, callSignal(OPEN_TIMEOUT_MS));
+    await this.#describe(this.#config.key, startDeadline(OPEN_TIMEOUT_MS));
   }
 
   /** The current key, the keys it replaced (by tag) and the listed keys; the current one last. */
-  async listVersions(signal: AbortSignal): Promise<KeyVersionInfo[]> {
-    const current = await this.#describe(this.#config.key, signal);
+  async listVersions(deadline: Deadline): Promise<KeyVersionInfo[]> {
+    const current = await this.#describe(this.#config.key, deadline);
     if (current === undefined) return [];
     const found = new Map<string, Described>([[current.KeyId, current]]);
     let key: Described | undefined = current;
     for (let step = 0; key !== undefined && step < MAX_PREVIOUS_KEYS; step++) {
-      const previous = await this.#previousKeyId(key.KeyId, signal);
+      const previous = await this.#previousKeyId(key.KeyId, deadline);
       key =
-        previous === undefined || found.has(previous) ? undefined : await this.#describe(previous, signal);
+        previous === undefined || found.has(previous) ? undefined : await this.#describe(previous, deadline);
       if (key !== undefined) found.set(key.KeyId, key);
     }
-    for (const listed of await this.#listedKeys(signal)) {
+    for (const listed of await this.#listedKeys(deadline)) {
       if (!found.has(listed.KeyId)) found.set(listed.KeyId, listed);
     }
     found.delete(current.KeyId);
@@ -91,12 +91,12 @@ export class AwsKmsBackend implements KekBackend {
    * Switches the alias to a new key: a created one (rotation.createKeys) or the next one of
    * rotation.keys. Creates the alias and its first key when neither exists (createIfMissing).
    */
-  async createVersion(signal: AbortSignal): Promise<KeyVersionInfo> {
+  async createVersion(deadline: Deadline): Promise<KeyVersionInfo> {
     const { key, rotation } = this.#config;
-    const current = await this.#describe(key, signal);
+    const current = await this.#describe(key, deadline);
     if (current === undefined) {
-      const created = await this.#createKey(undefined, signal);
-      await this.#kms.call(signal, `kms:CreateAlias on ${key} and ${created.Arn}`, (kms, abortSignal) =>
+      const created = await this.#createKey(undefined, deadline);
+      await this.#kms.call(deadline, `kms:CreateAlias on ${key} and ${created.Arn}`, (kms, abortSignal) =>
         kms.send(new CreateAliasCommand({ AliasName: aliasName(key), TargetKeyId: created.KeyId }), {
           abortSignal,
         }),
@@ -107,13 +107,13 @@ export class AwsKmsBackend implements KekBackend {
     if (!isAwsAlias(key)) throw this.#cannotRotate('the backend names a fixed key, not an alias');
     let next: Described;
     if (rotation.createKeys) {
-      next = await this.#createKey(current.KeyId, signal);
+      next = await this.#createKey(current.KeyId, deadline);
     } else if (rotation.keys.length > 0) {
-      next = this.#nextListed(current, await this.#listedKeys(signal));
+      next = this.#nextListed(current, await this.#listedKeys(deadline));
     } else {
       throw this.#cannotRotate('neither rotation.createKeys nor rotation.keys is set');
     }
-    await this.#kms.call(signal, `kms:UpdateAlias on ${key} and ${next.Arn}`, (kms, abortSignal) =>
+    await this.#kms.call(deadline, `kms:UpdateAlias on ${key} and ${next.Arn}`, (kms, abortSignal) =>
       kms.send(new UpdateAliasCommand({ AliasName: aliasName(key), TargetKeyId: next.KeyId }), {
         abortSignal,
       }),
@@ -124,7 +124,7 @@ export class AwsKmsBackend implements KekBackend {
 
   async wrap(request: WrapRequest): Promise<Buffer> {
     const arn = this.#arnOf(request.keyVersion);
-    const response = await this.#kms.call(request.signal, `kms:Encrypt on ${arn}`, (kms, abortSignal) =>
+    const response = await this.#kms.call(request.deadline, `kms:Encrypt on ${arn}`, (kms, abortSignal) =>
       kms.send(
         new EncryptCommand({
           KeyId: arn,
@@ -154,7 +154,7 @@ export class AwsKmsBackend implements KekBackend {
     }
     const arn = this.#arnOf(request.keyVersion);
     // KeyId pins the key: AWS refuses a ciphertext of any other key instead of using it.
-    const response = await this.#kms.call(request.signal, `kms:Decrypt on ${arn}`, (kms, abortSignal) =>
+    const response = await this.#kms.call(request.deadline, `kms:Decrypt on ${arn}`, (kms, abortSignal) =>
       kms.send(
         new DecryptCommand({
           KeyId: arn,
@@ -175,8 +175,8 @@ export class AwsKmsBackend implements KekBackend {
   }
 
   /** One DescribeKey of the configured key or alias: reachable, credentials valid, key Enabled. */
-  async probe(signal: AbortSignal): Promise<void> {
-    await this.#enabledCurrent(signal);
+  async probe(deadline: Deadline): Promise<void> {
+    await this.#enabledCurrent(deadline);
   }
 
   close(): Promise<void> {
@@ -185,11 +185,11 @@ export class AwsKmsBackend implements KekBackend {
   }
 
   /** The key's metadata, or undefined when AWS has no such key or alias. */
-  async #describe(keyRef: string, signal: AbortSignal): Promise<Described | undefined> {
+  async #describe(keyRef: string, deadline: Deadline): Promise<Described | undefined> {
     let metadata: KeyMetadata | undefined;
     try {
       metadata = (
-        await this.#kms.call(signal, `kms:DescribeKey on ${keyRef}`, (kms, abortSignal) =>
+        await this.#kms.call(deadline, `kms:DescribeKey on ${keyRef}`, (kms, abortSignal) =>
           kms.send(new DescribeKeyCommand({ KeyId: keyRef }), { abortSignal }),
         )
       ).KeyMetadata;
@@ -200,8 +200,8 @@ export class AwsKmsBackend implements KekBackend {
     return this.#described(metadata);
   }
 
-  async #enabledCurrent(signal: AbortSignal): Promise<Described> {
-    const current = await this.#describe(this.#config.key, signal);
+  async #enabledCurrent(deadline: Deadline): Promise<Described> {
+    const current = await this.#describe(this.#config.key, deadline);
     if (current === undefined) {
       throw new BrokerError(
         'KEY_MISSING',
@@ -219,9 +219,9 @@ export class AwsKmsBackend implements KekBackend {
     return current;
   }
 
-  async #previousKeyId(keyId: string, signal: AbortSignal): Promise<string | undefined> {
+  async #previousKeyId(keyId: string, deadline: Deadline): Promise<string | undefined> {
     const response = await this.#kms.call(
-      signal,
+      deadline,
       `kms:ListResourceTags on ${this.#arnOf(keyId)}`,
       (kms, abortSignal) => kms.send(new ListResourceTagsCommand({ KeyId: keyId }), { abortSignal }),
     );
@@ -229,8 +229,8 @@ export class AwsKmsBackend implements KekBackend {
   }
 
   /** rotation.keys as AWS describes them, in config order; keys AWS no longer has are left out. */
-  async #listedKeys(signal: AbortSignal): Promise<Described[]> {
-    const described = await Promise.all(this.#config.rotation.keys.map(key => this.#describe(key, signal)));
+  async #listedKeys(deadline: Deadline): Promise<Described[]> {
+    const described = await Promise.all(this.#config.rotation.keys.map(key => this.#describe(key, deadline)));
     return described.filter(meta => meta !== undefined);
   }
 
@@ -246,10 +246,10 @@ export class AwsKmsBackend implements KekBackend {
     return next;
   }
 
-  async #createKey(previousKeyId: string | undefined, signal: AbortSignal): Promise<Described> {
+  async #createKey(previousKeyId: string | undefined, deadline: Deadline): Promise<Described> {
     const tags = [{ TagKey: BACKEND_TAG, TagValue: this.name }];
     if (previousKeyId !== undefined) tags.push({ TagKey: PREVIOUS_KEY_TAG, TagValue: previousKeyId });
-    const response = await this.#kms.call(signal, 'kms:CreateKey and kms:TagResource', (kms, abortSignal) =>
+    const response = await this.#kms.call(deadline, 'kms:CreateKey and kms:TagResource', (kms, abortSignal) =>
       kms.send(
         new CreateKeyCommand({
           Description: `kms-broker backend ${this.name}: key-encryption key`,

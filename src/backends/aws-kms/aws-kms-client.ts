@@ -10,6 +10,7 @@ import type { AwsKmsBackendConfig } from '../../config/aws-kms-schema.ts';
 import { BrokerError } from '../../errors.ts';
 import { BackendCallError, brokerErrorFor, createCallPolicy } from '../call-policy.ts';
 import { classifyAwsError } from './aws-kms-errors.ts';
+import type { Deadline } from '../../deadline.ts';
 
 export const AWS_KMS_SERVICE = 'AWS KMS';
 /** The SDK's error when no source of credentials yielded any. */
@@ -21,7 +22,7 @@ export interface AwsKms {
    * ("kms:Decrypt on <arn>"), for the error when AWS denies it.
    */
   call<T>(
-    signal: AbortSignal,
+    deadline: Deadline,
     permission: string,
     request: (client: KMSClient, abortSignal: AbortSignal) => Promise<T>,
   ): Promise<T>;
@@ -51,9 +52,9 @@ export function createAwsKms(config: AwsKmsBackendConfig): AwsKms {
   });
 
   return {
-    async call(signal, permission, request) {
+    async call(deadline, permission, request) {
       try {
-        return await policy.run(signal, attemptSignal => request(client, attemptSignal));
+        return await policy.run(deadline, attemptSignal => request(client, attemptSignal));
       } catch (error) {
         // Nothing reached AWS: say where credentials were looked for, not that AWS refused them.
         if (error instanceof BackendCallError && error.cause === NO_CREDENTIALS) {

@@ -23,6 +23,7 @@ import { BackendCallError, brokerErrorFor, createCallPolicy, type CallPolicy } f
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
 import { createAzureCredential } from './azure-credential.ts';
 import { classifyAzureError } from './azure-errors.ts';
+import type { Deadline } from '../../deadline.ts';
 
 /** Key Vault's version ids are 32 hex digits; anything else never reaches a URL. */
 const VERSION_PATTERN = /^[0-9a-f]{32}$/i;
@@ -37,7 +38,7 @@ interface Opened {
   readonly keys: KeyClient;
 }
 
-/** What every Key Vault operation accepts: the attempt's signal and timeout. */
+/** What every Key Vault operation accepts: the attempt's deadline and timeout. */
 type OperationOptions = Pick<WrapKeyOptions, 'abortSignal' | 'requestOptions'>;
 
 /** A key operation, as an access policy permission and as RBAC data actions. */
@@ -95,7 +96,7 @@ export class AzureKeyVaultBackend implements KekBackend {
     this.externalRotation = {
       intervalMs: config.rotationPoll.intervalMs,
       stableForMs: config.rotationPoll.stableForMs,
-      latest: signal => this.#current(signal),
+      latest: deadline => this.#current(deadline),
     };
   }
 
@@ -121,12 +122,12 @@ export class AzureKeyVaultBackend implements KekBackend {
   }
 
   /** Every version, oldest first, with the one the vault calls current last. */
-  async listVersions(signal: AbortSignal): Promise<KeyVersionInfo[]> {
+  async listVersions(deadline: Deadline): Promise<KeyVersionInfo[]> {
     const { keys } = this.#client();
     let listed: KeyProperties[];
     let current: KeyVersionInfo;
     try {
-      listed = await this.#call(signal, LIST, async options => {
+      listed = await this.#call(deadline, LIST, async options => {
         const all: KeyProperties[] = [];
         let pages = 0;
         for await (const page of keys.listPropertiesOfKeyVersions(this.#config.keyName, options).byPage()) {
@@ -135,7 +136,7 @@ export class AzureKeyVaultBackend implements KekBackend {
         }
         return all;
       });
-      current = await this.#current(signal);
+      current = await this.#current(deadline);
     } catch (error) {
       if (error instanceof BrokerError && error.code === 'KEY_MISSING') return [];
       throw error;
@@ -149,11 +150,11 @@ export class AzureKeyVaultBackend implements KekBackend {
       .concat(current);
   }
 
-  async createVersion(signal: AbortSignal): Promise<KeyVersionInfo> {
+  async createVersion(deadline: Deadline): Promise<KeyVersionInfo> {
     const { keys } = this.#client();
     const { keyName, algorithm, rsaKeySize, hsm } = this.#config;
     const keyOps = ['wrapKey' as const, 'unwrapKey' as const];
-    const created = await this.#call(signal, CREATE, options =>
+    const created = await this.#call(deadline, CREATE, options =>
       algorithm === 'A256KW'
         ? keys.createOctKey(keyName, { ...options, hsm: true, keySize: 256, keyOps })
         : keys.createRsaKey(keyName, { ...options, hsm, keySize: rsaKeySize, keyOps }),
@@ -166,7 +167,7 @@ export class AzureKeyVaultBackend implements KekBackend {
   async wrap(request: WrapRequest): Promise<Buffer> {
     const client = this.#cryptoFor(request.keyVersion);
     const payload = Buffer.concat([request.plaintext, digest(request.aad)]);
-    const wrapped = await this.#call(request.signal, WRAP, options =>
+    const wrapped = await this.#call(request.deadline, WRAP, options =>
       client.wrapKey(this.mechanism, payload, options),
     );
     return Buffer.from(wrapped.result);
@@ -181,7 +182,7 @@ export class AzureKeyVaultBackend implements KekBackend {
     }
     const algorithm = request.mechanism;
     const client = this.#cryptoFor(request.keyVersion);
-    const unwrapped = await this.#call(request.signal, UNWRAP, options =>
+    const unwrapped = await this.#call(request.deadline, UNWRAP, options =>
       client.unwrapKey(algorithm, request.wrapped, options),
     ).catch((error: unknown) => {
       // Key Vault answers 400 to a wrapped key it cannot open.
@@ -198,8 +199,8 @@ export class AzureKeyVaultBackend implements KekBackend {
   }
 
   /** One key read: reachability, a valid credential, the get permission and the key's presence. */
-  async probe(signal: AbortSignal): Promise<void> {
-    await this.#current(signal);
+  async probe(deadline: Deadline): Promise<void> {
+    await this.#current(deadline);
   }
 
   close(): Promise<void> {
@@ -210,9 +211,9 @@ export class AzureKeyVaultBackend implements KekBackend {
   }
 
   /** The version the vault itself calls current. */
-  async #current(signal: AbortSignal): Promise<KeyVersionInfo> {
+  async #current(deadline: Deadline): Promise<KeyVersionInfo> {
     const { keys } = this.#client();
-    const key = await this.#call(signal, READ, options => keys.getKey(this.#config.keyName, options));
+    const key = await this.#call(deadline, READ, options => keys.getKey(this.#config.keyName, options));
     return this.#info(key.properties);
   }
 
@@ -256,12 +257,12 @@ export class AzureKeyVaultBackend implements KekBackend {
 
   /** Runs one Key Vault operation under the call policy; failures leave as broker errors. */
   async #call<T>(
-    signal: AbortSignal,
+    deadline: Deadline,
     permission: Permission,
     operation: (options: OperationOptions) => Promise<T>,
   ): Promise<T> {
     try {
-      return await this.#policy.run(signal, (abortSignal, timeout) =>
+      return await this.#policy.run(deadline, (abortSignal, timeout) =>
         operation({ abortSignal, requestOptions: { timeout } }),
       );
     } catch (error) {

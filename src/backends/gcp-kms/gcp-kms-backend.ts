@@ -7,7 +7,7 @@
 // A primary changed in Cloud KMS itself is offered to the broker through `externalRotation`.
 import type { KeyManagementServiceClient, protos } from '@google-cloud/kms';
 import type { GcpKmsBackendConfig } from '../../config/gcp-kms-schema.ts';
-import { callSignal } from '../../broker/deadline.ts';
+import { startDeadline, type Deadline } from '../../deadline.ts';
 import { BrokerError, isBrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { BackendCallError, brokerErrorFor } from '../call-policy.ts';
@@ -61,25 +61,25 @@ export class GcpKmsBackend implements KekBackend {
     this.externalRotation = {
       intervalMs: config.rotationPoll.intervalMs,
       stableForMs: config.rotationPoll.stableForMs,
-      latest: async signal => this.#versionInfo(this.#primaryOf(await this.#requireKey(signal))),
+      latest: async deadline => this.#versionInfo(this.#primaryOf(await this.#requireKey(deadline))),
     };
   }
 
   async open(): Promise<void> {
     try {
       this.#caller ??= await createGcpKmsCaller(this.#config);
-      await this.#caller.checkCredentials(callSignal(OPEN_TIMEOUT_MS));
+      await this.#caller.checkCredentials(startDeadline(OPEN_TIMEOUT_MS));
     } catch (error) {
       throw credentialError(error, this.name, OPEN_TIMEOUT_MS);
     }
   }
 
   /** Version numbers in ascending order, except that the primary comes last: it writes first. */
-  async listVersions(signal: AbortSignal): Promise<KeyVersionInfo[]> {
-    const key = await this.#findKey(signal);
+  async listVersions(deadline: Deadline): Promise<KeyVersionInfo[]> {
+    const key = await this.#findKey(deadline);
     if (key === undefined) return [];
     const [versions] = await this.#run(
-      signal,
+      deadline,
       { permission: `cloudkms.cryptoKeyVersions.list on ${this.#keyName}` },
       (kms, options) => kms.listCryptoKeyVersions({ parent: this.#keyName }, options),
     );
@@ -93,23 +93,23 @@ export class GcpKmsBackend implements KekBackend {
   }
 
   /** A new version made primary; on a key that does not exist yet, the key itself. */
-  async createVersion(signal: AbortSignal): Promise<KeyVersionInfo> {
-    const key = await this.#findKey(signal);
+  async createVersion(deadline: Deadline): Promise<KeyVersionInfo> {
+    const key = await this.#findKey(deadline);
     let version: CryptoKeyVersion;
     if (key === undefined) {
-      version = this.#primaryOf(await this.#createKey(signal));
+      version = this.#primaryOf(await this.#createKey(deadline));
       this.#logger.info({ key: this.#keyName }, 'created Cloud KMS key');
     } else {
       const [created] = await this.#run(
-        signal,
+        deadline,
         { permission: `cloudkms.cryptoKeyVersions.create on ${this.#keyName}` },
         (kms, options) =>
           kms.createCryptoKeyVersion({ parent: this.#keyName, cryptoKeyVersion: {} }, options),
       );
-      version = await this.#untilGenerated(created, signal);
+      version = await this.#untilGenerated(created, deadline);
       const id = this.#versionInfo(version).version;
       await this.#run(
-        signal,
+        deadline,
         { permission: `cloudkms.cryptoKeys.update on ${this.#keyName}` },
         (kms, options) =>
           kms.updateCryptoKeyPrimaryVersion({ name: this.#keyName, cryptoKeyVersionId: id }, options),
@@ -135,7 +135,7 @@ export class GcpKmsBackend implements KekBackend {
         return this.#notEnabled(failure, `encrypt with key version ${request.keyVersion}`);
       },
     };
-    return this.#run(request.signal, need, async (kms, options) => {
+    return this.#run(request.deadline, need, async (kms, options) => {
       const [response] = await kms.encrypt(
         {
           name,
@@ -181,7 +181,7 @@ export class GcpKmsBackend implements KekBackend {
         );
       },
     };
-    return this.#run(request.signal, need, async (kms, options) => {
+    return this.#run(request.deadline, need, async (kms, options) => {
       const [response] = await kms.decrypt(
         {
           name: this.#keyName,
@@ -200,8 +200,8 @@ export class GcpKmsBackend implements KekBackend {
   }
 
   /** One key read: reachability, valid credentials, the key's presence and purpose. */
-  async probe(signal: AbortSignal): Promise<void> {
-    await this.#requireKey(signal);
+  async probe(deadline: Deadline): Promise<void> {
+    await this.#requireKey(deadline);
   }
 
   async close(): Promise<void> {
@@ -209,11 +209,11 @@ export class GcpKmsBackend implements KekBackend {
   }
 
   /** The CryptoKey, or undefined when Cloud KMS has none by that name. */
-  async #findKey(signal: AbortSignal): Promise<CryptoKey | undefined> {
+  async #findKey(deadline: Deadline): Promise<CryptoKey | undefined> {
     let key: CryptoKey;
     try {
       [key] = await this.#run(
-        signal,
+        deadline,
         { permission: `cloudkms.cryptoKeys.get on ${this.#keyName}` },
         (kms, options) => kms.getCryptoKey({ name: this.#keyName }, options),
       );
@@ -231,8 +231,8 @@ export class GcpKmsBackend implements KekBackend {
     return key;
   }
 
-  async #requireKey(signal: AbortSignal): Promise<CryptoKey> {
-    const key = await this.#findKey(signal);
+  async #requireKey(deadline: Deadline): Promise<CryptoKey> {
+    const key = await this.#findKey(deadline);
     if (key === undefined)
       throw new BrokerError(
         'KEY_MISSING',
@@ -248,7 +248,7 @@ export class GcpKmsBackend implements KekBackend {
     return key.primary;
   }
 
-  async #createKey(signal: AbortSignal): Promise<CryptoKey> {
+  async #createKey(deadline: Deadline): Promise<CryptoKey> {
     if (!this.autoCreate)
       throw new BrokerError('KEY_MISSING', `backend ${this.name}: ${SERVICE} has no key ${this.#keyName}`);
     const [keyRing, cryptoKeyId] = splitKeyName(this.#keyName);
@@ -262,7 +262,7 @@ export class GcpKmsBackend implements KekBackend {
             )
           : undefined,
     };
-    const [key] = await this.#run(signal, need, (kms, options) =>
+    const [key] = await this.#run(deadline, need, (kms, options) =>
       kms.createCryptoKey(
         {
           parent: keyRing,
@@ -275,17 +275,17 @@ export class GcpKmsBackend implements KekBackend {
         options,
       ),
     );
-    return { ...key, primary: await this.#untilGenerated(this.#primaryOf(key), signal) };
+    return { ...key, primary: await this.#untilGenerated(this.#primaryOf(key), deadline) };
   }
 
   /** HSM-protected versions are generated asynchronously: wait (within the deadline) until usable. */
-  async #untilGenerated(version: CryptoKeyVersion, signal: AbortSignal): Promise<CryptoKeyVersion> {
+  async #untilGenerated(version: CryptoKeyVersion, deadline: Deadline): Promise<CryptoKeyVersion> {
     let current = version;
     while (current.state === 'PENDING_GENERATION') {
       await new Promise(resolve => setTimeout(resolve, GENERATION_POLL_MS).unref());
       const name = String(current.name);
       [current] = await this.#run(
-        signal,
+        deadline,
         { permission: `cloudkms.cryptoKeyVersions.get on ${name}` },
         (kms, options) => kms.getCryptoKeyVersion({ name }, options),
       );
@@ -301,13 +301,13 @@ export class GcpKmsBackend implements KekBackend {
   }
 
   async #run<T>(
-    signal: AbortSignal,
+    deadline: Deadline,
     need: Need,
     request: (kms: KeyManagementServiceClient, options: AttemptOptions) => Promise<T>,
   ): Promise<T> {
     if (this.#caller === undefined) throw new BrokerError('INTERNAL', `backend ${this.name} is not open`);
     try {
-      return await this.#caller.run(signal, request);
+      return await this.#caller.run(deadline, request);
     } catch (error) {
       const refused = error instanceof BackendCallError ? need.refused?.(error) : undefined;
       throw refused ?? brokerErrorFor(error, this.#context(need.permission));

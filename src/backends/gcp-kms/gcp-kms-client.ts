@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { KeyManagementServiceClient } from '@google-cloud/kms';
 import type { ChannelCredentials } from '@grpc/grpc-js';
 import type { GcpKmsBackendConfig } from '../../config/gcp-kms-schema.ts';
-import { withSignal } from '../../broker/deadline.ts';
+import { withSignal, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import { createCallPolicy } from '../call-policy.ts';
 import { loadCredentials } from './gcp-kms-credentials.ts';
@@ -20,13 +20,13 @@ export interface AttemptOptions {
 }
 
 export interface GcpKmsCaller {
-  /** Runs one request: bounded concurrency, retried when transient, within `signal`'s deadline. */
+  /** Runs one request: bounded concurrency, retried when transient, within the deadline. */
   run<T>(
-    signal: AbortSignal,
+    deadline: Deadline,
     request: (kms: KeyManagementServiceClient, options: AttemptOptions) => Promise<T>,
   ): Promise<T>;
   /** Loads the credentials and produces a request header, as the first call would. */
-  checkCredentials(signal: AbortSignal): Promise<void>;
+  checkCredentials(deadline: Deadline): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -54,16 +54,16 @@ export async function createGcpKmsCaller(config: GcpKmsBackendConfig): Promise<G
     classify: classifyGcpError,
   });
   return {
-    run: (signal, request) =>
-      policy.run(signal, (attemptSignal, timeout) =>
+    run: (deadline, request) =>
+      policy.run(deadline, (attemptSignal, timeout) =>
         request(kms, { timeout, retry: null, signal: attemptSignal }),
       ),
-    async checkCredentials(signal) {
+    async checkCredentials(deadline) {
       try {
-        const client = await withSignal(kms.auth.getClient(), signal);
+        const client = await withSignal(kms.auth.getClient(), deadline.signal);
         await withSignal(
           client.getRequestHeaders(`https://${endpoint?.hostname ?? DEFAULT_SERVICE}/`),
-          signal,
+          deadline.signal,
         );
       } catch (error) {
         throw error instanceof BrokerError ? error : classifyGcpError(error);

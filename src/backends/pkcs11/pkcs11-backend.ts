@@ -14,6 +14,7 @@ import type { Logger } from '../../log.ts';
 import { classify, ckrName, type Pkcs11Failure } from './pkcs11-errors.ts';
 import { SessionPool } from './session-pool.ts';
 import { loadModule, type LoadedModule } from './module-cache.ts';
+import type { Deadline } from '../../deadline.ts';
 
 export const AES_GCM_MECHANISM = 'aes-gcm';
 const IV_BYTES = 12;
@@ -121,7 +122,7 @@ export class Pkcs11Backend implements KekBackend {
   }
 
   wrap(request: WrapRequest): Promise<Buffer> {
-    return this.#withSession(request.signal, 'wrap', async session => {
+    return this.#withSession(request.deadline, 'wrap', async session => {
       const key = this.#key(session, request.keyVersion);
       const iv = randomBytes(IV_BYTES);
       const params = new graphene.AesGcm240Params(iv, request.aad, TAG_BYTES * 8);
@@ -146,7 +147,7 @@ export class Pkcs11Backend implements KekBackend {
     if (request.wrapped.length <= IV_BYTES + TAG_BYTES) {
       return Promise.reject(new BrokerError('INVALID_CIPHERTEXT', 'the wrapped key is too short'));
     }
-    return this.#withSession(request.signal, 'unwrap', async session => {
+    return this.#withSession(request.deadline, 'unwrap', async session => {
       const key = this.#key(session, request.keyVersion);
       const iv = request.wrapped.subarray(0, IV_BYTES);
       const sealed = request.wrapped.subarray(IV_BYTES);
@@ -242,7 +243,7 @@ export class Pkcs11Backend implements KekBackend {
    * recovered once and the operation retried; a second failure is UNAVAILABLE.
    */
   async #withSession<T>(
-    signal: AbortSignal,
+    deadline: Deadline,
     purpose: 'wrap' | 'unwrap',
     operation: (session: graphene.Session) => Promise<T>,
   ): Promise<T> {
@@ -253,7 +254,7 @@ export class Pkcs11Backend implements KekBackend {
       let lease: Lease | undefined;
       try {
         // Opening a pooled session can itself fail when the token or library was lost.
-        lease = await this.#pool.acquire(signal);
+        lease = await this.#pool.acquire(deadline.signal);
         return await operation(lease.session);
       } catch (error) {
         caught = error;

@@ -2,7 +2,7 @@
 // concurrency to the token is exactly the pool size; callers beyond it wait in a bounded
 // FIFO queue and give up when their deadline fires.
 import { BrokerError } from '../../errors.ts';
-import { deadlineExceeded } from '../../broker/deadline.ts';
+import { deadlineExceeded } from '../../deadline.ts';
 
 export interface PoolHooks<T> {
   create(): T;

@@ -3,7 +3,7 @@
 // token itself only ever lives in the HTTP layer's header; it is never logged or returned.
 import type { SecretReader } from '../../config/secrets.ts';
 import type { VaultAuthConfig, VaultTransitBackendConfig } from '../../config/schema.ts';
-import { callSignal } from '../../broker/deadline.ts';
+import { startDeadline, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { BackendCallError } from '../call-policy.ts';
@@ -61,11 +61,13 @@ export class VaultAuth {
 
   /** Logs in and schedules renewal. A refused login is an error that names the method. */
   async login(): Promise<void> {
-    const signal = callSignal(LOGIN_TIMEOUT_MS);
+    const deadline = startDeadline(LOGIN_TIMEOUT_MS);
     let lease: { seconds: number; renewable: boolean };
     try {
       lease =
-        this.#auth.method === 'token' ? await this.#useStaticToken(signal) : await this.#loginWith(signal);
+        this.#auth.method === 'token'
+          ? await this.#useStaticToken(deadline)
+          : await this.#loginWith(deadline);
     } catch (error) {
       throw this.#loginError(error);
     }
@@ -116,13 +118,13 @@ export class VaultAuth {
     clearTimeout(this.#timer);
   }
 
-  async #useStaticToken(signal: AbortSignal): Promise<{ seconds: number; renewable: boolean }> {
+  async #useStaticToken(deadline: Deadline): Promise<{ seconds: number; renewable: boolean }> {
     const token = this.#readSecret(
       { file: this.#auth.tokenFile, env: this.#auth.tokenEnv },
       `backend ${this.#backend} Vault token`,
     );
     this.#http.setToken(token);
-    const lookup = await this.#http.read<LookupResponse>('auth/token/lookup-self', signal);
+    const lookup = await this.#http.read<LookupResponse>('auth/token/lookup-self', deadline);
     // `ttl` is whole seconds and reads 0 in a token's last second; `expire_time` is exact,
     // and null only for a token that never expires.
     const expires = lookup.data?.expire_time;
@@ -134,7 +136,7 @@ export class VaultAuth {
     };
   }
 
-  async #loginWith(signal: AbortSignal): Promise<{ seconds: number; renewable: boolean }> {
+  async #loginWith(deadline: Deadline): Promise<{ seconds: number; renewable: boolean }> {
     const auth = this.#auth;
     const mount = auth.mount ?? auth.method;
     let body: Record<string, string>;
@@ -160,7 +162,7 @@ export class VaultAuth {
     }
     // A login must not carry an old (possibly revoked) token.
     this.#http.setToken('');
-    const response = await this.#http.write<AuthResponse>(`auth/${mount}/login`, body, signal);
+    const response = await this.#http.write<AuthResponse>(`auth/${mount}/login`, body, deadline);
     const token = response.auth?.client_token;
     if (token === undefined || token === '') throw new BackendCallError('other', 'NO_TOKEN_IN_LOGIN');
     this.#http.setToken(token);
@@ -185,7 +187,7 @@ export class VaultAuth {
         const renewed = await this.#http.write<AuthResponse>(
           'auth/token/renew-self',
           {},
-          callSignal(LOGIN_TIMEOUT_MS),
+          startDeadline(LOGIN_TIMEOUT_MS),
         );
         const seconds = renewed.auth?.lease_duration ?? 0;
         if (seconds >= this.#loginLeaseSeconds * MIN_RENEWED_SHARE) {

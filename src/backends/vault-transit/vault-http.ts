@@ -7,10 +7,11 @@ import https from 'node:https';
 import nodeVault from 'node-vault';
 import type { VaultTransitBackendConfig } from '../../config/schema.ts';
 import { BackendCallError, createCallPolicy, transientSocketErrors } from '../call-policy.ts';
+import type { Deadline } from '../../deadline.ts';
 
 export interface VaultHttp {
-  read<T>(path: string, signal: AbortSignal): Promise<T>;
-  write<T>(path: string, body: object, signal: AbortSignal): Promise<T>;
+  read<T>(path: string, deadline: Deadline): Promise<T>;
+  write<T>(path: string, body: object, deadline: Deadline): Promise<T>;
   setToken(token: string): void;
   close(): void;
 }
@@ -42,12 +43,12 @@ export function createVaultHttp(config: VaultTransitBackendConfig): VaultHttp {
     requestTimeoutMs: config.requestTimeoutMs,
     classify,
   });
-  const send = <T>(signal: AbortSignal, call: (options: object) => Promise<unknown>): Promise<T> =>
-    policy.run(signal, (_attemptSignal, timeout) => call({ httpAgent, httpsAgent, timeout })) as Promise<T>;
+  const send = <T>(deadline: Deadline, call: (options: object) => Promise<unknown>): Promise<T> =>
+    policy.run(deadline, (_attemptSignal, timeout) => call({ httpAgent, httpsAgent, timeout })) as Promise<T>;
 
   return {
-    read: (path, signal) => send(signal, options => client.read(path, options)),
-    write: (path, body, signal) => send(signal, options => client.write(path, body, options)),
+    read: (path, deadline) => send(deadline, options => client.read(path, options)),
+    write: (path, body, deadline) => send(deadline, options => client.write(path, body, options)),
     setToken(token) {
       client.token = token;
     },

@@ -11,6 +11,7 @@ import type { Logger } from '../../log.ts';
 import { VaultAuth, type Need } from './vault-auth.ts';
 import { BackendCallError } from '../call-policy.ts';
 import { createVaultHttp, type VaultHttp } from './vault-http.ts';
+import type { Deadline } from '../../deadline.ts';
 
 export const TRANSIT_MECHANISM = 'transit';
 const TRANSIT_KEY_TYPE = 'aes256-gcm96';
@@ -61,8 +62,8 @@ export class VaultTransitBackend implements KekBackend {
     this.externalRotation = {
       intervalMs: config.rotationPoll.intervalMs,
       stableForMs: config.rotationPoll.stableForMs,
-      latest: async signal => {
-        const versions = await this.listVersions(signal);
+      latest: async deadline => {
+        const versions = await this.listVersions(deadline);
         const latest = versions[versions.length - 1];
         if (latest === undefined)
           throw new BrokerError('KEY_MISSING', `backend ${this.name}: the Transit key has no version`);
@@ -75,11 +76,11 @@ export class VaultTransitBackend implements KekBackend {
     await this.#auth.login();
   }
 
-  async listVersions(signal: AbortSignal): Promise<KeyVersionInfo[]> {
+  async listVersions(deadline: Deadline): Promise<KeyVersionInfo[]> {
     let response: KeyResponse;
     try {
       response = await this.#request({ capability: 'read', path: this.#paths.keys }, () =>
-        this.#http.read<KeyResponse>(this.#paths.keys, signal),
+        this.#http.read<KeyResponse>(this.#paths.keys, deadline),
       );
     } catch (error) {
       if (error instanceof BrokerError && error.code === 'KEY_MISSING') return [];
@@ -98,19 +99,19 @@ export class VaultTransitBackend implements KekBackend {
       }));
   }
 
-  async createVersion(signal: AbortSignal): Promise<KeyVersionInfo> {
-    const existing = await this.listVersions(signal);
+  async createVersion(deadline: Deadline): Promise<KeyVersionInfo> {
+    const existing = await this.listVersions(deadline);
     if (existing.length === 0) {
       await this.#request({ capability: 'create', path: this.#paths.keys }, () =>
-        this.#http.write(this.#paths.keys, { type: TRANSIT_KEY_TYPE }, signal),
+        this.#http.write(this.#paths.keys, { type: TRANSIT_KEY_TYPE }, deadline),
       );
       this.#logger.info({ key: this.#config.key }, 'created Transit key');
     } else {
       await this.#request({ capability: 'update', path: this.#paths.rotate }, () =>
-        this.#http.write(this.#paths.rotate, {}, signal),
+        this.#http.write(this.#paths.rotate, {}, deadline),
       );
     }
-    const versions = await this.listVersions(signal);
+    const versions = await this.listVersions(deadline);
     const latest = versions[versions.length - 1];
     if (latest === undefined)
       throw new BrokerError('KEY_MISSING', `backend ${this.name}: the Transit key has no version`);
@@ -125,7 +126,7 @@ export class VaultTransitBackend implements KekBackend {
       associated_data: request.aad.toString('base64'),
     };
     const response = await this.#request({ capability: 'update', path: this.#paths.encrypt }, () =>
-      this.#http.write<EncryptResponse>(this.#paths.encrypt, body, request.signal),
+      this.#http.write<EncryptResponse>(this.#paths.encrypt, body, request.deadline),
     ).catch((error: unknown) => {
       if (error instanceof BrokerError && error.code === 'BACKEND_REJECTED') {
         throw new BrokerError(
@@ -164,7 +165,7 @@ export class VaultTransitBackend implements KekBackend {
     }
     const body = { ciphertext, associated_data: request.aad.toString('base64') };
     const response = await this.#request({ capability: 'update', path: this.#paths.decrypt }, () =>
-      this.#http.write<DecryptResponse>(this.#paths.decrypt, body, request.signal),
+      this.#http.write<DecryptResponse>(this.#paths.decrypt, body, request.deadline),
     ).catch((error: unknown) => {
       if (error instanceof BrokerError && error.code === 'BACKEND_REJECTED') {
         throw new BrokerError(
@@ -187,8 +188,8 @@ export class VaultTransitBackend implements KekBackend {
   }
 
   /** One key read: proves reachability, unsealed state, a valid token and the key's presence. */
-  async probe(signal: AbortSignal): Promise<void> {
-    const versions = await this.listVersions(signal);
+  async probe(deadline: Deadline): Promise<void> {
+    const versions = await this.listVersions(deadline);
     if (versions.length === 0)
       throw new BrokerError(
         'KEY_MISSING',
