@@ -3,7 +3,8 @@
 import { createBackends } from './backends/registry.ts';
 import type { KekBackend } from './backends/kek.ts';
 import { Broker } from './broker/broker.ts';
-import { fileStateStore, type StateStore } from './broker/state-store.ts';
+import { fileStateStore } from './broker/state/file-state-store.ts';
+import type { StateStore } from './broker/state/state-store.ts';
 import type { BrokerConfig } from './config/schema.ts';
 import { readSecret, type SecretReader } from './config/secrets.ts';
 import { kmsV1Handlers } from './grpc/kms-v1-service.ts';
@@ -13,6 +14,7 @@ import { KmsServer } from './grpc/server.ts';
 import type { Logger } from './log.ts';
 import { createAuthenticator } from './admin/auth.ts';
 import { startAdminServer, type AdminServer } from './admin/server.ts';
+import { Metrics } from './metrics.ts';
 import { VERSION } from './version.ts';
 
 export interface AppDeps {
@@ -20,6 +22,7 @@ export interface AppDeps {
   readonly readSecret?: SecretReader;
   readonly backends?: ReadonlyMap<string, KekBackend>;
   readonly stateStore?: StateStore;
+  readonly metrics?: Metrics;
 }
 
 export interface RunningApp {
@@ -32,6 +35,9 @@ export interface RunningApp {
 
 export async function startBroker(config: BrokerConfig, deps: AppDeps): Promise<Broker> {
   return Broker.start({
+    // Process metrics too (resident memory, event-loop delay, GC): what an operator reads
+    // first when calls slow down, and what `npm run bench` reads during the decrypt storm.
+    metrics: deps.metrics ?? new Metrics({ defaultMetrics: true }),
     config,
     backends:
       deps.backends ??
@@ -44,7 +50,8 @@ export async function startBroker(config: BrokerConfig, deps: AppDeps): Promise<
   });
 }
 
-export async function startApp(config: BrokerConfig, deps: AppDeps): Promise<RunningApp> {
+export async function startApp(config: BrokerConfig, appDeps: AppDeps): Promise<RunningApp> {
+  const deps = { ...appDeps, metrics: appDeps.metrics ?? new Metrics({ defaultMetrics: true }) };
   const broker = await startBroker(config, deps);
   let server: KmsServer | undefined;
   let admin: AdminServer | undefined;
@@ -56,13 +63,13 @@ export async function startApp(config: BrokerConfig, deps: AppDeps): Promise<Run
       services: [
         {
           definition: loadService('kms-v2.proto', 'v2.KeyManagementService'),
-          handlers: kmsV2Handlers(broker),
+          handlers: kmsV2Handlers(broker.kms, deps.metrics),
         },
         ...(config.kmsV1.enabled
           ? [
               {
                 definition: loadService('kms-v1beta1.proto', 'v1beta1.KeyManagementService'),
-                handlers: kmsV1Handlers(broker),
+                handlers: kmsV1Handlers(broker.kms, deps.metrics),
               },
             ]
           : []),
@@ -74,7 +81,8 @@ export async function startApp(config: BrokerConfig, deps: AppDeps): Promise<Run
       admin = await startAdminServer(
         config.admin,
         {
-          broker,
+          admin: broker.admin,
+          metrics: deps.metrics,
           authenticate: createAuthenticator(config.admin, deps.readSecret ?? readSecret),
           audit: deps.logger.child({ name: 'audit' }),
           isServing: () => serving,

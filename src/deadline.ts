@@ -85,3 +85,13 @@ export function withSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise
 export function deadlineExceeded(): BrokerError {
   return new BrokerError('DEADLINE_EXCEEDED', 'the call did not complete within its deadline');
 }
+
+/** Runs `call` under a fresh deadline of `budgetMs`, and clears its timer when the call settles. */
+export async function within<T>(budgetMs: number, call: (deadline: Deadline) => Promise<T>): Promise<T> {
+  const deadline = startDeadline(budgetMs);
+  try {
+    return await call(deadline);
+  } finally {
+    deadline.dispose();
+  }
+}

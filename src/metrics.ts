@@ -10,6 +10,7 @@ export interface KeySet {
   readonly writeVersions: readonly { backend: string; version: string }[];
 }
 
+/** The states of a backend's circuit breaker (src/broker/health/breaker.ts). */
 export type BreakerState = 'closed' | 'half-open' | 'open';
 const breakerValue: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 };
 
@@ -138,6 +139,10 @@ export class Metrics {
 
   underReplicated(): void {
     this.#underReplicated.inc();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
   }
 
   text(): Promise<string> {

@@ -2,7 +2,7 @@
 // every change writes an audit record (who, what, before, after, outcome).
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { Broker } from '../broker/broker.ts';
+import type { AdminService, FailoverSetting } from '../broker/ports.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { requireRole, type Authenticator, type Caller, type Role } from './auth.ts';
@@ -19,11 +19,17 @@ import {
   statusSchema,
   versionParams,
   versionStateSchema,
-  type FailoverBody,
 } from './schemas.ts';
 
+/** What /metrics serves: the Prometheus text and its content type. */
+export interface MetricsSource {
+  readonly contentType: string;
+  text(): Promise<string>;
+}
+
 export interface RouteDeps {
-  readonly broker: Broker;
+  readonly admin: AdminService;
+  readonly metrics: MetricsSource;
   readonly authenticate: Authenticator;
   readonly audit: Logger;
   /** Whether the KMS socket is being served (for /readyz). */
@@ -40,7 +46,7 @@ const problem = {
 const problems = { 400: problem, 401: problem, 403: problem };
 
 export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
-  const { broker } = deps;
+  const { admin } = deps;
   const authorize = (request: FastifyRequest, role: Role): Caller => {
     const caller = deps.authenticate(request.headers.authorization);
     try {
@@ -85,7 +91,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     '/readyz',
     { schema: { summary: 'The KMS socket is served and Status is healthy (no auth)', security: [] } },
     (_request, reply) => {
-      const healthz = broker.status().healthz;
+      const { healthz } = admin.status();
       if (deps.isServing() && healthz === 'ok') return { status: 'ready' };
       const reason = deps.isServing() ? healthz : 'the KMS socket is not served';
       return sendProblem(reply, new BrokerError('BACKEND_UNAVAILABLE', `not ready: ${reason}`));
@@ -97,7 +103,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     { schema: { summary: 'Prometheus metrics', security: deps.metricsAuth ? [{ bearer: [] }] : [] } },
     async (request, reply) => {
       if (deps.metricsAuth) authorize(request, 'viewer');
-      return reply.type(broker.metrics.registry.contentType).send(await broker.metrics.text());
+      return reply.type(deps.metrics.contentType).send(await deps.metrics.text());
     },
   );
 
@@ -112,23 +118,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     },
     request => {
       authorize(request, 'viewer');
-      const status = broker.status();
-      const writeVersions = Object.fromEntries(
-        broker.writeVersions().map(({ backend, version }) => [backend, version]),
-      );
-      return {
-        keyId: status.keyId,
-        healthz: status.healthz,
-        kmsApiVersion: status.version,
-        writeVersions,
-        failover: broker.keys.failover,
-        degraded: broker
-          .backendInfo()
-          .flatMap(({ name }) => (broker.health.health(name)?.healthy === true ? [] : [name])),
-        underReplicatedKeyIds: [...broker.underReplicatedKeyIds],
-        uptimeSeconds: Math.round((Date.now() - broker.startedAt.getTime()) / 1000),
-        version: deps.version,
-      };
+      return { ...admin.status(), version: deps.version };
     },
   );
 
@@ -142,25 +132,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     },
     request => {
       authorize(request, 'viewer');
-      return {
-        backends: broker.backendInfo().map(({ name, type }) => {
-          const health = broker.health.health(name);
-          const writeVersion = broker.keys.writeVersion(name)?.version;
-          return {
-            name,
-            type,
-            healthy: health?.healthy === true,
-            breaker: health?.breaker ?? 'closed',
-            ...(health?.reason !== undefined && { reason: health.reason }),
-            ...(health?.lastProbeAt !== undefined && { lastProbeAt: health.lastProbeAt.toISOString() }),
-            ...(health?.lastProbeMs !== undefined && {
-              lastProbeMs: Math.round(health.lastProbeMs * 100) / 100,
-            }),
-            errors: { ...health?.errors },
-            ...(writeVersion !== undefined && { writeVersion }),
-          };
-        }),
-      };
+      return { backends: admin.backends() };
     },
   );
 
@@ -174,20 +146,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     },
     request => {
       authorize(request, 'viewer');
-      const backends = Object.fromEntries(
-        Object.entries(broker.keys.versions()).map(([name, versions]) => [
-          name,
-          versions.map(({ version, role, createdAt, lastDecryptAt, decryptCount, decryptsSinceStart }) => ({
-            version,
-            role,
-            createdAt,
-            ...(lastDecryptAt !== undefined && { lastDecryptAt }),
-            decryptCount: decryptCount ?? 0,
-            decryptsSinceStart,
-          })),
-        ]),
-      );
-      return { backends };
+      return { backends: admin.keys() };
     },
   );
 
@@ -203,9 +162,9 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     async request => {
       const caller = authorize(request, 'admin');
       const { name } = request.params as { name: string };
-      const before = broker.keys.current.keyId;
+      const before = admin.status().keyId;
       const result = await audited(caller, 'rotate', { backend: name, keyIdBefore: before }, () =>
-        broker.keys.rotate(name),
+        admin.rotate(name),
       );
       return { backend: name, version: result.version, keyId: result.keyId };
     },
@@ -238,10 +197,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
           caller,
           force ? 'retire (forced)' : action,
           { backend: name, version },
-          () =>
-            action === 'retire'
-              ? broker.keys.retire(name, version, { force })
-              : broker.keys.restore(name, version),
+          () => (action === 'retire' ? admin.retire(name, version, { force }) : admin.restore(name, version)),
         );
         return { backend: name, version, state: result.after, forced: force };
       },
@@ -258,8 +214,9 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     },
     (request, reply) => {
       authorize(request, 'viewer');
-      void reply.header('etag', broker.keys.failoverEtag);
-      return broker.keys.failover;
+      const { setting, etag } = admin.failover();
+      void reply.header('etag', etag);
+      return setting;
     },
   );
 
@@ -283,11 +240,11 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       const etag = request.headers['if-match'];
       if (etag === undefined)
         throw new BrokerError('PRECONDITION_REQUIRED', 'send If-Match with the ETag from GET /v1/failover');
-      const body = request.body as FailoverBody;
+      const body = request.body as FailoverSetting;
       const result = await audited(caller, 'set failover', { order: body.order, wrap: body.wrap }, () =>
-        broker.keys.setFailover({ order: body.order, wrap: body.wrap }, etag),
+        admin.setFailover({ order: body.order, wrap: body.wrap }, etag),
       );
-      void reply.header('etag', broker.keys.failoverEtag);
+      void reply.header('etag', admin.failover().etag);
       return { ...result.after, keyId: result.keyId };
     },
   );

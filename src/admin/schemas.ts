@@ -1,6 +1,7 @@
 // Request and response schemas of the admin API. Routes validate with them and the OpenAPI
 // document is generated from them: one source.
-import { Type, type Static } from '@sinclair/typebox';
+import { Type } from '@sinclair/typebox';
+import { failoverSettingSchema } from '../broker/ports.ts';
 
 const strict = { additionalProperties: false } as const;
 const backendName = Type.String({ pattern: '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$' });
@@ -17,14 +18,8 @@ export const problemSchema = Type.Object(
   { $id: 'Problem' },
 );
 
-export const failoverSchema = Type.Object(
-  {
-    order: Type.Array(backendName, { minItems: 1, maxItems: 16 }),
-    wrap: Type.Union([Type.Literal('all'), Type.Literal('first')]),
-  },
-  strict,
-);
-export type FailoverBody = Static<typeof failoverSchema>;
+/** The failover setting: the one schema the state store keeps it in. */
+export const failoverSchema = failoverSettingSchema;
 
 export const statusSchema = Type.Object({
   keyId: Type.String(),

@@ -6,10 +6,11 @@ import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import { backendNameSchema } from '../config/common.ts';
 import { BrokerError } from '../errors.ts';
+import { MAX_CIPHERTEXT_BYTES } from '../kms-limits.ts';
 
+/** Wraps beyond the first travel in annotations `<backend><suffix>` (lowercase FQDNs). */
+export const WRAP_ANNOTATION_SUFFIX = '.wrap.kms-broker.io';
 export const ENVELOPE_MAGIC = Buffer.from('kbr\x01', 'latin1');
-/** The apiserver rejects a ciphertext (encrypted DEK source) over 1 KiB. */
-export const MAX_CIPHERTEXT_BYTES = 1024;
 const MAX_KEY_VERSION_LENGTH = 128;
 const MAX_MECHANISM_LENGTH = 32;
 const backendNamePattern = new RegExp(backendNameSchema.pattern as string);
@@ -188,41 +189,4 @@ export function decodeEnvelope(ciphertext: Buffer): ParsedEnvelope {
 
 function malformed(message: string): BrokerError {
   return new BrokerError('INVALID_CIPHERTEXT', message);
-}
-
-/** Magic of a v1 ciphertext: every wrap of one seed in one blob (KMS v1 has no annotations). */
-export const WRAP_SET_MAGIC = Buffer.from('kbr\x02', 'latin1');
-const WrapSetType = root.lookupType('kmsbroker.envelope.v1.WrapSet');
-const MAX_WRAPS = 16;
-
-export function encodeWrapSet(envelopes: readonly Buffer[]): Buffer {
-  return Buffer.concat([
-    WRAP_SET_MAGIC,
-    WrapSetType.encode(WrapSetType.fromObject({ wraps: envelopes })).finish(),
-  ]);
-}
-
-/** The envelopes of a v1 ciphertext, each still to be decoded with decodeEnvelope. */
-export function decodeWrapSet(cipher: Buffer): Buffer[] {
-  if (cipher.length > MAX_WRAPS * (MAX_CIPHERTEXT_BYTES + 8) + WRAP_SET_MAGIC.length)
-    throw malformed('ciphertext is too large');
-  if (
-    cipher.length <= WRAP_SET_MAGIC.length ||
-    !cipher.subarray(0, WRAP_SET_MAGIC.length).equals(WRAP_SET_MAGIC)
-  ) {
-    throw malformed('ciphertext was not produced by kms-broker (unknown format)');
-  }
-  let wraps: Buffer[];
-  try {
-    const decoded = WrapSetType.toObject(WrapSetType.decode(cipher.subarray(WRAP_SET_MAGIC.length)), {
-      bytes: Buffer,
-    }) as { wraps?: Buffer[] };
-    wraps = (decoded.wraps ?? []).map(wrap => Buffer.from(wrap));
-  } catch {
-    throw malformed('ciphertext wrap set is malformed');
-  }
-  if (wraps.length === 0 || wraps.length > MAX_WRAPS)
-    throw malformed('ciphertext carries no wraps, or too many');
-  if (!encodeWrapSet(wraps).equals(cipher)) throw malformed('ciphertext wrap set is not in canonical form');
-  return wraps;
 }

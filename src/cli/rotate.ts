@@ -12,7 +12,7 @@ export async function offlineRotateCommand(configPath: string, backendName?: str
   const logger = createLogger('warn');
   const broker = await startBroker(config, { logger });
   try {
-    const result = await broker.keys.rotate(backendName ?? (config.failover.order[0] as string));
+    const result = await broker.admin.rotate(backendName ?? (config.failover.order[0] as string));
     process.stdout.write(
       `${JSON.stringify({ backend: backendName ?? config.failover.order[0], version: result.version, keyId: result.keyId })}\n`,
     );

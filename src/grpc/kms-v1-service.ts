@@ -4,12 +4,11 @@
 // write, which is why its DEK is wrapped, never stored.
 import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
-import type { Broker } from '../broker/broker.ts';
-import { WRAP_ANNOTATION_SUFFIX } from '../broker/broker.ts';
-import { decodeEnvelope, decodeWrapSet, encodeWrapSet } from '../broker/envelope.ts';
+import type { KmsService } from '../broker/ports.ts';
 import { BrokerError } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { deadlineOf, respond } from './kms-v2-service.ts';
+import { deadlineOf, respond, type RequestMetrics } from './kms-v2-service.ts';
+import { decodeWrapSet, encodeWrapSet } from './wrap-set.ts';
 import { checkPlaintext } from './limits.ts';
 
 export const KMS_V1_API_VERSION = 'v1beta1';
@@ -33,9 +32,9 @@ interface DecryptRequest {
 
 type Unary<Req, Res> = grpc.handleUnaryCall<Req, Res>;
 
-export function kmsV1Handlers(broker: Broker): grpc.UntypedServiceImplementation {
+export function kmsV1Handlers(kms: KmsService, metrics: RequestMetrics): grpc.UntypedServiceImplementation {
   const Version: Unary<VersionRequest, VersionResponse> = (call, callback) => {
-    respond(broker.metrics, 'v1beta1.Version', callback, () => {
+    respond(metrics, 'v1beta1.Version', callback, () => {
       checkVersion(call.request.version);
       return Promise.resolve({
         version: KMS_V1_API_VERSION,
@@ -46,11 +45,11 @@ export function kmsV1Handlers(broker: Broker): grpc.UntypedServiceImplementation
   };
 
   const Encrypt: Unary<EncryptRequest, { cipher: Buffer }> = (call, callback) => {
-    respond(broker.metrics, 'v1beta1.Encrypt', callback, async () => {
+    respond(metrics, 'v1beta1.Encrypt', callback, async () => {
       checkVersion(call.request.version);
       checkPlaintext(call.request.plain);
       // v1 requests carry no uid; one of ours still ties the log lines of a call together.
-      const result = await broker.encrypt(call.request.plain, {
+      const result = await kms.encrypt(call.request.plain, {
         uid: `v1-${randomUUID()}`,
         deadline: deadlineOf(call),
       });
@@ -59,18 +58,13 @@ export function kmsV1Handlers(broker: Broker): grpc.UntypedServiceImplementation
   };
 
   const Decrypt: Unary<DecryptRequest, { plain: Buffer }> = (call, callback) => {
-    respond(broker.metrics, 'v1beta1.Decrypt', callback, async () => {
+    respond(metrics, 'v1beta1.Decrypt', callback, async () => {
       checkVersion(call.request.version);
-      const [first, ...others] = decodeWrapSet(call.request.cipher);
-      if (first === undefined) throw new BrokerError('INVALID_CIPHERTEXT', 'ciphertext carries no wraps');
-      const annotations = Object.fromEntries(
-        others.map(wrap => [`${decodeEnvelope(wrap).header.backend}${WRAP_ANNOTATION_SUFFIX}`, wrap]),
-      );
-      const plain = await broker.decrypt(
-        // v1 has no key_id; Decrypt routes by the envelope, so the current one stands in.
-        { ciphertext: first, keyId: broker.keys.current.keyId, annotations },
-        { uid: `v1-${randomUUID()}`, deadline: deadlineOf(call) },
-      );
+      // v1 has no key_id: Decrypt routes by the envelopes alone.
+      const plain = await kms.decryptWraps(decodeWrapSet(call.request.cipher), {
+        uid: `v1-${randomUUID()}`,
+        deadline: deadlineOf(call),
+      });
       return { plain };
     });
   };

@@ -2,10 +2,8 @@
 // hostile or broken caller gets INVALID_ARGUMENT before any backend work, and on what we
 // return, so the apiserver never has to reject a response of ours.
 import { BrokerError } from '../errors.ts';
+import { MAX_ANNOTATIONS_BYTES, MAX_CIPHERTEXT_BYTES, MAX_KEY_ID_BYTES } from '../kms-limits.ts';
 
-export const MAX_KEY_ID_BYTES = 1024;
-export const MAX_CIPHERTEXT_BYTES = 1024;
-export const MAX_ANNOTATIONS_BYTES = 32 * 1024;
 /** KMS v2 seeds and v1 DEKs are 32 bytes; room for other key sizes, none for bulk data. */
 export const MAX_PLAINTEXT_BYTES = 128;
 export const MAX_ANNOTATION_COUNT = 32;

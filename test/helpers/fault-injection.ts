@@ -19,7 +19,7 @@ import { startApp, type RunningApp } from '../../src/app.ts';
 import type { KekBackend } from '../../src/backends/kek.ts';
 import { Pkcs11Backend } from '../../src/backends/pkcs11/pkcs11-backend.ts';
 import { createBackend } from '../../src/backends/registry.ts';
-import { WRAP_ANNOTATION_SUFFIX } from '../../src/broker/broker.ts';
+import { WRAP_ANNOTATION_SUFFIX } from '../../src/broker/envelope.ts';
 import { decodeEnvelope } from '../../src/broker/envelope.ts';
 import { loadConfigFile } from '../../src/config/load.ts';
 import type { BrokerConfig } from '../../src/config/schema.ts';

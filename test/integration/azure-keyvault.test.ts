@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { AzureKeyVaultBackend } from '../../src/backends/azure-keyvault/azure-keyvault-backend.ts';
-import { WRAP_ANNOTATION_SUFFIX } from '../../src/broker/broker.ts';
+import { WRAP_ANNOTATION_SUFFIX } from '../../src/broker/envelope.ts';
 import { decodeEnvelope, headerAad } from '../../src/broker/envelope.ts';
 import { validateConfig } from '../../src/config/load.ts';
 import type { AzureKeyVaultBackendConfig } from '../../src/config/schema.ts';

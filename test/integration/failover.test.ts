@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { status as GrpcStatus } from '@grpc/grpc-js';
+import type { RunningApp } from '../../src/app.ts';
 import { createKmsV2Client, type KmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import { adminClient } from '../helpers/admin-http.ts';
 import { startBrokerProcess, type LogRecord } from '../helpers/broker-process.ts';
@@ -334,9 +335,9 @@ describe('failover between an HSM and OpenBao Transit', () => {
 
     // Fail just after a probe round: the next probe is a whole interval away, so the reads
     // below reach the failing HSM before any probe can open its breaker.
-    const probedAt = app.broker.health.health('hsm')?.lastProbeAt;
+    const probedAt = lastProbeOf(app, 'hsm');
     await until(
-      () => Promise.resolve(app.broker.health.health('hsm')?.lastProbeAt),
+      () => Promise.resolve(lastProbeOf(app, 'hsm')),
       at => at !== probedAt,
       'a fresh probe of the HSM',
       5 * PROBE_INTERVAL_MS,
@@ -726,4 +727,8 @@ class WrongPlaintext extends Error {
 
 function isDeep(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((value, i) => value === b[i]);
+}
+
+function lastProbeOf(app: RunningApp, backend: string): string | undefined {
+  return app.broker.admin.backends().find(view => view.name === backend)?.lastProbeAt;
 }

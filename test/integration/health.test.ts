@@ -43,14 +43,14 @@ describe('health as Status reports it', () => {
   });
 
   it('reports ok while the HSM works', async () => {
-    await app.broker.health.probeAll();
+    await app.broker.probeNow();
     assert.equal((await client.status()).healthz, 'ok');
   });
 
   it('names the failing backend and the PKCS#11 error when the library is lost, and fails calls as UNAVAILABLE', async () => {
     const before = await client.encrypt(randomBytes(32));
     library.module.finalize();
-    await app.broker.health.probeAll();
+    await app.broker.probeNow();
     const status = await client.status();
     assert.equal(status.healthz, 'unhealthy backends: hsm (CKR_CRYPTOKI_NOT_INITIALIZED)');
     assert.equal(status.key_id, before.key_id, 'key_id does not change with momentary health');
@@ -68,7 +68,7 @@ describe('health as Status reports it', () => {
 
   it('recovers without a restart once the library is back', async () => {
     library.module.initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
-    await app.broker.health.probeAll();
+    await app.broker.probeNow();
     assert.equal((await client.status()).healthz, 'ok');
     const seed = randomBytes(32);
     const encrypted = await client.encrypt(seed);

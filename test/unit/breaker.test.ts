@@ -2,7 +2,7 @@
 // the cool-down, closed again by a success; and how long it has been closed.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Breaker } from '../../src/broker/breaker.ts';
+import { Breaker } from '../../src/broker/health/breaker.ts';
 
 function breaker() {
   let clock = 1000;

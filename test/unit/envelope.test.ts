@@ -8,9 +8,9 @@ import {
   encodeEnvelope,
   ENVELOPE_MAGIC,
   headerAad,
-  MAX_CIPHERTEXT_BYTES,
   type WrapHeader,
 } from '../../src/broker/envelope.ts';
+import { MAX_CIPHERTEXT_BYTES } from '../../src/kms-limits.ts';
 import { BrokerError } from '../../src/errors.ts';
 import { brokerError } from './expect-error.ts';
 

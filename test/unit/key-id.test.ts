@@ -2,7 +2,7 @@
 // them differs, and recognisable by shape so Decrypt never touches foreign data.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { deriveKeyId, isOwnKeyId, KEY_ID_PREFIX, type WriteKey } from '../../src/broker/key-id.ts';
+import { deriveKeyId, isOwnKeyId, KEY_ID_PREFIX, type WriteKey } from '../../src/broker/keys/key-id.ts';
 
 const key: WriteKey = { backend: 'hsm', version: '1', fingerprint: 'pkcs11:serial:0000000101' };
 

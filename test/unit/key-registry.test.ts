@@ -3,9 +3,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { KeyVersionInfo } from '../../src/backends/kek.ts';
-import { deriveKeyId } from '../../src/broker/key-id.ts';
-import { KeyRegistry, reconcileBackend } from '../../src/broker/key-registry.ts';
-import type { BrokerState, StoredVersion } from '../../src/broker/state-store.ts';
+import { deriveKeyId } from '../../src/broker/keys/key-id.ts';
+import { KeyRegistry } from '../../src/broker/keys/key-registry.ts';
+import { reconcileBackend } from '../../src/broker/state/reconcile.ts';
+import type { BrokerState, StoredVersion } from '../../src/broker/state/state-schema.ts';
 import { brokerError } from './expect-error.ts';
 
 const now = new Date('2025-06-01T12:00:00.000Z');

@@ -11,12 +11,10 @@ import {
   checkUid,
   isFullyQualifiedDomainName,
   MAX_ANNOTATION_COUNT,
-  MAX_ANNOTATIONS_BYTES,
-  MAX_CIPHERTEXT_BYTES,
-  MAX_KEY_ID_BYTES,
   MAX_PLAINTEXT_BYTES,
   MAX_UID_LENGTH,
 } from '../../src/grpc/limits.ts';
+import { MAX_ANNOTATIONS_BYTES, MAX_CIPHERTEXT_BYTES, MAX_KEY_ID_BYTES } from '../../src/kms-limits.ts';
 import { brokerError } from './expect-error.ts';
 
 describe('limits', () => {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { KekBackend, KeyVersionInfo } from '../../src/backends/kek.ts';
-import { RotationWatch } from '../../src/broker/rotation-watch.ts';
+import { RotationWatch } from '../../src/broker/keys/rotation-watch.ts';
 import { createLogger } from '../../src/log.ts';
 import { memoryLog } from '../helpers/memory-log.ts';
 

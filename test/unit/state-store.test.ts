@@ -5,7 +5,8 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileStateStore, parseState, type BrokerState } from '../../src/broker/state-store.ts';
+import { fileStateStore } from '../../src/broker/state/file-state-store.ts';
+import { parseState, type BrokerState } from '../../src/broker/state/state-schema.ts';
 import { brokerError } from './expect-error.ts';
 
 const state: BrokerState = {
@@ -191,10 +192,37 @@ describe('state store', () => {
       // still attached would have seen it too.
       const stopObserver = store.watch(observer.callback, WATCH_INTERVAL_MS);
       try {
-        await store.save({ ...state, generation: 3 });
+        await fileStateStore(path).save({ ...state, generation: 3 });
         await observer.called;
         assert.equal(stoppedCalls, 0);
       } finally {
+        stopObserver();
+      }
+    });
+
+    it("never calls back for the store's own saves, only for the next write of another", async () => {
+      const path = join(folder(), 'state.json');
+      const store = fileStateStore(path);
+      await store.save(state);
+      const seen: number[] = [];
+      const other = firstCall('another writer');
+      const stop = store.watch(() => {
+        seen.push(seen.length);
+        other.callback();
+      }, WATCH_INTERVAL_MS);
+      // An observer on another store sees every write; once it has seen the store's own
+      // save, the store's watcher has had the same chance to (wrongly) report it.
+      const observer = firstCall('observer');
+      const stopObserver = fileStateStore(path).watch(observer.callback, WATCH_INTERVAL_MS);
+      try {
+        await store.save({ ...state, generation: 3 });
+        await observer.called;
+        assert.deepEqual(seen, [], 'its own save was reported as a change');
+        await fileStateStore(path).save({ ...state, generation: 4 });
+        await other.called;
+        assert.equal(seen.length, 1);
+      } finally {
+        stop();
         stopObserver();
       }
     });

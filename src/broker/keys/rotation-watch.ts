@@ -2,10 +2,10 @@
 // new primary version in a cloud console). Each backend that offers `externalRotation` is
 // polled; a new current version becomes the write version only after it has been seen
 // unchanged for `stableForMs`, so a flapping service cannot churn the apiserver's DEKs.
-import type { KekBackend, KeyVersionInfo } from '../backends/kek.ts';
-import { toBrokerError } from '../errors.ts';
-import type { Logger } from '../log.ts';
-import { startDeadline } from '../deadline.ts';
+import type { KekBackend, KeyVersionInfo } from '../../backends/kek.ts';
+import { toBrokerError } from '../../errors.ts';
+import type { Logger } from '../../log.ts';
+import { within } from '../../deadline.ts';
 
 export interface RotationWatchDeps {
   readonly backends: readonly KekBackend[];
@@ -54,7 +54,7 @@ export class RotationWatch {
     if (rotation === undefined) return undefined;
     let latest: KeyVersionInfo;
     try {
-      latest = await rotation.latest(startDeadline(POLL_TIMEOUT_MS));
+      latest = await within(POLL_TIMEOUT_MS, deadline => rotation.latest(deadline));
     } catch (error) {
       // The health probe reports outages; a missed poll only delays adoption.
       this.#deps.logger.debug({ backend: name, code: toBrokerError(error).code }, 'rotation poll failed');

@@ -4,12 +4,13 @@
 // and real calls feed one circuit breaker per backend, so an outage is seen at the first
 // failed call, not only at the next probe.
 import { randomBytes } from 'node:crypto';
-import type { KekBackend } from '../backends/kek.ts';
-import { BrokerError, toBrokerError } from '../errors.ts';
-import type { Logger } from '../log.ts';
-import type { Metrics } from '../metrics.ts';
-import { Breaker, type BreakerState } from './breaker.ts';
-import { startDeadline, type Deadline } from '../deadline.ts';
+import type { KekBackend } from '../../backends/kek.ts';
+import { BrokerError, toBrokerError } from '../../errors.ts';
+import type { Logger } from '../../log.ts';
+import type { Metrics } from '../../metrics.ts';
+import type { BreakerState } from '../../metrics.ts';
+import { Breaker } from './breaker.ts';
+import { startDeadline, type Deadline } from '../../deadline.ts';
 
 export interface BackendHealth {
   readonly healthy: boolean;
@@ -59,7 +60,8 @@ export class HealthMonitor {
   readonly #records = new Map<string, Record_>();
   readonly #canaries = new Map<string, Canary>();
   readonly #listeners: (() => void)[] = [];
-  readonly #probing = new Set<string>();
+  /** Probes in flight, by backend: a probe round joins one rather than piling up another. */
+  readonly #probing = new Map<string, Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
 
   constructor(backends: readonly KekBackend[], options: HealthOptions, logger: Logger, metrics: Metrics) {
@@ -162,9 +164,16 @@ export class HealthMonitor {
     return `unhealthy backends: ${failing.map(name => `${name} (${this.health(name)?.reason ?? 'unknown'})`).join(', ')}`;
   }
 
-  async #probe(backend: KekBackend): Promise<void> {
-    if (this.#probing.has(backend.name)) return; // the previous probe is still out: do not pile up
-    this.#probing.add(backend.name);
+  #probe(backend: KekBackend): Promise<void> {
+    let probe = this.#probing.get(backend.name);
+    if (probe === undefined) {
+      probe = this.#probeOnce(backend).finally(() => this.#probing.delete(backend.name));
+      this.#probing.set(backend.name, probe);
+    }
+    return probe;
+  }
+
+  async #probeOnce(backend: KekBackend): Promise<void> {
     const started = performance.now();
     // A probe's budget does not shrink with a short interval: a busy backend is slow, not down.
     const deadline = startDeadline(
@@ -182,7 +191,6 @@ export class HealthMonitor {
       slow = brokerError.code === 'DEADLINE_EXCEEDED';
     } finally {
       deadline.dispose();
-      this.#probing.delete(backend.name);
     }
     // A clear refusal opens the breaker at once; a timeout counts like a failed call, so
     // one slow answer under load does not take a backend out of the write set.

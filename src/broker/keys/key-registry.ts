@@ -1,12 +1,11 @@
 // Which key versions exist per backend, which one writes, which are retired, and the
 // key_id they add up to. The registry is the in-memory truth behind Status and Encrypt;
-// its persistent form is BrokerState (state-store.ts).
-import type { KeyVersionInfo } from '../backends/kek.ts';
-import { BrokerError } from '../errors.ts';
+// its persistent form is BrokerState (state/state-schema.ts).
+import type { KeyVersionInfo } from '../../backends/kek.ts';
+import { BrokerError } from '../../errors.ts';
+import type { BrokerState, FailoverSetting, StoredVersion } from '../state/state-schema.ts';
+import { toStored } from '../state/reconcile.ts';
 import { deriveKeyId, type WriteKey } from './key-id.ts';
-import type { BrokerState, FailoverSetting, StoredVersion } from './state-store.ts';
-
-type StoredBackend = BrokerState['backends'][string];
 
 /** What Encrypt needs, taken in one read so key_id always matches the versions that wrap. */
 export interface WriteSnapshot {
@@ -105,12 +104,7 @@ export class KeyRegistry {
         `backend ${backend}: key version ${info.version} has a different identity than the state records`,
       );
     }
-    const record: StoredVersion = known ?? {
-      version: info.version,
-      fingerprint: info.fingerprint,
-      createdAt: info.createdAt ?? now.toISOString(),
-      state: 'active',
-    };
+    const record = known ?? toStored(info, now);
     const versions = entry?.versions ?? [];
     this.#state.backends[backend] = {
       writeVersion: info.version,
@@ -125,14 +119,23 @@ export class KeyRegistry {
     return entry?.versions.find(version => version.version === entry.writeVersion);
   }
 
-  /**
-   * Replaces the whole state (after another process rewrote the state file, or to undo a
-   * change that could not be persisted), and the failover setting when given.
-   */
-  replace(state: BrokerState, failover?: FailoverSetting): void {
+  /** Replaces the whole state (another process changed the store, or a listing added versions). */
+  replace(state: BrokerState): void {
     this.#state = structuredClone(state);
-    if (failover !== undefined) this.#failover = structuredClone(failover);
     this.#snapshot = this.#derive();
+  }
+
+  /** A way back to the registry as it is now, to undo a change that could not be persisted. */
+  checkpoint(): () => void {
+    const state = structuredClone(this.#state);
+    const failover = this.#failover;
+    const activeWriter = this.#activeWriter;
+    return () => {
+      this.#state = state;
+      this.#failover = failover;
+      this.#activeWriter = activeWriter;
+      this.#snapshot = this.#derive();
+    };
   }
 
   #derive(): WriteSnapshot {
@@ -149,62 +152,4 @@ export class KeyRegistry {
     if (writeKeys.length === 0) throw new BrokerError('INTERNAL', 'the failover order names no backend');
     return { keyId: deriveKeyId(writeKeys, this.#state.generation), wrap, writeKeys };
   }
-}
-
-/**
- * Merges what the state file says about one backend with what the backend holds.
- * Versions the backend has but the state lacks are adopted as active (created by another
- * broker or an operator). A write version the backend lacks, or a key whose identity
- * changed, is refused rather than guessed at. An older version the backend lacks is kept
- * (its data reads again once the key is restored) and reported in `missing`.
- * Returns undefined when neither side knows any version.
- */
-export function reconcileBackend(
-  name: string,
-  stored: StoredBackend | undefined,
-  listed: readonly KeyVersionInfo[],
-  now: Date,
-): { backend: StoredBackend; changed: boolean; missing: string[] } | undefined {
-  const byVersion = new Map(listed.map(info => [info.version, info]));
-  if (stored === undefined) {
-    if (listed.length === 0) return undefined;
-    const versions = listed.map(info => toStored(info, now));
-    const latest = versions[versions.length - 1] as StoredVersion;
-    return { backend: { writeVersion: latest.version, versions }, changed: true, missing: [] };
-  }
-  for (const version of stored.versions) {
-    const found = byVersion.get(version.version);
-    if (found === undefined && version.version === stored.writeVersion) {
-      throw new BrokerError(
-        'STATE_MISMATCH',
-        `backend ${name}: the state says version ${version.version} writes, but the backend holds no such key; check that the backend points at the right token or key`,
-      );
-    }
-    if (found !== undefined && found.fingerprint !== version.fingerprint) {
-      throw new BrokerError(
-        'STATE_MISMATCH',
-        `backend ${name}: key version ${version.version} has a different identity than the state records; it was recreated or the backend points elsewhere`,
-      );
-    }
-  }
-  const missing = stored.versions
-    .filter(version => !byVersion.has(version.version))
-    .map(version => version.version);
-  const known = new Set(stored.versions.map(version => version.version));
-  const adopted = listed.filter(info => !known.has(info.version)).map(info => toStored(info, now));
-  if (adopted.length === 0) return { backend: stored, changed: false, missing };
-  return {
-    backend: { writeVersion: stored.writeVersion, versions: [...stored.versions, ...adopted] },
-    changed: true,
-    missing,
-  };
-}
-
-function toStored(info: KeyVersionInfo, now: Date): StoredVersion {
-  return {
-    version: info.version,
-    fingerprint: info.fingerprint,
-    createdAt: info.createdAt ?? now.toISOString(),
-    state: 'active',
-  };
 }

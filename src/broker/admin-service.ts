@@ -1,0 +1,87 @@
+// The admin service behind the HTTP admin API and the CLI: read views of the key set and of
+// backend health, and the changes an operator makes (rotate, retire, restore, failover).
+import type { KekBackend } from '../backends/kek.ts';
+import type { HealthMonitor } from './health/health-monitor.ts';
+import type { KeySet } from './keys/key-set.ts';
+import type { UsageLog } from './keys/usage.ts';
+import type { AdminService, BackendView, KmsService, VersionView } from './ports.ts';
+import type { ThinSeeds } from './thin-seeds.ts';
+
+export interface AdminServiceDeps {
+  readonly kms: Pick<KmsService, 'status'>;
+  readonly backends: ReadonlyMap<string, KekBackend>;
+  readonly keys: KeySet;
+  readonly usage: UsageLog;
+  readonly health: HealthMonitor;
+  readonly thinSeeds: ThinSeeds;
+  readonly startedAt: Date;
+}
+
+export function createAdminService(deps: AdminServiceDeps): AdminService {
+  const { keys, health } = deps;
+  const names = () => [...deps.backends.keys()];
+
+  return {
+    status() {
+      const status = deps.kms.status();
+      return {
+        keyId: status.keyId,
+        healthz: status.healthz,
+        kmsApiVersion: status.version,
+        writeVersions: Object.fromEntries(
+          names().flatMap(name => {
+            const version = keys.writeVersion(name)?.version;
+            return version === undefined ? [] : [[name, version]];
+          }),
+        ),
+        failover: keys.failover,
+        degraded: names().filter(name => health.health(name)?.healthy !== true),
+        underReplicatedKeyIds: deps.thinSeeds.keyIds(),
+        uptimeSeconds: Math.round((Date.now() - deps.startedAt.getTime()) / 1000),
+      };
+    },
+
+    backends() {
+      return [...deps.backends.values()].map(({ name, type }): BackendView => {
+        const state = health.health(name);
+        const writeVersion = keys.writeVersion(name)?.version;
+        return {
+          name,
+          type,
+          healthy: state?.healthy === true,
+          breaker: state?.breaker ?? 'closed',
+          ...(state?.reason !== undefined && { reason: state.reason }),
+          ...(state?.lastProbeAt !== undefined && { lastProbeAt: state.lastProbeAt.toISOString() }),
+          ...(state?.lastProbeMs !== undefined && { lastProbeMs: Math.round(state.lastProbeMs * 100) / 100 }),
+          errors: { ...state?.errors },
+          ...(writeVersion !== undefined && { writeVersion }),
+        };
+      });
+    },
+
+    keys() {
+      return Object.fromEntries(
+        Object.entries(keys.stored()).map(([name, entry]) => [
+          name,
+          entry.versions.map((version): VersionView => {
+            const usage = deps.usage.view(name, version);
+            return {
+              version: version.version,
+              role: version.version === entry.writeVersion ? 'write' : version.state,
+              createdAt: version.createdAt,
+              ...(usage.lastDecryptAt !== undefined && { lastDecryptAt: usage.lastDecryptAt }),
+              decryptCount: usage.decryptCount,
+              decryptsSinceStart: usage.decryptsSinceStart,
+            };
+          }),
+        ]),
+      );
+    },
+
+    rotate: backend => keys.rotate(backend),
+    retire: (backend, version, options) => keys.retire(backend, version, options),
+    restore: (backend, version) => keys.restore(backend, version),
+    failover: () => ({ setting: keys.failover, etag: keys.failoverEtag }),
+    setFailover: (setting, etag) => keys.setFailover(setting, etag),
+  };
+}

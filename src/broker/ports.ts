@@ -1,0 +1,96 @@
+// What the adapters see of the broker: src/grpc a KMS service of three calls (plus the
+// decoded-wrap entry of KMS v1), src/admin an admin service. Neither reaches the key set,
+// the health monitor or the state store behind them.
+import type { BreakerState } from '../metrics.ts';
+import type { FailoverSetting } from './state/state-schema.ts';
+
+export { failoverSettingSchema, type FailoverSetting } from './state/state-schema.ts';
+
+export interface CallContext {
+  readonly uid: string;
+  /** The caller's deadline in epoch ms, when it sent one. */
+  readonly deadline?: number | undefined;
+}
+
+export interface StatusResult {
+  readonly version: string;
+  readonly healthz: string;
+  readonly keyId: string;
+}
+
+export interface EncryptResult {
+  readonly ciphertext: Buffer;
+  readonly keyId: string;
+  readonly annotations: Readonly<Record<string, Buffer>>;
+}
+
+export interface DecryptInput {
+  readonly ciphertext: Buffer;
+  readonly keyId: string;
+  readonly annotations: Readonly<Record<string, Buffer>>;
+}
+
+export interface KmsService {
+  /** Answered from memory: never calls a backend. */
+  status(): StatusResult;
+  encrypt(plaintext: Buffer, context: CallContext): Promise<EncryptResult>;
+  /** KMS v2: the ciphertext and its wrap annotations. */
+  decrypt(input: DecryptInput, context: CallContext): Promise<Buffer>;
+  /** KMS v1: the wraps of a wrap set, in the order they were written (each an encoded envelope). */
+  decryptWraps(wraps: readonly Buffer[], context: CallContext): Promise<Buffer>;
+}
+
+export interface AdminStatus {
+  readonly keyId: string;
+  readonly healthz: string;
+  readonly kmsApiVersion: string;
+  readonly writeVersions: Readonly<Record<string, string>>;
+  readonly failover: FailoverSetting;
+  /** Backends whose breaker is open. */
+  readonly degraded: readonly string[];
+  /** key_ids whose seeds went out without some backends' wraps (since start). */
+  readonly underReplicatedKeyIds: readonly string[];
+  readonly uptimeSeconds: number;
+}
+
+export interface BackendView {
+  readonly name: string;
+  readonly type: string;
+  readonly healthy: boolean;
+  readonly breaker: BreakerState;
+  readonly reason?: string;
+  readonly lastProbeAt?: string;
+  readonly lastProbeMs?: number;
+  readonly errors: Readonly<Record<string, number>>;
+  readonly writeVersion?: string;
+}
+
+export interface VersionView {
+  readonly version: string;
+  readonly role: 'write' | 'active' | 'retired';
+  readonly createdAt: string;
+  readonly lastDecryptAt?: string;
+  readonly decryptCount: number;
+  readonly decryptsSinceStart: number;
+}
+
+export type VersionState = 'active' | 'retired';
+
+export interface AdminService {
+  status(): AdminStatus;
+  backends(): BackendView[];
+  keys(): Record<string, VersionView[]>;
+  rotate(backend: string): Promise<{ keyId: string; version: string }>;
+  retire(
+    backend: string,
+    version: string,
+    options: { force: boolean },
+  ): Promise<{ before: VersionState; after: VersionState }>;
+  restore(backend: string, version: string): Promise<{ before: VersionState; after: VersionState }>;
+  failover(): { setting: FailoverSetting; etag: string };
+  /** Changes the failover setting if `etag` still names the current one (PRECONDITION_FAILED otherwise). */
+  setFailover(
+    setting: FailoverSetting,
+    etag: string,
+  ): Promise<{ before: FailoverSetting; after: FailoverSetting; keyId: string }>;
+}

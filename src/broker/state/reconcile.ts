@@ -1,0 +1,142 @@
+// Reconciles the stored state with what the backends hold: versions created elsewhere are
+// adopted, a key that changed identity or a write version that vanished is refused rather
+// than guessed at, and a run-time failover change gives way once the config file was edited.
+import { isDeepStrictEqual } from 'node:util';
+import type { KekBackend, KeyVersionInfo } from '../../backends/kek.ts';
+import type { BrokerConfig } from '../../config/schema.ts';
+import { within } from '../../deadline.ts';
+import { BrokerError } from '../../errors.ts';
+import type { Logger } from '../../log.ts';
+import { emptyState, type BrokerState, type FailoverSetting, type StoredVersion } from './state-schema.ts';
+
+type StoredBackend = BrokerState['backends'][string];
+
+/** Budget for key administration (listing, creating versions), which the apiserver does not wait on. */
+export const ADMIN_CALL_MS = 30000;
+
+/**
+ * The failover setting in force: a run-time change recorded in the state still applies
+ * while the config's setting is the one it replaced; once the config file was edited, the
+ * file wins again (and the stale run-time change is dropped).
+ */
+export function resolveFailover(
+  state: BrokerState,
+  config: BrokerConfig,
+  logger: Logger,
+): { setting: FailoverSetting; dropped: boolean } {
+  const fromConfig: FailoverSetting = { order: [...config.failover.order], wrap: config.failover.wrap };
+  const recorded = state.failover;
+  if (recorded === undefined) return { setting: fromConfig, dropped: false };
+  const usable = recorded.current.order.every(name => config.backends.some(backend => backend.name === name));
+  if (usable && isDeepStrictEqual(recorded.basedOn, fromConfig))
+    return { setting: recorded.current, dropped: false };
+  logger.warn(
+    { runtime: recorded.current, config: fromConfig },
+    'the config file changed the failover setting since the last run-time change; using the config',
+  );
+  delete state.failover;
+  return { setting: fromConfig, dropped: true };
+}
+
+export async function reconcileAll(
+  backends: ReadonlyMap<string, KekBackend>,
+  stored: BrokerState | undefined,
+  now: Date,
+  options: { create: boolean; logger: Logger },
+): Promise<{ state: BrokerState; changed: boolean }> {
+  const state = stored === undefined ? emptyState() : structuredClone(stored);
+  let changed = false;
+  for (const [name, backend] of backends) {
+    const listed = await within(ADMIN_CALL_MS, deadline => backend.listVersions(deadline));
+    const merged = reconcileBackend(name, state.backends[name], listed, now);
+    if (merged !== undefined) {
+      state.backends[name] = merged.backend;
+      changed ||= merged.changed;
+      if (merged.missing.length > 0) {
+        options.logger.warn(
+          { backend: name, versions: merged.missing },
+          'key versions in the state are missing from the backend; their data is unreadable until they are restored',
+        );
+      }
+      continue;
+    }
+    if (!options.create || !backend.autoCreate) {
+      throw new BrokerError(
+        'KEY_MISSING',
+        `backend ${name} holds no key version; set ${backend.autoCreateOption}: true on it to create version 1, or create the key in the ${backend.type} service`,
+      );
+    }
+    const created = await within(ADMIN_CALL_MS, deadline => backend.createVersion(deadline));
+    state.backends[name] = {
+      writeVersion: created.version,
+      versions: [
+        {
+          version: created.version,
+          fingerprint: created.fingerprint,
+          createdAt: created.createdAt ?? now.toISOString(),
+          state: 'active',
+        },
+      ],
+    };
+    changed = true;
+  }
+  return { state, changed };
+}
+
+/**
+ * Merges what the state file says about one backend with what the backend holds.
+ * Versions the backend has but the state lacks are adopted as active (created by another
+ * broker or an operator). A write version the backend lacks, or a key whose identity
+ * changed, is refused rather than guessed at. An older version the backend lacks is kept
+ * (its data reads again once the key is restored) and reported in `missing`.
+ * Returns undefined when neither side knows any version.
+ */
+export function reconcileBackend(
+  name: string,
+  stored: StoredBackend | undefined,
+  listed: readonly KeyVersionInfo[],
+  now: Date,
+): { backend: StoredBackend; changed: boolean; missing: string[] } | undefined {
+  const byVersion = new Map(listed.map(info => [info.version, info]));
+  if (stored === undefined) {
+    if (listed.length === 0) return undefined;
+    const versions = listed.map(info => toStored(info, now));
+    const latest = versions[versions.length - 1] as StoredVersion;
+    return { backend: { writeVersion: latest.version, versions }, changed: true, missing: [] };
+  }
+  for (const version of stored.versions) {
+    const found = byVersion.get(version.version);
+    if (found === undefined && version.version === stored.writeVersion) {
+      throw new BrokerError(
+        'STATE_MISMATCH',
+        `backend ${name}: the state says version ${version.version} writes, but the backend holds no such key; check that the backend points at the right token or key`,
+      );
+    }
+    if (found !== undefined && found.fingerprint !== version.fingerprint) {
+      throw new BrokerError(
+        'STATE_MISMATCH',
+        `backend ${name}: key version ${version.version} has a different identity than the state records; it was recreated or the backend points elsewhere`,
+      );
+    }
+  }
+  const missing = stored.versions
+    .filter(version => !byVersion.has(version.version))
+    .map(version => version.version);
+  const known = new Set(stored.versions.map(version => version.version));
+  const adopted = listed.filter(info => !known.has(info.version)).map(info => toStored(info, now));
+  if (adopted.length === 0) return { backend: stored, changed: false, missing };
+  return {
+    backend: { writeVersion: stored.writeVersion, versions: [...stored.versions, ...adopted] },
+    changed: true,
+    missing,
+  };
+}
+
+export function toStored(info: KeyVersionInfo, now: Date): StoredVersion {
+  return {
+    version: info.version,
+    fingerprint: info.fingerprint,
+    createdAt: info.createdAt ?? now.toISOString(),
+    state: 'active',
+  };
+}

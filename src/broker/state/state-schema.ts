@@ -1,0 +1,94 @@
+// The key registry's persistent form (BrokerState), whichever store holds it: its schema,
+// its types, and the one parser every store reads it with. A state that does not parse is
+// STATE_CORRUPT: it may be the only record of which versions are retired, so no store
+// ever overwrites it.
+import { Type, type Static } from '@sinclair/typebox';
+import { Ajv } from 'ajv';
+import { backendNameSchema } from '../../config/common.ts';
+import { describeSchemaErrors } from '../../config/schema-errors.ts';
+import { BrokerError } from '../../errors.ts';
+
+const versionSchema = Type.Object(
+  {
+    version: Type.String({ minLength: 1, maxLength: 128 }),
+    fingerprint: Type.String({ minLength: 1, maxLength: 512 }),
+    createdAt: Type.String({ minLength: 1 }),
+    state: Type.Union([Type.Literal('active'), Type.Literal('retired')]),
+    /** When a Decrypt last needed this version (flushed periodically, not per call). */
+    lastDecryptAt: Type.Optional(Type.String({ minLength: 1 })),
+    decryptCount: Type.Optional(Type.Integer({ minimum: 0 })),
+  },
+  { additionalProperties: false },
+);
+
+/** The failover setting, as stored and as the admin API reads and writes it. */
+export const failoverSettingSchema = Type.Object(
+  {
+    order: Type.Array(backendNameSchema, { minItems: 1, maxItems: 16 }),
+    wrap: Type.Union([Type.Literal('all'), Type.Literal('first')]),
+  },
+  { additionalProperties: false },
+);
+
+const stateSchema = Type.Object(
+  {
+    format: Type.Literal(1),
+    generation: Type.Integer({ minimum: 0 }),
+    backends: Type.Record(
+      Type.String(),
+      Type.Object(
+        { writeVersion: Type.String({ minLength: 1 }), versions: Type.Array(versionSchema, { minItems: 1 }) },
+        { additionalProperties: false },
+      ),
+    ),
+    /**
+     * A failover setting changed at run time (admin API), with the config's setting it
+     * replaced: when the config file is edited later, the file wins again.
+     */
+    failover: Type.Optional(
+      Type.Object(
+        { current: failoverSettingSchema, basedOn: failoverSettingSchema },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export type FailoverSetting = Static<typeof failoverSettingSchema>;
+export type StoredVersion = Static<typeof versionSchema>;
+export type BrokerState = Static<typeof stateSchema>;
+
+const validateState = new Ajv({ strict: true }).compile<BrokerState>(stateSchema);
+
+/** The state a broker starts from when its store holds none. */
+export function emptyState(): BrokerState {
+  return { format: 1, generation: 0, backends: {} };
+}
+
+export function parseState(text: string, source: string): BrokerState {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new BrokerError(
+      'STATE_CORRUPT',
+      `state file ${source} is not valid JSON; restore it from a backup or move it away to rebuild from the backends`,
+    );
+  }
+  if (!validateState(value)) {
+    throw new BrokerError(
+      'STATE_CORRUPT',
+      `state file ${source} is invalid: ${describeSchemaErrors(validateState.errors)}; restore it from a backup or move it away to rebuild from the backends`,
+    );
+  }
+  for (const [name, backend] of Object.entries(value.backends)) {
+    if (!backend.versions.some(version => version.version === backend.writeVersion)) {
+      throw new BrokerError(
+        'STATE_CORRUPT',
+        `state file ${source}: backend ${name} writes with version ${backend.writeVersion}, which it does not list`,
+      );
+    }
+  }
+  return value;
+}

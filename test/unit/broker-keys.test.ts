@@ -1,0 +1,276 @@
+// The broker core's key set on in-memory backends: key_id rules, rotation, adoption of a
+// rotation done in the service, retirement and restoration, and how commits reach the store.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileStateStore } from '../../src/broker/state/file-state-store.ts';
+import { isOwnKeyId } from '../../src/broker/keys/key-id.ts';
+import { startCore, memoryStateStore, until, type Core } from '../helpers/core-broker.ts';
+import { MemoryBackend } from '../helpers/memory-backend.ts';
+import { brokerError } from './expect-error.ts';
+
+const uid = 'unit';
+
+async function roundTrip(core: Core): Promise<{ keyId: string; seed: Buffer; decrypted: Buffer }> {
+  const seed = randomBytes(32);
+  const sealed = await core.broker.kms.encrypt(seed, { uid });
+  const decrypted = await core.broker.kms.decrypt(sealed, { uid });
+  return { keyId: sealed.keyId, seed, decrypted };
+}
+
+describe('broker core: key_id', () => {
+  it('advertises in Status the key_id that Encrypt returns, in our own format', async () => {
+    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'all' });
+    try {
+      const { keyId, seed, decrypted } = await roundTrip(core);
+      assert.equal(keyId, core.broker.kms.status().keyId);
+      assert.ok(isOwnKeyId(keyId));
+      assert.deepEqual(decrypted, seed);
+    } finally {
+      await core.close();
+    }
+  });
+
+  it('is the same on two brokers that see the same keys, and differs on other keys', async () => {
+    const shared = new MemoryBackend({ name: 'hsm', versions: 1 });
+    const first = await startCore({ backends: [shared] });
+    const second = await startCore({ backends: [shared] });
+    const other = await startCore({ names: ['hsm'] });
+    try {
+      assert.equal(first.broker.kms.status().keyId, second.broker.kms.status().keyId);
+      assert.notEqual(first.broker.kms.status().keyId, other.broker.kms.status().keyId);
+    } finally {
+      await Promise.all([first.close(), second.close(), other.close()]);
+    }
+  });
+
+  it('refuses a Decrypt whose key_id another plugin issued, before any backend call', async () => {
+    const core = await startCore();
+    try {
+      const sealed = await core.broker.kms.encrypt(randomBytes(32), { uid });
+      const unwraps = core.backends.get('hsm')?.calls.unwrap;
+      await assert.rejects(
+        core.broker.kms.decrypt({ ...sealed, keyId: 'someone-else' }, { uid }),
+        brokerError('INVALID_CIPHERTEXT', 'key_id'),
+      );
+      assert.equal(core.backends.get('hsm')?.calls.unwrap, unwraps);
+    } finally {
+      await core.close();
+    }
+  });
+});
+
+describe('broker core: rotation', () => {
+  it('makes the new version the write version, changes key_id, and keeps old data readable', async () => {
+    const core = await startCore();
+    try {
+      const before = await core.broker.kms.encrypt(Buffer.alloc(32, 1), { uid });
+      const rotated = await core.broker.admin.rotate('hsm');
+      assert.equal(rotated.version, '2');
+      assert.notEqual(rotated.keyId, before.keyId);
+      assert.equal(core.broker.kms.status().keyId, rotated.keyId);
+      assert.deepEqual(await core.broker.kms.decrypt(before, { uid }), Buffer.alloc(32, 1));
+      assert.deepEqual(
+        core.broker.admin.keys().hsm?.map(version => [version.version, version.role]),
+        [
+          ['1', 'active'],
+          ['2', 'write'],
+        ],
+      );
+    } finally {
+      await core.close();
+    }
+  });
+
+  it('lists the rotated backend once and no other backend', async () => {
+    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'all' });
+    try {
+      const [hsm, vault] = [core.backends.get('hsm'), core.backends.get('vault')];
+      const listedBefore = [hsm?.calls.listVersions, vault?.calls.listVersions];
+      await core.broker.admin.rotate('hsm');
+      assert.deepEqual(
+        [hsm?.calls.listVersions, vault?.calls.listVersions],
+        [(listedBefore[0] ?? 0) + 1, listedBefore[1]],
+      );
+    } finally {
+      await core.close();
+    }
+  });
+
+  it('adopts, in the same commit, versions another process created meanwhile', async () => {
+    const core = await startCore();
+    try {
+      core.backends.get('hsm')?.addVersion(); // version 2, made elsewhere
+      const rotated = await core.broker.admin.rotate('hsm');
+      assert.equal(rotated.version, '3');
+      assert.deepEqual(
+        core.broker.admin.keys().hsm?.map(version => version.version),
+        ['1', '2', '3'],
+      );
+    } finally {
+      await core.close();
+    }
+  });
+
+  it('changes nothing when the state cannot be written, and says so', async () => {
+    const store = memoryStateStore();
+    const core = await startCore({ store });
+    try {
+      const keyId = core.broker.kms.status().keyId;
+      store.failSaves('ENOSPC');
+      await assert.rejects(core.broker.admin.rotate('hsm'), brokerError('STATE_WRITE_FAILED', 'ENOSPC'));
+      assert.equal(core.broker.kms.status().keyId, keyId);
+      assert.deepEqual(core.broker.admin.status().writeVersions, { hsm: '1' });
+    } finally {
+      store.failSaves(undefined);
+      await core.close();
+    }
+  });
+
+  it('adopts a rotation done in the service once it has been seen stable', async () => {
+    const hsm = new MemoryBackend({
+      name: 'hsm',
+      versions: 1,
+      externalRotation: { intervalMs: 20, stableForMs: 0 },
+    });
+    const core = await startCore({ backends: [hsm] });
+    try {
+      const keyId = core.broker.kms.status().keyId;
+      hsm.addVersion();
+      const adopted = await until(
+        () => core.broker.admin.status().writeVersions.hsm,
+        version => version === '2',
+        'version 2 adopted',
+      );
+      assert.equal(adopted, '2');
+      assert.notEqual(core.broker.kms.status().keyId, keyId);
+    } finally {
+      await core.close();
+    }
+  });
+});
+
+describe('broker core: retirement', () => {
+  it('refuses to retire the write version', async () => {
+    const core = await startCore();
+    try {
+      await assert.rejects(
+        core.broker.admin.retire('hsm', '1', { force: false }),
+        brokerError('VERSION_IN_USE', 'write version'),
+      );
+    } finally {
+      await core.close();
+    }
+  });
+
+  it('refuses a version a Decrypt needed within the window unless forced; a retired one no longer unwraps', async () => {
+    const core = await startCore();
+    try {
+      const sealed = await core.broker.kms.encrypt(randomBytes(32), { uid });
+      await core.broker.kms.decrypt(sealed, { uid });
+      await core.broker.admin.rotate('hsm');
+      await assert.rejects(
+        core.broker.admin.retire('hsm', '1', { force: false }),
+        brokerError('VERSION_IN_USE', 'needed by a Decrypt'),
+      );
+      assert.deepEqual(await core.broker.admin.retire('hsm', '1', { force: true }), {
+        before: 'active',
+        after: 'retired',
+      });
+      await assert.rejects(core.broker.kms.decrypt(sealed, { uid }), brokerError('KEY_VERSION_RETIRED'));
+      await core.broker.admin.restore('hsm', '1');
+      assert.equal((await core.broker.kms.decrypt(sealed, { uid })).length, 32);
+    } finally {
+      await core.close();
+    }
+  });
+
+  it('answers NOT_FOUND for a version or backend it does not know', async () => {
+    const core = await startCore();
+    try {
+      await assert.rejects(core.broker.admin.retire('hsm', '9', { force: true }), brokerError('NOT_FOUND'));
+      await assert.rejects(core.broker.admin.restore('nope', '1'), brokerError('NOT_FOUND'));
+    } finally {
+      await core.close();
+    }
+  });
+});
+
+describe('broker core: state sync', () => {
+  let root: string;
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'kmsb-core-'));
+  });
+  after(() => rm(root, { recursive: true, force: true }));
+
+  it('never reloads its own commit as if another process wrote it', async () => {
+    const path = join(root, 'own-writes.json');
+    const core = await startCore({ names: ['hsm', 'vault'], store: fileStateStore(path) });
+    // An observer on the same file hears every write; the broker's watcher polls the same file.
+    let observed = 0;
+    const stopObserver = fileStateStore(path).watch(() => observed++, 10);
+    try {
+      await core.broker.admin.rotate('hsm');
+      const listed = [...core.backends.values()].map(backend => backend.calls.listVersions);
+      await until(
+        () => observed,
+        count => count > 0,
+        'the observer saw the rotation',
+      );
+      // Queued behind any reload the watch started: once it is refused, such a reload is done.
+      await assert.rejects(core.broker.admin.restore('hsm', '99'), brokerError('NOT_FOUND'));
+      assert.deepEqual(
+        [...core.backends.values()].map(backend => backend.calls.listVersions),
+        listed,
+      );
+    } finally {
+      stopObserver();
+      await core.close();
+    }
+  });
+
+  it('reloads a change another writer made, and follows its key set', async () => {
+    const store = memoryStateStore();
+    const core = await startCore({ store });
+    try {
+      const state = store.current();
+      assert.ok(state !== undefined);
+      const hsm = core.backends.get('hsm');
+      const created = hsm?.addVersion();
+      assert.ok(created !== undefined);
+      state.backends.hsm = {
+        writeVersion: created.version,
+        versions: [
+          ...(state.backends.hsm?.versions ?? []),
+          { ...created, createdAt: created.createdAt ?? '', state: 'active' },
+        ],
+      };
+      const listed = hsm?.calls.listVersions ?? 0;
+      store.writeAsAnother(state);
+      await until(
+        () => core.broker.admin.status().writeVersions.hsm,
+        version => version === created.version,
+        'the other writer’s version is adopted',
+      );
+      assert.equal(hsm?.calls.listVersions, listed + 1);
+      assert.ok(core.log.records().some(record => record.msg === 'key set changed'));
+    } finally {
+      await core.close();
+    }
+  });
+
+  it('persists Decrypt usage at close, counted per version', async () => {
+    const store = memoryStateStore();
+    const core = await startCore({ store });
+    const sealed = await core.broker.kms.encrypt(randomBytes(32), { uid });
+    await core.broker.kms.decrypt(sealed, { uid });
+    await core.broker.kms.decrypt(sealed, { uid });
+    await core.close();
+    const version = store.current()?.backends.hsm?.versions[0];
+    assert.equal(version?.decryptCount, 2);
+    assert.ok(version?.lastDecryptAt !== undefined);
+  });
+});
