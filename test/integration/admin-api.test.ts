@@ -191,7 +191,9 @@ interface Exposition {
 }
 
 const METRIC_TYPES = new Set(['counter', 'gauge', 'histogram', 'summary', 'untyped']);
-const NUMBER = /^(?:[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Inf|NaN)$/;
+// Prometheus reads sample values with Go's strconv.ParseFloat, which takes NaN in any case:
+// prom-client writes `Nan` for an event-loop gauge scraped twice within one sampling interval.
+const NUMBER = /^(?:[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Inf|[Nn][Aa][Nn])$/;
 
 function familyOf(name: string, types: ReadonlyMap<string, string>): string | undefined {
   const exact = types.get(name);

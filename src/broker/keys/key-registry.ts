@@ -4,7 +4,7 @@
 import type { KeyVersionInfo } from '../../backends/kek.ts';
 import { BrokerError } from '../../errors.ts';
 import type { BrokerState, FailoverSetting, StoredVersion } from '../state/state-schema.ts';
-import { toStored } from '../state/reconcile.ts';
+import { reconcileBackend, toStored } from '../state/reconcile.ts';
 import { deriveKeyId, type WriteKey } from './key-id.ts';
 
 /** What Encrypt needs, taken in one read so key_id always matches the versions that wrap. */
@@ -65,10 +65,6 @@ export class KeyRegistry {
     this.#snapshot = this.#derive();
   }
 
-  get activeWriter(): string | undefined {
-    return this.#activeWriter;
-  }
-
   /** A new generation is a new key_id over the same keys: the apiserver re-seeds. */
   bumpGeneration(): void {
     this.#state.generation++;
@@ -123,6 +119,18 @@ export class KeyRegistry {
   replace(state: BrokerState): void {
     this.#state = structuredClone(state);
     this.#snapshot = this.#derive();
+  }
+
+  /**
+   * Merges a fresh listing of one backend: versions created elsewhere are adopted as active.
+   * Returns whether anything changed.
+   */
+  adoptListed(backend: string, listed: readonly KeyVersionInfo[], now: Date): boolean {
+    const merged = reconcileBackend(backend, this.#state.backends[backend], listed, now);
+    if (merged === undefined || !merged.changed) return false;
+    this.#state.backends[backend] = structuredClone(merged.backend);
+    this.#snapshot = this.#derive();
+    return true;
   }
 
   /** A way back to the registry as it is now, to undo a change that could not be persisted. */

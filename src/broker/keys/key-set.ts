@@ -8,7 +8,7 @@ import type { BrokerConfig } from '../../config/schema.ts';
 import { within } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
-import { ADMIN_CALL_MS, reconcileBackend } from '../state/reconcile.ts';
+import { ADMIN_CALL_MS } from '../state/reconcile.ts';
 import type { BrokerState, FailoverSetting, StoredVersion } from '../state/state-schema.ts';
 import type { StateStore } from '../state/state-store.ts';
 import type { KeyRegistry, WriteSnapshot } from './key-registry.ts';
@@ -117,7 +117,7 @@ export class KeySet {
         );
       }
       const before = version.state;
-      await this.commit(() => this.#registry.setVersionState(backendName, versionName, 'retired'));
+      await this.#commit(() => this.#registry.setVersionState(backendName, versionName, 'retired'));
       return { before, after: 'retired' as const };
     });
   }
@@ -125,7 +125,7 @@ export class KeySet {
   restore(backendName: string, versionName: string): Promise<{ before: VersionState; after: VersionState }> {
     return this.#deps.queue.run(async () => {
       const before = this.#knownVersion(backendName, versionName).state;
-      await this.commit(() => this.#registry.setVersionState(backendName, versionName, 'active'));
+      await this.#commit(() => this.#registry.setVersionState(backendName, versionName, 'active'));
       return { before, after: 'active' as const };
     });
   }
@@ -188,7 +188,7 @@ export class KeySet {
     return this.#deps.queue
       .run(async () => {
         let folded: { done: () => void } | undefined;
-        await this.commit(() => {
+        await this.#commit(() => {
           folded = this.#deps.usage.fold(this.#registry);
         });
         folded?.done();
@@ -205,7 +205,7 @@ export class KeySet {
    * Applies a change to the registry and persists it; undoes it when the write fails.
    * Runs inside the queue (its callers hold it).
    */
-  async commit(change: () => void): Promise<void> {
+  async #commit(change: () => void): Promise<void> {
     const undo = this.#registry.checkpoint();
     change();
     try {
@@ -231,21 +231,12 @@ export class KeySet {
     await this.#changeKeySet(
       {},
       () => {
-        if (listed !== undefined) this.#adoptListed(backend, listed);
+        if (listed !== undefined) this.#registry.adoptListed(backend, listed, this.#deps.now());
         this.#registry.setWriteVersion(backend, info, this.#deps.now());
       },
       keyId => this.#deps.logger.info({ backend, version: info.version, keyId }, message),
     );
     return { keyId: this.#registry.current.keyId, version: info.version };
-  }
-
-  /** Merges a fresh listing of one backend into the registry (versions made elsewhere). */
-  #adoptListed(backend: string, listed: readonly KeyVersionInfo[]): void {
-    const state = this.#registry.toState();
-    const merged = reconcileBackend(backend, state.backends[backend], listed, this.#deps.now());
-    if (merged === undefined || !merged.changed) return;
-    state.backends[backend] = merged.backend;
-    this.#registry.replace(state);
   }
 
   /** A committed change, announced, then logged as 'key set changed' when key_id moved. */
@@ -255,7 +246,7 @@ export class KeySet {
     announce?: (keyId: string, previousKeyId: string) => void,
   ): Promise<void> {
     const before = this.#registry.current.keyId;
-    await this.commit(change);
+    await this.#commit(change);
     const { keyId } = this.#registry.current;
     announce?.(keyId, before);
     if (keyId !== before)

@@ -7,7 +7,7 @@ import type { KekBackend, KeyVersionInfo } from '../../backends/kek.ts';
 import type { BrokerConfig } from '../../config/schema.ts';
 import { toBrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
-import { reconcileAll, reconcileBackend, resolveFailover } from '../state/reconcile.ts';
+import { reconcileAll, resolveFailover } from '../state/reconcile.ts';
 import type { StateStore } from '../state/state-store.ts';
 import { KeyRegistry } from './key-registry.ts';
 import type { SerialQueue } from './serial-queue.ts';
@@ -88,12 +88,8 @@ export class StateSync {
   /** Merges a listing of one backend (taken by a Decrypt that met a new version) and persists it. */
   adoptListing(backend: string, listed: readonly KeyVersionInfo[]): Promise<void> {
     return this.#deps.queue.run(async () => {
-      const state = this.#registry.toState();
-      const merged = reconcileBackend(backend, state.backends[backend], listed, this.#deps.now());
-      if (merged === undefined || !merged.changed) return;
-      state.backends[backend] = merged.backend;
-      this.#replace(state);
-      await this.#deps.store.save(state);
+      if (this.#registry.adoptListed(backend, listed, this.#deps.now()))
+        await this.#deps.store.save(this.#registry.toState());
     });
   }
 
