@@ -5,7 +5,7 @@ import type { KekBackend } from './backends/kek.ts';
 import { Broker } from './broker/broker.ts';
 import { fileStateStore, type StateStore } from './broker/state-store.ts';
 import type { BrokerConfig } from './config/schema.ts';
-import { readSecret, type SecretReader } from './config/secrets.ts';
+import { readSecret, type SecretReader } from './secrets.ts';
 import { kmsV1Handlers } from './grpc/kms-v1-service.ts';
 import { kmsV2Handlers } from './grpc/kms-v2-service.ts';
 import { loadService } from './grpc/proto.ts';

@@ -1,6 +1,6 @@
 // Backend kinds by config `type`. A new backend is one module plus one case here.
 import type { BackendConfig } from '../config/schema.ts';
-import type { SecretReader } from '../config/secrets.ts';
+import type { SecretReader } from '../secrets.ts';
 import type { Logger } from '../log.ts';
 import type { KekBackend } from './kek.ts';
 

@@ -4,7 +4,7 @@
 // INVALID_CIPHERTEXT.
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
-import { backendNameSchema } from '../config/common.ts';
+import { backendNameSchema } from '../backends/config-schema.ts';
 import { BrokerError } from '../errors.ts';
 
 export const ENVELOPE_MAGIC = Buffer.from('kbr\x01', 'latin1');

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { loadConfigFile } from '../config/load.ts';
-import { readSecret } from '../config/secrets.ts';
+import { readSecret } from '../secrets.ts';
 import { BrokerError } from '../errors.ts';
 
 export interface AdminTarget {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { BrokerError } from '../errors.ts';
-import type { RuleViolation } from './common.ts';
+import type { RuleViolation } from '../backends/config-schema.ts';
 import { describeSchemaErrors } from './schema-errors.ts';
 import {
   backendHeadSchema,

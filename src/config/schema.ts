@@ -2,7 +2,7 @@
 // (TypeBox). Every object rejects unknown keys so that a typo is an error, not a silently
 // ignored setting.
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { absolutePath, backendNameSchema, strict, type RuleViolation } from './common.ts';
+import { absolutePath, backendNameSchema, strict, type RuleViolation } from '../backends/config-schema.ts';
 import {
   alibabaKmsBackendSchema,
   checkAlibabaKms,

@@ -23,7 +23,7 @@ import { WRAP_ANNOTATION_SUFFIX } from '../../src/broker/broker.ts';
 import { decodeEnvelope } from '../../src/broker/envelope.ts';
 import { loadConfigFile } from '../../src/config/load.ts';
 import type { BrokerConfig } from '../../src/config/schema.ts';
-import { readSecret } from '../../src/config/secrets.ts';
+import { readSecret } from '../../src/secrets.ts';
 import { BrokerError } from '../../src/errors.ts';
 import type { KmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import { createLogger, type Logger } from '../../src/log.ts';

@@ -16,7 +16,7 @@ import { WRAP_ANNOTATION_SUFFIX } from '../../src/broker/broker.ts';
 import { decodeEnvelope, headerAad } from '../../src/broker/envelope.ts';
 import { validateConfig } from '../../src/config/load.ts';
 import type { AzureKeyVaultBackendConfig } from '../../src/config/schema.ts';
-import { readSecret } from '../../src/config/secrets.ts';
+import { readSecret } from '../../src/secrets.ts';
 import type { BrokerError } from '../../src/errors.ts';
 import { createKmsV2Client, type KmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import { createLogger } from '../../src/log.ts';

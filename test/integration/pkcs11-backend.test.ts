@@ -7,7 +7,7 @@ import graphene from 'graphene-pk11';
 import type { KekBackend } from '../../src/backends/kek.ts';
 import { Pkcs11Backend } from '../../src/backends/pkcs11/pkcs11-backend.ts';
 import { loadModule } from '../../src/backends/pkcs11/module-cache.ts';
-import { readSecret } from '../../src/config/secrets.ts';
+import { readSecret } from '../../src/secrets.ts';
 import { validateConfig } from '../../src/config/load.ts';
 import type { Pkcs11BackendConfig } from '../../src/config/schema.ts';
 import { createLogger } from '../../src/log.ts';

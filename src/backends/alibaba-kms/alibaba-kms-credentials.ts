@@ -4,7 +4,7 @@
 // rotated Kubernetes Secret is picked up without a restart.
 import credentials from '@alicloud/credentials';
 import type { AlibabaKmsBackendConfig } from '../../config/alibaba-kms-schema.ts';
-import type { SecretReader } from '../../config/secrets.ts';
+import type { SecretReader } from '../../secrets.ts';
 
 export type AlibabaCredential = InstanceType<typeof credentials.default>;
 

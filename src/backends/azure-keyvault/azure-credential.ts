@@ -13,7 +13,7 @@ import {
   type TokenCredentialOptions,
 } from '@azure/identity';
 import type { AzureCredentialConfig } from '../../config/azure-keyvault-schema.ts';
-import type { SecretReader } from '../../config/secrets.ts';
+import type { SecretReader } from '../../secrets.ts';
 
 export function createAzureCredential(
   config: AzureCredentialConfig,

@@ -16,7 +16,7 @@ import {
   type WrapKeyOptions,
 } from '@azure/keyvault-keys';
 import type { AzureKeyVaultBackendConfig } from '../../config/azure-keyvault-schema.ts';
-import type { SecretReader } from '../../config/secrets.ts';
+import type { SecretReader } from '../../secrets.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { BackendCallError, brokerErrorFor, createCallPolicy, type CallPolicy } from '../call-policy.ts';

@@ -5,7 +5,7 @@
 // broker through `externalRotation`, which adopts them once they are stable.
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
 import type { VaultTransitBackendConfig } from '../../config/schema.ts';
-import type { SecretReader } from '../../config/secrets.ts';
+import type { SecretReader } from '../../secrets.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { VaultAuth, type Need } from './vault-auth.ts';

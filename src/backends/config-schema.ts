@@ -1,4 +1,6 @@
-// Schema pieces and rule helpers shared by the top-level config and every backend kind.
+// Schema pieces and rule helpers shared by the top-level config and every backend kind. They
+// live with the backends, which import nothing from src/config, so that a kind's schema can
+// use them; src/config imports them from here.
 import { Type } from '@sinclair/typebox';
 
 export const strict = { additionalProperties: false } as const;
