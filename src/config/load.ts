@@ -2,28 +2,19 @@
 // in, unknown keys rejected), check what a schema cannot say, then deep-freeze. Messages
 // name the path of the offending key, e.g. `backends[0].tokenLabel`.
 import { readFileSync } from 'node:fs';
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { Static, TObject } from '@sinclair/typebox';
+import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
+import { backendKind, type BackendType } from '../backends/kinds.ts';
 import { BrokerError } from '../errors.ts';
-import type { RuleViolation } from '../backends/config-schema.ts';
 import { describeSchemaErrors } from './schema-errors.ts';
-import {
-  backendHeadSchema,
-  backendKinds,
-  configSchema,
-  type BackendConfig,
-  type BackendType,
-  type BrokerConfig,
-} from './schema.ts';
+import { backendHeadSchema, configSchema, type BrokerConfig } from './schema.ts';
 
 const MAX_SOCKET_PATH_BYTES = 107;
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true });
 const validateTop = ajv.compile(configSchema);
 const validateHead = ajv.compile(backendHeadSchema);
-const validateBackend = Object.fromEntries(
-  Object.entries(backendKinds).map(([type, kind]) => [type, ajv.compile(kind.schema)]),
-) as Record<BackendType, ValidateFunction>;
 
 export function loadConfigFile(path: string): BrokerConfig {
   let text: string;
@@ -58,12 +49,11 @@ export function validateConfig(raw: unknown, source = 'config'): BrokerConfig {
   config.backends.forEach((backend, index) => {
     const at = `/backends/${index}`;
     if (!validateHead(backend)) fail(source, onlyHeadErrors(validateHead.errors), at);
-    const { type } = backend as { type: BackendType };
-    const validate = validateBackend[type];
+    const kind = backendKind((backend as { type: BackendType }).type);
+    // ajv keeps what it compiled by schema, so a kind's schema compiles once, when configured.
+    const validate = ajv.compile<Static<TObject>>(kind.schema);
     if (!validate(backend)) fail(source, validate.errors, at);
-    const violation = (backendKinds[type].check as (config: BackendConfig) => RuleViolation | undefined)(
-      backend as BackendConfig,
-    );
+    const violation = kind.check(backend);
     if (violation !== undefined) {
       const path = violation.path === undefined ? '' : `.${violation.path}`;
       throw invalid(source, `backends[${index}]${path}: ${violation.message}`);

@@ -15,7 +15,7 @@ import { AzureKeyVaultBackend } from '../../src/backends/azure-keyvault/azure-ke
 import { WRAP_ANNOTATION_SUFFIX } from '../../src/broker/broker.ts';
 import { decodeEnvelope, headerAad } from '../../src/broker/envelope.ts';
 import { validateConfig } from '../../src/config/load.ts';
-import type { AzureKeyVaultBackendConfig } from '../../src/config/schema.ts';
+import type { AzureKeyVaultBackendConfig } from '../../src/backends/azure-keyvault/azure-keyvault-schema.ts';
 import { readSecret } from '../../src/secrets.ts';
 import type { BrokerError } from '../../src/errors.ts';
 import { createKmsV2Client, type KmsV2Client } from '../../src/grpc/kms-v2-client.ts';

@@ -9,7 +9,7 @@ import { Pkcs11Backend } from '../../src/backends/pkcs11/pkcs11-backend.ts';
 import { loadModule } from '../../src/backends/pkcs11/module-cache.ts';
 import { readSecret } from '../../src/secrets.ts';
 import { validateConfig } from '../../src/config/load.ts';
-import type { Pkcs11BackendConfig } from '../../src/config/schema.ts';
+import type { Pkcs11BackendConfig } from '../../src/backends/pkcs11/pkcs11-schema.ts';
 import { createLogger } from '../../src/log.ts';
 import { pkcs11Backend } from '../helpers/config.ts';
 import { createToken, SOFTHSM_MODULE, type SoftHsmToken } from '../helpers/softhsm.ts';

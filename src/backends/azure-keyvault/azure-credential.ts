@@ -12,7 +12,7 @@ import {
   type TokenCredential,
   type TokenCredentialOptions,
 } from '@azure/identity';
-import type { AzureCredentialConfig } from '../../config/azure-keyvault-schema.ts';
+import type { AzureCredentialConfig } from './azure-keyvault-schema.ts';
 import type { SecretReader } from '../../secrets.ts';
 
 export function createAzureCredential(

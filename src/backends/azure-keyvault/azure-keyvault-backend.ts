@@ -15,7 +15,7 @@ import {
   type KeyWrapAlgorithm,
   type WrapKeyOptions,
 } from '@azure/keyvault-keys';
-import type { AzureKeyVaultBackendConfig } from '../../config/azure-keyvault-schema.ts';
+import type { AzureKeyVaultBackendConfig } from './azure-keyvault-schema.ts';
 import type { SecretReader } from '../../secrets.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';

@@ -6,7 +6,7 @@
 // carry CRC32C checksums so that corruption in transit is caught, and retried, not stored.
 // A primary changed in Cloud KMS itself is offered to the broker through `externalRotation`.
 import type { KeyManagementServiceClient, protos } from '@google-cloud/kms';
-import type { GcpKmsBackendConfig } from '../../config/gcp-kms-schema.ts';
+import type { GcpKmsBackendConfig } from './gcp-kms-schema.ts';
 import { startDeadline, type Deadline } from '../../deadline.ts';
 import { BrokerError, isBrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import type { KeyManagementServiceClient } from '@google-cloud/kms';
 import type { ChannelCredentials } from '@grpc/grpc-js';
-import type { GcpKmsBackendConfig } from '../../config/gcp-kms-schema.ts';
+import type { GcpKmsBackendConfig } from './gcp-kms-schema.ts';
 import { withSignal, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import { createCallPolicy } from '../call-policy.ts';

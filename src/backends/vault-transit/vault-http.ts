@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import nodeVault from 'node-vault';
-import type { VaultTransitBackendConfig } from '../../config/schema.ts';
+import type { VaultTransitBackendConfig } from './vault-transit-schema.ts';
 import { BackendCallError, createCallPolicy, transientSocketErrors } from '../call-policy.ts';
 import type { Deadline } from '../../deadline.ts';
 

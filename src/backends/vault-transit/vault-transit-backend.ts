@@ -4,7 +4,7 @@
 // envelope header as `associated_data`. Rotations done in Vault itself are offered to the
 // broker through `externalRotation`, which adopts them once they are stable.
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
-import type { VaultTransitBackendConfig } from '../../config/schema.ts';
+import type { VaultTransitBackendConfig } from './vault-transit-schema.ts';
 import type { SecretReader } from '../../secrets.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';

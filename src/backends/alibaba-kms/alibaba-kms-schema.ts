@@ -6,7 +6,7 @@ import {
   remoteServiceFields,
   strict,
   type RuleViolation,
-} from '../backends/config-schema.ts';
+} from '../config-schema.ts';
 
 export const alibabaKmsBackendSchema = Type.Object(
   {
