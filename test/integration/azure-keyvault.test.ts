@@ -6,7 +6,7 @@
 // while the vault goes away and comes back.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
@@ -142,7 +142,11 @@ describe('Azure Key Vault backend on the Key Vault emulator', () => {
       backends: [azureKeyVaultBackend(emulator, credential, overrides)],
       failover: { order: ['azure'] },
     }).backends[0] as AzureKeyVaultBackendConfig;
-    const backend = new AzureKeyVaultBackend(config, { readSecret, logger: createLogger('fatal') });
+    const backend = new AzureKeyVaultBackend(config, {
+      readSecret,
+      readFile: readFileSync,
+      logger: createLogger('fatal'),
+    });
     await backend.open();
     defer(t, () => backend.close());
     return backend;

@@ -6,6 +6,7 @@ export const awsKmsKind: BackendKind<typeof awsKmsBackendSchema> = {
   type: 'aws-kms',
   schema: awsKmsBackendSchema,
   check: checkAwsKms,
+  files: { credentialsFile: 'secret' },
   async create(config, deps) {
     const { AwsKmsBackend } = await import('./aws-kms-backend.ts');
     return new AwsKmsBackend(config, deps);

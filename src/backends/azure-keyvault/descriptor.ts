@@ -6,6 +6,12 @@ export const azureKeyVaultKind: BackendKind<typeof azureKeyVaultBackendSchema> =
   type: 'azure-keyvault',
   schema: azureKeyVaultBackendSchema,
   check: checkAzureKeyVault,
+  files: {
+    'tls.caFile': 'pem-certificates',
+    'credential.clientSecretFile': 'secret',
+    'credential.certificateFile': 'pem-certificate-and-key',
+    'credential.tokenFile': 'secret',
+  },
   async create(config, deps) {
     const { AzureKeyVaultBackend } = await import('./azure-keyvault-backend.ts');
     return new AzureKeyVaultBackend(config, deps);

@@ -6,6 +6,7 @@ export const gcpKmsKind: BackendKind<typeof gcpKmsBackendSchema> = {
   type: 'gcp-kms',
   schema: gcpKmsBackendSchema,
   check: checkGcpKms,
+  files: { caFile: 'pem-certificates', credentialsFile: 'json-credentials' },
   async create(config, deps) {
     const { GcpKmsBackend } = await import('./gcp-kms-backend.ts');
     return new GcpKmsBackend(config, deps);

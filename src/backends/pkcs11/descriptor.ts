@@ -6,6 +6,7 @@ export const pkcs11Kind: BackendKind<typeof pkcs11BackendSchema> = {
   type: 'pkcs11',
   schema: pkcs11BackendSchema,
   check: checkPkcs11,
+  files: { module: 'library', pinFile: 'secret' },
   async create(config, deps) {
     const { Pkcs11Backend } = await import('./pkcs11-backend.ts');
     return new Pkcs11Backend(config, deps);
