@@ -5,8 +5,6 @@ import { Type, type Static } from '@sinclair/typebox';
 import { absolutePath, backendNameSchema, strict } from '../backends/config-schema.ts';
 import { backendKinds, type BackendConfig } from '../backends/kinds.ts';
 
-export type { BackendConfig, BackendType } from '../backends/kinds.ts';
-
 /** Fields common to all backends, checked before the type-specific schema. */
 export const backendHeadSchema = Type.Object({
   name: backendNameSchema,
