@@ -1,12 +1,14 @@
 // Wires a validated config into a running broker: backends, state store, broker, gRPC
 // server. Dependencies come in so tests can swap them.
+import { readFileSync } from 'node:fs';
 import { createBackends } from './backends/registry.ts';
 import type { KekBackend } from './backends/kek.ts';
 import { Broker } from './broker/broker.ts';
 import { fileStateStore } from './broker/state/file-state-store.ts';
 import type { StateStore } from './broker/state/state-store.ts';
 import type { BrokerConfig } from './config/schema.ts';
-import { readSecret, type SecretReader } from './config/secrets.ts';
+import type { FileReader } from './file-reader.ts';
+import { readSecret, type SecretReader } from './secrets.ts';
 import { kmsV1Handlers } from './grpc/kms-v1-service.ts';
 import { kmsV2Handlers } from './grpc/kms-v2-service.ts';
 import { loadService } from './grpc/proto.ts';
@@ -20,6 +22,8 @@ import { VERSION } from './version.ts';
 export interface AppDeps {
   readonly logger: Logger;
   readonly readSecret?: SecretReader;
+  /** The config's non-secret files, as loadConfigFile read and checked them (default: the disk). */
+  readonly readFile?: FileReader;
   readonly backends?: ReadonlyMap<string, KekBackend>;
   readonly stateStore?: StateStore;
   readonly metrics?: Metrics;
@@ -43,6 +47,7 @@ export async function startBroker(config: BrokerConfig, deps: AppDeps): Promise<
       deps.backends ??
       (await createBackends(config.backends, {
         readSecret: deps.readSecret ?? readSecret,
+        readFile: deps.readFile ?? readFileSync,
         logger: deps.logger,
       })),
     stateStore: deps.stateStore ?? fileStateStore(config.state.path),
@@ -90,6 +95,7 @@ export async function startApp(config: BrokerConfig, appDeps: AppDeps): Promise<
           version: VERSION,
         },
         deps.logger,
+        deps.readFile ?? readFileSync,
       );
     }
   } catch (error) {

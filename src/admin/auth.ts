@@ -3,7 +3,7 @@
 // `admin` may also change.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { BrokerConfig } from '../config/schema.ts';
-import type { SecretReader } from '../config/secrets.ts';
+import type { SecretReader } from '../secrets.ts';
 import { BrokerError } from '../errors.ts';
 
 export type Role = 'viewer' | 'admin';

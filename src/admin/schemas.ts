@@ -1,10 +1,9 @@
 // Request and response schemas of the admin API. Routes validate with them and the OpenAPI
 // document is generated from them: one source.
 import { Type } from '@sinclair/typebox';
-import { failoverSettingSchema } from '../broker/ports.ts';
+import { backendNameSchema as backendName, failoverSettingSchema } from '../broker/ports.ts';
 
 const strict = { additionalProperties: false } as const;
-const backendName = Type.String({ pattern: '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$' });
 const versionName = Type.String({ minLength: 1, maxLength: 128 });
 
 export const problemSchema = Type.Object(

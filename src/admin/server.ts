@@ -2,10 +2,11 @@
 // client certificates when configured. Request bodies are validated by schema with unknown
 // fields rejected (never silently dropped); the OpenAPI document is generated from the
 // same schemas.
-import { chmod, readFile } from 'node:fs/promises';
+import { chmod } from 'node:fs/promises';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { BrokerConfig } from '../config/schema.ts';
+import type { FileReader } from '../file-reader.ts';
 import { prepareSocketPath } from '../socket-path.ts';
 import type { Logger } from '../log.ts';
 import { BrokerError } from '../errors.ts';
@@ -63,14 +64,15 @@ export async function startAdminServer(
   config: BrokerConfig['admin'],
   deps: AdminAppDeps,
   logger: Logger,
+  readFile: FileReader,
 ): Promise<AdminServer> {
   const tls =
     config.tls === undefined
       ? undefined
       : {
-          cert: await readFile(config.tls.certFile),
-          key: await readFile(config.tls.keyFile),
-          ...(config.tls.clientCaFile !== undefined && { ca: await readFile(config.tls.clientCaFile) }),
+          cert: readFile(config.tls.certFile),
+          key: readFile(config.tls.keyFile),
+          ...(config.tls.clientCaFile !== undefined && { ca: readFile(config.tls.clientCaFile) }),
         };
   const app = await buildAdminApp(deps, tls);
   let address: string;

@@ -4,7 +4,7 @@
 // INVALID_CIPHERTEXT.
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
-import { backendNameSchema } from '../config/common.ts';
+import { backendNameSchema } from '../backends/config-schema.ts';
 import { BrokerError } from '../errors.ts';
 import { MAX_CIPHERTEXT_BYTES } from '../kms-limits.ts';
 

@@ -4,6 +4,7 @@
 import type { BreakerState } from '../metrics.ts';
 import type { FailoverSetting } from './state/state-schema.ts';
 
+export { backendNameSchema } from '../backends/config-schema.ts';
 export { failoverSettingSchema, type FailoverSetting } from './state/state-schema.ts';
 
 export interface CallContext {

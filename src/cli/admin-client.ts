@@ -3,8 +3,8 @@
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { loadConfigFile } from '../config/load.ts';
-import { readSecret } from '../config/secrets.ts';
+import { readConfigFile } from '../config/load.ts';
+import { readSecret } from '../secrets.ts';
 import { BrokerError } from '../errors.ts';
 
 export interface AdminTarget {
@@ -31,7 +31,7 @@ export interface AdminResponse {
 export class UnreachableError extends Error {}
 
 export function resolveTarget(options: AdminOptions, role: 'viewer' | 'admin'): AdminTarget {
-  const config = options.config === undefined ? undefined : loadConfigFile(options.config);
+  const config = options.config === undefined ? undefined : readConfigFile(options.config);
   const address = options.admin ?? process.env.KMS_BROKER_ADMIN ?? configAddress(config);
   if (address === undefined) {
     throw new BrokerError(
@@ -54,7 +54,7 @@ export function resolveTarget(options: AdminOptions, role: 'viewer' | 'admin'): 
   return { address, token, caFile: options.caFile };
 }
 
-function configAddress(config: ReturnType<typeof loadConfigFile> | undefined): string | undefined {
+function configAddress(config: ReturnType<typeof readConfigFile> | undefined): string | undefined {
   if (config === undefined || !config.admin.enabled) return undefined;
   if (config.admin.listen.startsWith('unix://')) return config.admin.listen;
   return `${config.admin.tls === undefined ? 'http' : 'https'}://${config.admin.listen}`;

@@ -2,7 +2,7 @@
 // kube-apiserver at this broker. It is derived from the broker's own config file, so the
 // endpoint and the timeout cannot drift from the socket and the call budget the broker serves.
 import { Document } from 'yaml';
-import { loadConfigFile } from '../config/load.ts';
+import { readConfigFile } from '../config/load.ts';
 
 export interface EncryptionConfigOptions {
   readonly config: string;
@@ -47,7 +47,7 @@ interface Resource {
 export function encryptionConfigCommand(options: EncryptionConfigOptions, usageError: UsageError): void {
   checkProviderOptions(options, usageError);
   const resources = resourceList(options.resource ?? [], usageError);
-  const config = loadConfigFile(options.config);
+  const config = readConfigFile(options.config);
   if (options.kmsApi === 'v1' && !config.kmsV1.enabled) {
     usageError(
       `--kms-api v1: ${options.config} sets kmsV1.enabled: false, so the broker serves no KMS v1 API`,

@@ -8,9 +8,9 @@ import { createLogger } from '../log.ts';
  * the change within seconds and switches key_id without a restart.
  */
 export async function offlineRotateCommand(configPath: string, backendName?: string): Promise<void> {
-  const config = loadConfigFile(configPath);
+  const { config, readFile } = loadConfigFile(configPath);
   const logger = createLogger('warn');
-  const broker = await startBroker(config, { logger });
+  const broker = await startBroker(config, { logger, readFile });
   try {
     const result = await broker.admin.rotate(backendName ?? (config.failover.order[0] as string));
     process.stdout.write(

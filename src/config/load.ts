@@ -1,41 +1,60 @@
 // Loads the YAML configuration once: parse, validate against the schema (defaults filled
-// in, unknown keys rejected), check what a schema cannot say, then deep-freeze. Messages
-// name the path of the offending key, e.g. `backends[0].tokenLabel`.
+// in, unknown keys rejected), check what a schema cannot say, then deep-freeze; to serve,
+// also read and check the files it names. Messages name the path of the offending key,
+// e.g. `backends[0].tokenLabel`. parseConfig and validateConfig touch no disk.
 import { readFileSync } from 'node:fs';
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { Static, TObject } from '@sinclair/typebox';
+import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
+import { backendKind, type BackendType } from '../backends/kinds.ts';
 import { BrokerError } from '../errors.ts';
-import type { RuleViolation } from './common.ts';
+import type { FileReader } from '../file-reader.ts';
+import { checkConfigFiles } from './config-files.ts';
 import { describeSchemaErrors } from './schema-errors.ts';
-import {
-  backendHeadSchema,
-  backendKinds,
-  configSchema,
-  type BackendConfig,
-  type BackendType,
-  type BrokerConfig,
-} from './schema.ts';
+import { backendHeadSchema, configSchema, type BrokerConfig } from './schema.ts';
 
 const MAX_SOCKET_PATH_BYTES = 107;
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true });
 const validateTop = ajv.compile(configSchema);
 const validateHead = ajv.compile(backendHeadSchema);
-const validateBackend = Object.fromEntries(
-  Object.entries(backendKinds).map(([type, kind]) => [type, ajv.compile(kind.schema)]),
-) as Record<BackendType, ValidateFunction>;
 
-export function loadConfigFile(path: string): BrokerConfig {
-  let text: string;
+export interface LoadedConfig {
+  readonly config: BrokerConfig;
+  /**
+   * Reads a non-secret file the config names (a CA bundle, a TLS certificate or key) from
+   * what was read and checked at load, so that it is not read twice; other paths from disk.
+   */
+  readonly readFile: FileReader;
+}
+
+/**
+ * Loads the config to serve with: validated, frozen, and every file it names read and
+ * checked, so that a missing certificate or secret fails here, naming the key that names it.
+ */
+export function loadConfigFile(path: string, read: FileReader = readFileSync): LoadedConfig {
+  const config = parseConfig(readConfigText(path, read), path);
+  const files = checkConfigFiles(config, read, path);
+  return { config, readFile: file => files.get(file) ?? read(file) };
+}
+
+/**
+ * The config's settings alone, for commands that open no backend and no listener (status,
+ * encryption-config): they must work where the broker's secrets are not readable.
+ */
+export function readConfigFile(path: string): BrokerConfig {
+  return parseConfig(readConfigText(path, readFileSync), path);
+}
+
+function readConfigText(path: string, read: FileReader): string {
   try {
-    text = readFileSync(path, 'utf8');
+    return read(path).toString('utf8');
   } catch (error) {
     throw new BrokerError(
       'CONFIG_INVALID',
       `cannot read config file ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
     );
   }
-  return parseConfig(text, path);
 }
 
 export function parseConfig(text: string, source = 'config'): BrokerConfig {
@@ -58,12 +77,11 @@ export function validateConfig(raw: unknown, source = 'config'): BrokerConfig {
   config.backends.forEach((backend, index) => {
     const at = `/backends/${index}`;
     if (!validateHead(backend)) fail(source, onlyHeadErrors(validateHead.errors), at);
-    const { type } = backend as { type: BackendType };
-    const validate = validateBackend[type];
+    const kind = backendKind((backend as { type: BackendType }).type);
+    // ajv keeps what it compiled by schema, so a kind's schema compiles once, when configured.
+    const validate = ajv.compile<Static<TObject>>(kind.schema);
     if (!validate(backend)) fail(source, validate.errors, at);
-    const violation = (backendKinds[type].check as (config: BackendConfig) => RuleViolation | undefined)(
-      backend as BackendConfig,
-    );
+    const violation = kind.check(backend);
     if (violation !== undefined) {
       const path = violation.path === undefined ? '' : `.${violation.path}`;
       throw invalid(source, `backends[${index}]${path}: ${violation.message}`);

@@ -1,57 +1,14 @@
 // The configuration schema: one source for validation (ajv) and for the TypeScript types
 // (TypeBox). Every object rejects unknown keys so that a typo is an error, not a silently
 // ignored setting.
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { absolutePath, backendNameSchema, strict, type RuleViolation } from './common.ts';
-import {
-  alibabaKmsBackendSchema,
-  checkAlibabaKms,
-  type AlibabaKmsBackendConfig,
-} from './alibaba-kms-schema.ts';
-import { awsKmsBackendSchema, checkAwsKms, type AwsKmsBackendConfig } from './aws-kms-schema.ts';
-import {
-  azureKeyVaultBackendSchema,
-  checkAzureKeyVault,
-  type AzureKeyVaultBackendConfig,
-} from './azure-keyvault-schema.ts';
-import { checkGcpKms, gcpKmsBackendSchema, type GcpKmsBackendConfig } from './gcp-kms-schema.ts';
-import { checkPkcs11, pkcs11BackendSchema, type Pkcs11BackendConfig } from './pkcs11-schema.ts';
-import {
-  checkVaultTransit,
-  vaultTransitBackendSchema,
-  type VaultTransitBackendConfig,
-} from './vault-transit-schema.ts';
-
-/**
- * Backend kinds by `type`: each brings its schema and the rules a schema cannot express.
- * A new backend kind adds one line here.
- */
-export const backendKinds = {
-  pkcs11: { schema: pkcs11BackendSchema, check: checkPkcs11 },
-  'vault-transit': { schema: vaultTransitBackendSchema, check: checkVaultTransit },
-  'aws-kms': { schema: awsKmsBackendSchema, check: checkAwsKms },
-  'azure-keyvault': { schema: azureKeyVaultBackendSchema, check: checkAzureKeyVault },
-  'alibaba-kms': { schema: alibabaKmsBackendSchema, check: checkAlibabaKms },
-  'gcp-kms': { schema: gcpKmsBackendSchema, check: checkGcpKms },
-} as const satisfies Record<string, { schema: TSchema; check: (config: never) => RuleViolation | undefined }>;
-export type BackendType = keyof typeof backendKinds;
-export type BackendConfig =
-  | Pkcs11BackendConfig
-  | VaultTransitBackendConfig
-  | AwsKmsBackendConfig
-  | AzureKeyVaultBackendConfig
-  | AlibabaKmsBackendConfig
-  | GcpKmsBackendConfig;
-export type { Pkcs11BackendConfig, VaultTransitBackendConfig, AwsKmsBackendConfig };
-export type { AlibabaKmsBackendConfig };
-export type { AzureKeyVaultBackendConfig };
-export type { GcpKmsBackendConfig };
-export type { VaultAuthConfig } from './vault-transit-schema.ts';
+import { Type, type Static } from '@sinclair/typebox';
+import { absolutePath, backendNameSchema, MAX_BACKENDS, strict } from '../backends/config-schema.ts';
+import { backendKinds, type BackendConfig } from '../backends/kinds.ts';
 
 /** Fields common to all backends, checked before the type-specific schema. */
 export const backendHeadSchema = Type.Object({
   name: backendNameSchema,
-  type: Type.Union(Object.keys(backendKinds).map(type => Type.Literal(type))),
+  type: Type.Union(backendKinds.map(kind => Type.Literal(kind.type))),
 });
 
 export const configSchema = Type.Object(
@@ -134,10 +91,10 @@ export const configSchema = Type.Object(
       },
       { ...strict, default: {} },
     ),
-    backends: Type.Array(Type.Unknown(), { minItems: 1, maxItems: 16 }),
+    backends: Type.Array(Type.Unknown(), { minItems: 1, maxItems: MAX_BACKENDS }),
     failover: Type.Object(
       {
-        order: Type.Array(backendNameSchema, { minItems: 1, maxItems: 16, uniqueItems: true }),
+        order: Type.Array(backendNameSchema, { minItems: 1, maxItems: MAX_BACKENDS, uniqueItems: true }),
         /** all: every backend in the order wraps each seed; first: the first healthy one does. */
         wrap: Type.Union([Type.Literal('all'), Type.Literal('first')], { default: 'first' }),
         /**

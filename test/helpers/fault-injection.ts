@@ -23,7 +23,7 @@ import { WRAP_ANNOTATION_SUFFIX } from '../../src/broker/envelope.ts';
 import { decodeEnvelope } from '../../src/broker/envelope.ts';
 import { loadConfigFile } from '../../src/config/load.ts';
 import type { BrokerConfig } from '../../src/config/schema.ts';
-import { readSecret } from '../../src/config/secrets.ts';
+import { readSecret } from '../../src/secrets.ts';
 import { BrokerError } from '../../src/errors.ts';
 import type { KmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
@@ -246,7 +246,7 @@ export interface FailoverApp {
  * process's environment.
  */
 export async function startFailoverApp(t: TestContext, configPath: string): Promise<FailoverApp> {
-  const config = loadConfigFile(configPath);
+  const { config, readFile } = loadConfigFile(configPath);
   const log = watchedLog();
   const logger = createLogger(config.log.level, log.stream);
   const backends = new Map<string, KekBackend>();
@@ -256,11 +256,11 @@ export async function startFailoverApp(t: TestContext, configPath: string): Prom
       hsm = withFaultInjection(new Pkcs11Backend(backend, { readSecret, logger }));
       backends.set(backend.name, hsm);
     } else {
-      backends.set(backend.name, await createBackend(backend, { readSecret, logger }));
+      backends.set(backend.name, await createBackend(backend, { readSecret, readFile, logger }));
     }
   }
   if (hsm === undefined) throw new Error('the config has no pkcs11 backend to put behind the switch');
-  const app = await startApp(config, { logger, backends });
+  const app = await startApp(config, { logger, backends, readFile });
   defer(t, () => app.shutdown());
   return { app, config, hsm: hsm.faults, log, logger };
 }

@@ -6,7 +6,7 @@
 // while the vault goes away and comes back.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
@@ -15,8 +15,8 @@ import { AzureKeyVaultBackend } from '../../src/backends/azure-keyvault/azure-ke
 import { WRAP_ANNOTATION_SUFFIX } from '../../src/broker/envelope.ts';
 import { decodeEnvelope, headerAad } from '../../src/broker/envelope.ts';
 import { validateConfig } from '../../src/config/load.ts';
-import type { AzureKeyVaultBackendConfig } from '../../src/config/schema.ts';
-import { readSecret } from '../../src/config/secrets.ts';
+import type { AzureKeyVaultBackendConfig } from '../../src/backends/azure-keyvault/azure-keyvault-schema.ts';
+import { readSecret } from '../../src/secrets.ts';
 import type { BrokerError } from '../../src/errors.ts';
 import { createKmsV2Client, type KmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import { createLogger } from '../../src/log.ts';
@@ -142,7 +142,11 @@ describe('Azure Key Vault backend on the Key Vault emulator', () => {
       backends: [azureKeyVaultBackend(emulator, credential, overrides)],
       failover: { order: ['azure'] },
     }).backends[0] as AzureKeyVaultBackendConfig;
-    const backend = new AzureKeyVaultBackend(config, { readSecret, logger: createLogger('fatal') });
+    const backend = new AzureKeyVaultBackend(config, {
+      readSecret,
+      readFile: readFileSync,
+      logger: createLogger('fatal'),
+    });
     await backend.open();
     defer(t, () => backend.close());
     return backend;

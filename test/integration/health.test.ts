@@ -29,7 +29,8 @@ describe('health as Status reports it', () => {
     process.env.SOFTHSM2_CONF = token.conf;
     // Probes are driven by the test (probeAll), not by the timer.
     const config = writeConfig(token, { health: { probeIntervalMs: 3600000 } });
-    app = await startApp(loadConfigFile(config.path), { logger: createLogger('info', log.stream) });
+    const { config: loaded, readFile } = loadConfigFile(config.path);
+    app = await startApp(loaded, { logger: createLogger('info', log.stream), readFile });
     client = createKmsV2Client(config.socket);
     // A second user of the same library: the broker then must not finalize it itself.
     library = loadModule(SOFTHSM_MODULE);

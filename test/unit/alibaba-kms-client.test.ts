@@ -13,7 +13,7 @@ import {
 } from '../../src/backends/alibaba-kms/alibaba-kms-client.ts';
 import { startDeadline } from '../../src/deadline.ts';
 import { BackendCallError, type FailureKind } from '../../src/backends/call-policy.ts';
-import type { AlibabaKmsBackendConfig } from '../../src/config/alibaba-kms-schema.ts';
+import type { AlibabaKmsBackendConfig } from '../../src/backends/alibaba-kms/alibaba-kms-schema.ts';
 import { AlibabaKmsFake } from '../helpers/alibaba-kms-fake.ts';
 
 interface Canned {

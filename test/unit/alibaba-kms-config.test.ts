@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { validateConfig } from '../../src/config/load.ts';
-import type { AlibabaKmsBackendConfig } from '../../src/config/schema.ts';
+import type { AlibabaKmsBackendConfig } from '../../src/backends/alibaba-kms/alibaba-kms-schema.ts';
 import { brokerError } from './expect-error.ts';
 
 function withBackend(backend: Record<string, unknown>): Record<string, unknown> {

@@ -9,7 +9,7 @@ import { DescribeKeyCommand } from '@aws-sdk/client-kms';
 import { createAwsKms } from '../../src/backends/aws-kms/aws-kms-client.ts';
 import { startDeadline } from '../../src/deadline.ts';
 import { validateConfig } from '../../src/config/load.ts';
-import type { AwsKmsBackendConfig } from '../../src/config/schema.ts';
+import type { AwsKmsBackendConfig } from '../../src/backends/aws-kms/aws-kms-schema.ts';
 import { brokerError } from './expect-error.ts';
 
 function backendConfig(endpoint: string, extra: Record<string, unknown> = {}): AwsKmsBackendConfig {

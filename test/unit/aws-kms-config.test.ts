@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { validateConfig } from '../../src/config/load.ts';
-import type { AwsKmsBackendConfig } from '../../src/config/schema.ts';
+import type { AwsKmsBackendConfig } from '../../src/backends/aws-kms/aws-kms-schema.ts';
 import { brokerError } from './expect-error.ts';
 
 const KEY_ID = '1234abcd-12ab-34cd-56ef-1234567890ab';

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { validateConfig } from '../../src/config/load.ts';
-import type { AzureKeyVaultBackendConfig } from '../../src/config/schema.ts';
+import type { AzureKeyVaultBackendConfig } from '../../src/backends/azure-keyvault/azure-keyvault-schema.ts';
 import { brokerError } from './expect-error.ts';
 
 const TENANT = '72f988bf-86f1-41af-91ab-2d7cd011db47';

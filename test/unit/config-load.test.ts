@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { parseConfig, validateConfig } from '../../src/config/load.ts';
-import type { Pkcs11BackendConfig, VaultTransitBackendConfig } from '../../src/config/schema.ts';
+import type { Pkcs11BackendConfig } from '../../src/backends/pkcs11/pkcs11-schema.ts';
+import type { VaultTransitBackendConfig } from '../../src/backends/vault-transit/vault-transit-schema.ts';
 import { brokerError } from './expect-error.ts';
 
 const minimalYaml = `

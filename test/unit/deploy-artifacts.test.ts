@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
-import { loadConfigFile } from '../../src/config/load.ts';
+import { readConfigFile } from '../../src/config/load.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 const deploy = (file: string) => join(root, 'deploy', file);
-const config = loadConfigFile(deploy('config.yaml'));
+const config = readConfigFile(deploy('config.yaml'));
 /** Where the Pod and the unit expect the config: the same path on the host and in the Pod. */
 const CONFIG_PATH = '/etc/kms-broker/config.yaml';
 

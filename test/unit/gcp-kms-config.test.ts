@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { validateConfig } from '../../src/config/load.ts';
-import type { GcpKmsBackendConfig } from '../../src/config/schema.ts';
+import type { GcpKmsBackendConfig } from '../../src/backends/gcp-kms/gcp-kms-schema.ts';
 import { brokerError } from './expect-error.ts';
 
 const KEY = 'projects/my-project/locations/europe-west1/keyRings/kms-broker/cryptoKeys/kek';

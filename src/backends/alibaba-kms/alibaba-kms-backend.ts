@@ -5,8 +5,8 @@
 // rotation done in the service and its adoption by the rotation watch, and since Alibaba
 // cannot disable a single version, a seed wrapped meanwhile still decrypts for as long as
 // the key exists. The envelope header is bound as EncryptionContext.
-import type { AlibabaKmsBackendConfig } from '../../config/alibaba-kms-schema.ts';
-import type { SecretReader } from '../../config/secrets.ts';
+import type { AlibabaKmsBackendConfig } from './alibaba-kms-schema.ts';
+import type { SecretReader } from '../../secrets.ts';
 import { startDeadline, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';

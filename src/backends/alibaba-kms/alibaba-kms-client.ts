@@ -5,7 +5,7 @@
 // concurrent requests and our retries inside the deadline; the SDK's own retries are off.
 import openapi from '@alicloud/openapi-client';
 import teaUtil from '@alicloud/tea-util';
-import type { AlibabaKmsBackendConfig } from '../../config/alibaba-kms-schema.ts';
+import type { AlibabaKmsBackendConfig } from './alibaba-kms-schema.ts';
 import { BackendCallError, createCallPolicy, transientSocketErrors } from '../call-policy.ts';
 import type { AlibabaCredential } from './alibaba-kms-credentials.ts';
 import { classifyAlibabaError } from './alibaba-kms-errors.ts';

@@ -3,8 +3,8 @@
 // pair (and STS token) in files named by the config. Files are re-read now and then, so a
 // rotated Kubernetes Secret is picked up without a restart.
 import credentials from '@alicloud/credentials';
-import type { AlibabaKmsBackendConfig } from '../../config/alibaba-kms-schema.ts';
-import type { SecretReader } from '../../config/secrets.ts';
+import type { AlibabaKmsBackendConfig } from './alibaba-kms-schema.ts';
+import type { SecretReader } from '../../secrets.ts';
 
 export type AlibabaCredential = InstanceType<typeof credentials.default>;
 

@@ -14,7 +14,7 @@ import {
   UpdateAliasCommand,
   type KeyMetadata,
 } from '@aws-sdk/client-kms';
-import { isAwsAlias, type AwsKmsBackendConfig } from '../../config/aws-kms-schema.ts';
+import { isAwsAlias, type AwsKmsBackendConfig } from './aws-kms-schema.ts';
 import { startDeadline, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';

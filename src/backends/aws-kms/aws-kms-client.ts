@@ -6,7 +6,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { fromIni } from '@aws-sdk/credential-provider-ini';
-import type { AwsKmsBackendConfig } from '../../config/aws-kms-schema.ts';
+import type { AwsKmsBackendConfig } from './aws-kms-schema.ts';
 import { BrokerError } from '../../errors.ts';
 import { BackendCallError, brokerErrorFor, createCallPolicy } from '../call-policy.ts';
 import { classifyAwsError } from './aws-kms-errors.ts';

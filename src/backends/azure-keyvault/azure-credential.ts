@@ -12,8 +12,8 @@ import {
   type TokenCredential,
   type TokenCredentialOptions,
 } from '@azure/identity';
-import type { AzureCredentialConfig } from '../../config/azure-keyvault-schema.ts';
-import type { SecretReader } from '../../config/secrets.ts';
+import type { AzureCredentialConfig } from './azure-keyvault-schema.ts';
+import type { SecretReader } from '../../secrets.ts';
 
 export function createAzureCredential(
   config: AzureCredentialConfig,

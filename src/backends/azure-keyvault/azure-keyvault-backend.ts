@@ -4,7 +4,6 @@
 // SDK's key GET is skipped), one key read per probe, never a wrap. Rotations done in the
 // vault are offered to the broker through `externalRotation`, which adopts them once stable.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import type { TokenCredential } from '@azure/identity';
 import {
@@ -15,10 +14,12 @@ import {
   type KeyWrapAlgorithm,
   type WrapKeyOptions,
 } from '@azure/keyvault-keys';
-import type { AzureKeyVaultBackendConfig } from '../../config/azure-keyvault-schema.ts';
-import type { SecretReader } from '../../config/secrets.ts';
+import type { AzureKeyVaultBackendConfig } from './azure-keyvault-schema.ts';
+import type { SecretReader } from '../../secrets.ts';
 import { BrokerError } from '../../errors.ts';
+import type { FileReader } from '../../file-reader.ts';
 import type { Logger } from '../../log.ts';
+import type { BackendDeps } from '../backend-kind.ts';
 import { BackendCallError, brokerErrorFor, createCallPolicy, type CallPolicy } from '../call-policy.ts';
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
 import { createAzureCredential } from './azure-credential.ts';
@@ -70,6 +71,7 @@ export class AzureKeyVaultBackend implements KekBackend {
   readonly externalRotation: ExternalRotation;
   readonly #config: AzureKeyVaultBackendConfig;
   readonly #readSecret: SecretReader;
+  readonly #readFile: FileReader;
   readonly #logger: Logger;
   readonly #policy: CallPolicy;
   readonly #managedHsm: boolean;
@@ -79,12 +81,13 @@ export class AzureKeyVaultBackend implements KekBackend {
   /** One client per pinned version: each sends its operations straight to that version. */
   readonly #crypto = new Map<string, CryptographyClient>();
 
-  constructor(config: AzureKeyVaultBackendConfig, deps: { readSecret: SecretReader; logger: Logger }) {
+  constructor(config: AzureKeyVaultBackendConfig, deps: BackendDeps) {
     this.#config = config;
     this.name = config.name;
     this.mechanism = config.algorithm;
     this.autoCreate = config.createIfMissing;
     this.#readSecret = deps.readSecret;
+    this.#readFile = deps.readFile;
     this.#logger = deps.logger.child({ backend: config.name });
     this.#managedHsm = /\.managedhsm\./i.test(config.vaultUrl) || config.algorithm === 'A256KW';
     this.#keyUrl = `${config.vaultUrl}/keys/${config.keyName}`;
@@ -245,7 +248,7 @@ export class AzureKeyVaultBackend implements KekBackend {
 
   #readCa(path: string): Buffer {
     try {
-      return readFileSync(path);
+      return this.#readFile(path);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? 'error';
       throw new BrokerError(

@@ -6,9 +6,10 @@
 // carry CRC32C checksums so that corruption in transit is caught, and retried, not stored.
 // A primary changed in Cloud KMS itself is offered to the broker through `externalRotation`.
 import type { KeyManagementServiceClient, protos } from '@google-cloud/kms';
-import type { GcpKmsBackendConfig } from '../../config/gcp-kms-schema.ts';
+import type { GcpKmsBackendConfig } from './gcp-kms-schema.ts';
 import { startDeadline, type Deadline } from '../../deadline.ts';
 import { BrokerError, isBrokerError } from '../../errors.ts';
+import type { FileReader } from '../../file-reader.ts';
 import type { Logger } from '../../log.ts';
 import { BackendCallError, brokerErrorFor } from '../call-policy.ts';
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
@@ -51,13 +52,15 @@ export class GcpKmsBackend implements KekBackend {
   /** Created by open(). */
   #caller: GcpKmsCaller | undefined;
   readonly #logger: Logger;
+  readonly #readFile: FileReader;
 
-  constructor(config: GcpKmsBackendConfig, deps: { logger: Logger }) {
+  constructor(config: GcpKmsBackendConfig, deps: { readFile: FileReader; logger: Logger }) {
     this.name = config.name;
     this.autoCreate = config.createIfMissing;
     this.#config = config;
     this.#keyName = config.keyName;
     this.#logger = deps.logger.child({ backend: config.name });
+    this.#readFile = deps.readFile;
     this.externalRotation = {
       intervalMs: config.rotationPoll.intervalMs,
       stableForMs: config.rotationPoll.stableForMs,
@@ -67,7 +70,7 @@ export class GcpKmsBackend implements KekBackend {
 
   async open(): Promise<void> {
     try {
-      this.#caller ??= await createGcpKmsCaller(this.#config);
+      this.#caller ??= await createGcpKmsCaller(this.#config, this.#readFile);
       await this.#caller.checkCredentials(startDeadline(OPEN_TIMEOUT_MS));
     } catch (error) {
       throw credentialError(error, this.name, OPEN_TIMEOUT_MS);

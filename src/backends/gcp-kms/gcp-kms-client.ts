@@ -2,12 +2,12 @@
 // the configured file or Application Default Credentials, an optional private endpoint, and
 // every request run under the shared call policy. The library's own retries are switched
 // off so that ours, which respect the call's deadline, are the only ones.
-import { readFileSync } from 'node:fs';
 import type { KeyManagementServiceClient } from '@google-cloud/kms';
 import type { ChannelCredentials } from '@grpc/grpc-js';
-import type { GcpKmsBackendConfig } from '../../config/gcp-kms-schema.ts';
+import type { GcpKmsBackendConfig } from './gcp-kms-schema.ts';
 import { withSignal, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
+import type { FileReader } from '../../file-reader.ts';
 import { createCallPolicy } from '../call-policy.ts';
 import { loadCredentials } from './gcp-kms-credentials.ts';
 import { classifyGcpError } from './gcp-kms-errors.ts';
@@ -32,7 +32,10 @@ export interface GcpKmsCaller {
 
 export const DEFAULT_SERVICE = 'cloudkms.googleapis.com';
 
-export async function createGcpKmsCaller(config: GcpKmsBackendConfig): Promise<GcpKmsCaller> {
+export async function createGcpKmsCaller(
+  config: GcpKmsBackendConfig,
+  readFile: FileReader,
+): Promise<GcpKmsCaller> {
   // Loaded when a Cloud KMS backend opens: brokers without one never pay for google-gax.
   const { KeyManagementServiceClient } = await import('@google-cloud/kms');
   const endpoint = config.endpoint === undefined ? undefined : new URL(config.endpoint);
@@ -45,7 +48,9 @@ export async function createGcpKmsCaller(config: GcpKmsBackendConfig): Promise<G
       port: endpoint.port === '' ? 443 : Number(endpoint.port),
     }),
     ...(config.caFile !== undefined && {
-      sslCreds: await privateCaCredentials(config.caFile, config.name, () => kms.auth.getClient()),
+      sslCreds: await privateCaCredentials(readCa(config.caFile, config.name, readFile), () =>
+        kms.auth.getClient(),
+      ),
     }),
   });
   const policy = createCallPolicy({
@@ -78,23 +83,24 @@ interface HeaderSource {
   getRequestHeaders(url?: string): Promise<Headers | Record<string, string>>;
 }
 
+function readCa(caFile: string, backend: string, readFile: FileReader): Buffer {
+  try {
+    return readFile(caFile);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'UNREADABLE';
+    throw new BrokerError('CONFIG_INVALID', `backend ${backend}: cannot read caFile ${caFile} (${code})`);
+  }
+}
+
 /**
  * TLS that trusts only the configured CA (a private endpoint's), in this backend's channel
  * alone, carrying the OAuth token the library would attach: google-gax sends no call
  * credentials of its own when it is given channel credentials.
  */
 async function privateCaCredentials(
-  caFile: string,
-  backend: string,
+  ca: Buffer,
   authClient: () => Promise<HeaderSource>,
 ): Promise<ChannelCredentials> {
-  let ca: Buffer;
-  try {
-    ca = readFileSync(caFile);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? 'UNREADABLE';
-    throw new BrokerError('CONFIG_INVALID', `backend ${backend}: cannot read caFile ${caFile} (${code})`);
-  }
   const { credentials } = await import('@grpc/grpc-js');
   return credentials.combineChannelCredentials(
     credentials.createSsl(ca),

@@ -7,8 +7,8 @@
 import { randomBytes } from 'node:crypto';
 import graphene from 'graphene-pk11';
 import type { KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
-import type { Pkcs11BackendConfig } from '../../config/schema.ts';
-import type { SecretReader } from '../../config/secrets.ts';
+import type { Pkcs11BackendConfig } from './pkcs11-schema.ts';
+import type { SecretReader } from '../../secrets.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { classify, ckrName, type Pkcs11Failure } from './pkcs11-errors.ts';

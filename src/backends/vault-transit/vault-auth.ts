@@ -1,8 +1,8 @@
 // The Vault token's life: log in with the configured method, renew the token before it
 // expires, and log in again when renewal is no longer possible or Vault answers 403. The
 // token itself only ever lives in the HTTP layer's header; it is never logged or returned.
-import type { SecretReader } from '../../config/secrets.ts';
-import type { VaultAuthConfig, VaultTransitBackendConfig } from '../../config/schema.ts';
+import type { SecretReader } from '../../secrets.ts';
+import type { VaultAuthConfig, VaultTransitBackendConfig } from './vault-transit-schema.ts';
 import { startDeadline, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';

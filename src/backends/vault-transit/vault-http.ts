@@ -1,13 +1,13 @@
 // A typed layer over node-vault: keep-alive connections, TLS from files, a bound on
 // concurrent requests, bounded retries of transient failures inside the caller's deadline,
 // and failures classified by HTTP status or socket error, never by Vault's message text.
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import nodeVault from 'node-vault';
-import type { VaultTransitBackendConfig } from '../../config/schema.ts';
+import type { VaultTransitBackendConfig } from './vault-transit-schema.ts';
 import { BackendCallError, createCallPolicy, transientSocketErrors } from '../call-policy.ts';
 import type { Deadline } from '../../deadline.ts';
+import type { FileReader } from '../../file-reader.ts';
 
 export interface VaultHttp {
   read<T>(path: string, deadline: Deadline): Promise<T>;
@@ -16,17 +16,17 @@ export interface VaultHttp {
   close(): void;
 }
 
-export function createVaultHttp(config: VaultTransitBackendConfig): VaultHttp {
+export function createVaultHttp(config: VaultTransitBackendConfig, readFile: FileReader): VaultHttp {
   const tls = config.tls;
-  // Our own agents: keep-alive connection reuse, and TLS material read once from files.
+  // Our own agents: keep-alive connection reuse, and the TLS material of the config's files.
   const httpAgent = new http.Agent({ keepAlive: true, maxSockets: config.maxConcurrency });
   const httpsAgent = new https.Agent({
     keepAlive: true,
     maxSockets: config.maxConcurrency,
-    ...(tls?.caFile !== undefined && { ca: readFileSync(tls.caFile) }),
+    ...(tls?.caFile !== undefined && { ca: readFile(tls.caFile) }),
     ...(tls?.serverName !== undefined && { servername: tls.serverName }),
-    ...(tls?.certFile !== undefined && { cert: readFileSync(tls.certFile) }),
-    ...(tls?.keyFile !== undefined && { key: readFileSync(tls.keyFile) }),
+    ...(tls?.certFile !== undefined && { cert: readFile(tls.certFile) }),
+    ...(tls?.keyFile !== undefined && { key: readFile(tls.keyFile) }),
   });
   const client = nodeVault({
     endpoint: config.address,

@@ -4,10 +4,10 @@
 // envelope header as `associated_data`. Rotations done in Vault itself are offered to the
 // broker through `externalRotation`, which adopts them once they are stable.
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
-import type { VaultTransitBackendConfig } from '../../config/schema.ts';
-import type { SecretReader } from '../../config/secrets.ts';
+import type { VaultTransitBackendConfig } from './vault-transit-schema.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
+import type { BackendDeps } from '../backend-kind.ts';
 import { VaultAuth, type Need } from './vault-auth.ts';
 import { BackendCallError } from '../call-policy.ts';
 import { createVaultHttp, type VaultHttp } from './vault-http.ts';
@@ -45,12 +45,12 @@ export class VaultTransitBackend implements KekBackend {
   /** Versions below this cannot decrypt in Vault; known from the last key read. */
   #minDecryptionVersion = 1;
 
-  constructor(config: VaultTransitBackendConfig, deps: { readSecret: SecretReader; logger: Logger }) {
+  constructor(config: VaultTransitBackendConfig, deps: BackendDeps) {
     this.#config = config;
     this.name = config.name;
     this.autoCreate = config.createIfMissing;
     this.#logger = deps.logger.child({ backend: config.name });
-    this.#http = createVaultHttp(config);
+    this.#http = createVaultHttp(config, deps.readFile);
     this.#auth = new VaultAuth(this.#http, config, { readSecret: deps.readSecret, logger: this.#logger });
     const { mount, key } = config;
     this.#paths = {

@@ -4,7 +4,7 @@
 // ever overwrites it.
 import { Type, type Static } from '@sinclair/typebox';
 import { Ajv } from 'ajv';
-import { backendNameSchema } from '../../config/common.ts';
+import { backendNameSchema, MAX_BACKENDS } from '../../backends/config-schema.ts';
 import { describeSchemaErrors } from '../../config/schema-errors.ts';
 import { BrokerError } from '../../errors.ts';
 
@@ -24,7 +24,7 @@ const versionSchema = Type.Object(
 /** The failover setting, as stored and as the admin API reads and writes it. */
 export const failoverSettingSchema = Type.Object(
   {
-    order: Type.Array(backendNameSchema, { minItems: 1, maxItems: 16 }),
+    order: Type.Array(backendNameSchema, { minItems: 1, maxItems: MAX_BACKENDS }),
     wrap: Type.Union([Type.Literal('all'), Type.Literal('first')]),
   },
   { additionalProperties: false },

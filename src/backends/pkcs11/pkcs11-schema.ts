@@ -6,7 +6,7 @@ import {
   exactlyOne,
   strict,
   type RuleViolation,
-} from './common.ts';
+} from '../config-schema.ts';
 
 export const pkcs11BackendSchema = Type.Object(
   {

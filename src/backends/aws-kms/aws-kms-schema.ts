@@ -6,7 +6,7 @@ import {
   remoteServiceFields,
   strict,
   type RuleViolation,
-} from './common.ts';
+} from '../config-schema.ts';
 
 /** A key id (UUID or multi-Region `mrk-`), a key or alias ARN, or an alias name. */
 const awsKeyReference = Type.String({

@@ -9,7 +9,7 @@ import {
   strict,
   type RuleViolation,
   type VariantKeys,
-} from './common.ts';
+} from '../config-schema.ts';
 
 const vaultPath = Type.String({
   minLength: 1,

@@ -1,7 +1,7 @@
 // Secrets (HSM PINs, later tokens) come from a file or an environment variable, never
 // from the config itself. Errors name where the secret was looked for, never its value.
 import { readFileSync } from 'node:fs';
-import { BrokerError } from '../errors.ts';
+import { BrokerError } from './errors.ts';
 
 export interface SecretSource {
   readonly file?: string | undefined;

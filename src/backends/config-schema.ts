@@ -1,10 +1,14 @@
-// Schema pieces and rule helpers shared by the top-level config and every backend kind.
+// Schema pieces and rule helpers shared by the top-level config and every backend kind. They
+// live with the backends, which import nothing from src/config, so that a kind's schema can
+// use them; src/config imports them from here.
 import { Type } from '@sinclair/typebox';
 
 export const strict = { additionalProperties: false } as const;
 
 /** A DNS label: backend names appear in envelopes, metrics and annotation keys. */
 export const backendNameSchema = Type.String({ pattern: '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$' });
+/** Backends one broker fronts at most (the config's list and the failover order). */
+export const MAX_BACKENDS = 16;
 export const absolutePath = Type.String({ minLength: 1, pattern: '^/' });
 export const envVarName = Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' });
 

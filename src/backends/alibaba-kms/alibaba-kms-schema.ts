@@ -6,7 +6,7 @@ import {
   remoteServiceFields,
   strict,
   type RuleViolation,
-} from './common.ts';
+} from '../config-schema.ts';
 
 export const alibabaKmsBackendSchema = Type.Object(
   {

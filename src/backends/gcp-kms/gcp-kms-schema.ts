@@ -6,7 +6,7 @@ import {
   remoteServiceFields,
   strict,
   type RuleViolation,
-} from './common.ts';
+} from '../config-schema.ts';
 
 /** Cloud KMS resource IDs: key rings and keys are 1–63 letters, digits, `_` or `-`. */
 const resourceId = '[A-Za-z0-9_-]{1,63}';

@@ -7,7 +7,7 @@ import {
   strict,
   type RuleViolation,
   type VariantKeys,
-} from './common.ts';
+} from '../config-schema.ts';
 
 /** Entra ID tenants and application (client) ids are GUIDs; a tenant may also be a domain name. */
 const tenantId = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$' });
