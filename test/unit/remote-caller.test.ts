@@ -11,6 +11,7 @@ import {
   createRemoteCaller,
   type ServiceFailures,
 } from '../../src/backends/remote-caller.ts';
+import { vaultFailures } from '../../src/backends/vault-transit/vault-http.ts';
 import { startDeadline } from '../../src/deadline.ts';
 import { BrokerError } from '../../src/errors.ts';
 import { brokerError } from './expect-error.ts';
@@ -100,6 +101,20 @@ describe('failure classification', () => {
     assert.equal(classifyFailure(withCode('ENOTFOUND'), quiet).cause, 'TEST_CLIENT_ERROR');
     assert.equal(classifyFailure(new TypeError('x is not a function'), failures).cause, 'TEST_CLIENT_ERROR');
     assert.equal(classifyFailure(undefined, failures).kind, 'other');
+  });
+
+  it("keeps Vault's own meanings: a sealed 503, and 401 as before", () => {
+    const vault = (statusCode: number, message = 'error') =>
+      classifyFailure(Object.assign(new Error(message), { response: { statusCode } }), vaultFailures);
+    assert.deepEqual(
+      [vault(503, 'Vault is sealed').kind, vault(503, 'Vault is sealed').cause],
+      ['unavailable', 'VAULT_SEALED'],
+    );
+    assert.equal(vault(503).cause, 'HTTP_503');
+    assert.deepEqual(
+      [vault(401).kind, vault(403).kind, vault(404).kind],
+      ['other', 'permission', 'not-found'],
+    );
   });
 });
 
