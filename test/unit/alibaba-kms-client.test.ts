@@ -11,9 +11,11 @@ import {
   createAlibabaKmsClient,
   type AlibabaKmsClient,
 } from '../../src/backends/alibaba-kms/alibaba-kms-client.ts';
+import { ALIBABA_KMS_SERVICE, alibabaFailures } from '../../src/backends/alibaba-kms/alibaba-kms-errors.ts';
 import { startDeadline } from '../../src/deadline.ts';
 import { BackendCallError, type FailureKind } from '../../src/backends/call-policy.ts';
 import type { AlibabaKmsBackendConfig } from '../../src/backends/alibaba-kms/alibaba-kms-schema.ts';
+import { createRemoteCaller } from '../../src/backends/remote-caller.ts';
 import { AlibabaKmsFake } from '../helpers/alibaba-kms-fake.ts';
 
 interface Canned {
@@ -59,7 +61,14 @@ describe('Alibaba Cloud KMS client', () => {
     const credential = new credentials.default(
       new credentials.Config({ type: 'access_key', accessKeyId: 'AKID', accessKeySecret: 'secret' }),
     );
-    return createAlibabaKmsClient(config, credential);
+    const caller = createRemoteCaller({
+      backend: config.name,
+      service: ALIBABA_KMS_SERVICE,
+      maxConcurrency: config.maxConcurrency,
+      requestTimeoutMs,
+      failures: alibabaFailures,
+    });
+    return createAlibabaKmsClient(config, credential, caller);
   }
 
   async function failure(call: Promise<unknown>): Promise<BackendCallError> {

@@ -6,9 +6,13 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { DescribeKeyCommand, KMSClient } from '@aws-sdk/client-kms';
-import { classifyAwsError } from '../../src/backends/aws-kms/aws-kms-errors.ts';
+import { awsFailures } from '../../src/backends/aws-kms/aws-kms-errors.ts';
 import { brokerErrorFor, type FailureKind } from '../../src/backends/call-policy.ts';
+import { classifyFailure } from '../../src/backends/remote-caller.ts';
 import { GrpcCode } from '../../src/errors.ts';
+
+/** AWS's own meanings first, then the shared status table and socket codes, as every call reads them. */
+const classifyAwsError = (error: unknown) => classifyFailure(error, awsFailures);
 
 interface Answer {
   readonly status: number;

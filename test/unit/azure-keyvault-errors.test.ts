@@ -9,8 +9,12 @@ import {
   AuthenticationRequiredError,
   CredentialUnavailableError,
 } from '@azure/identity';
-import { classifyAzureError } from '../../src/backends/azure-keyvault/azure-errors.ts';
+import { azureFailures } from '../../src/backends/azure-keyvault/azure-errors.ts';
 import { BackendCallError, type FailureKind } from '../../src/backends/call-policy.ts';
+import { classifyFailure } from '../../src/backends/remote-caller.ts';
+
+/** Key Vault's own meanings first, then the shared status table and socket codes. */
+const classifyAzureError = (error: unknown) => classifyFailure(error, azureFailures);
 
 /** MSAL's error for a refused token request, as @azure/identity wraps it. */
 function msalRefusal(status: number): AuthenticationRequiredError {

@@ -4,8 +4,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { crc32c } from '../../src/backends/gcp-kms/crc32c.ts';
-import { classifyGcpError } from '../../src/backends/gcp-kms/gcp-kms-errors.ts';
+import { gcpFailures } from '../../src/backends/gcp-kms/gcp-kms-errors.ts';
 import type { FailureKind } from '../../src/backends/call-policy.ts';
+import { classifyFailure } from '../../src/backends/remote-caller.ts';
+
+/** Cloud KMS's own meanings first, then the shared rules, as every call reads them. */
+const classifyGcpError = (error: unknown) => classifyFailure(error, gcpFailures);
 
 /** A grpc-js ServiceError as the client library rejects with it. */
 function grpcError(code: GrpcStatus, details = 'some text Google may change'): Error {

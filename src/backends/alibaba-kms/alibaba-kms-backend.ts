@@ -10,15 +10,16 @@ import type { SecretReader } from '../../secrets.ts';
 import { startDeadline, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
-import { BackendCallError, brokerErrorFor, type FailureContext } from '../call-policy.ts';
+import { BackendCallError } from '../call-policy.ts';
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
+import { createRemoteCaller, type Need, type RemoteCaller } from '../remote-caller.ts';
 import { createAlibabaKmsClient, type AlibabaKmsClient, type KeyVersionEntry } from './alibaba-kms-client.ts';
 import { createAlibabaCredential } from './alibaba-kms-credentials.ts';
+import { ALIBABA_KMS_SERVICE as SERVICE, alibabaFailures } from './alibaba-kms-errors.ts';
 
 export const ALIBABA_KMS_MECHANISM = 'alibaba-kms';
 /** The EncryptionContext entry that carries the envelope header (base64). */
 export const HEADER_CONTEXT_KEY = 'kms-broker-header';
-const SERVICE = 'Alibaba Cloud KMS';
 const OPEN_TIMEOUT_MS = 10000;
 /** Distinct version mismatches warned about; a few suffice to tell the operator. */
 const MAX_MISMATCH_WARNINGS = 16;
@@ -35,6 +36,7 @@ export class AlibabaKmsBackend implements KekBackend {
   readonly name: string;
   readonly externalRotation: ExternalRotation;
   readonly #config: AlibabaKmsBackendConfig;
+  readonly #caller: RemoteCaller;
   readonly #client: AlibabaKmsClient;
   readonly #logger: Logger;
   readonly #mismatchesWarned = new Set<string>();
@@ -46,7 +48,18 @@ export class AlibabaKmsBackend implements KekBackend {
     this.#config = config;
     this.name = config.name;
     this.#logger = deps.logger.child({ backend: config.name });
-    this.#client = createAlibabaKmsClient(config, createAlibabaCredential(config, deps.readSecret));
+    this.#caller = createRemoteCaller({
+      backend: config.name,
+      service: SERVICE,
+      maxConcurrency: config.maxConcurrency,
+      requestTimeoutMs: config.requestTimeoutMs,
+      failures: alibabaFailures,
+    });
+    this.#client = createAlibabaKmsClient(
+      config,
+      createAlibabaCredential(config, deps.readSecret),
+      this.#caller,
+    );
     this.#keyId = config.keyId;
     this.#arn = `acs:kms:${config.regionId}:*:key/${config.keyId}`;
     this.externalRotation = {
@@ -63,7 +76,7 @@ export class AlibabaKmsBackend implements KekBackend {
       // An unreadable file is already a precise error; a metadata service down is an outage.
       if (error instanceof BrokerError) throw error;
       if (error instanceof BackendCallError && error.kind === 'unavailable')
-        throw brokerErrorFor(error, this.#failureContext('credentials'));
+        throw this.#caller.brokerError(error, this.#need('credentials'));
       const source =
         this.#config.credentials === undefined
           ? 'the default chain (ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET, OIDC, CLI profile, credentials file, ECS RAM role)'
@@ -202,23 +215,24 @@ export class AlibabaKmsBackend implements KekBackend {
     try {
       return await run();
     } catch (error) {
-      if (error instanceof BackendCallError) {
-        const mapped = special?.(error);
-        if (mapped !== undefined) throw mapped;
-        if (error.kind === 'not-found') {
-          throw new BrokerError(
-            'KEY_MISSING',
-            `backend ${this.name}: Alibaba Cloud KMS has no key ${this.#config.keyId} in region ${this.#config.regionId}`,
-            error.cause,
-          );
-        }
-      }
-      throw brokerErrorFor(error, this.#failureContext(action));
+      throw this.#caller.brokerError(error, this.#need(action, special));
     }
   }
 
-  #failureContext(action: string): FailureContext {
-    return { backend: this.name, service: SERVICE, permission: `${action} on ${this.#arn}` };
+  /** What a call of `action` needs; a missing key names the configured key and region. */
+  #need(action: string, special?: (failure: BackendCallError) => BrokerError | undefined): Need {
+    return {
+      permission: `${action} on ${this.#arn}`,
+      refine: failure =>
+        special?.(failure) ??
+        (failure.kind === 'not-found'
+          ? new BrokerError(
+              'KEY_MISSING',
+              `backend ${this.name}: Alibaba Cloud KMS has no key ${this.#config.keyId} in region ${this.#config.regionId}`,
+              failure.cause,
+            )
+          : undefined),
+    };
   }
 
   #toInfo(entry: KeyVersionEntry): (KeyVersionInfo & { createdAt: string }) | undefined {

@@ -1,14 +1,15 @@
 // Typed Alibaba Cloud KMS (API 2016-01-20) actions over the RPC protocol of
 // @alicloud/openapi-client, whose errors carry the HTTP status beside the service's code
 // (the rpc-client that @alicloud/kms20160120 1.2.0 is built on keeps the status only in
-// its message text). Every request goes through the shared call policy: a bound on
+// its message text). Every request goes through the backend's remote caller: a bound on
 // concurrent requests and our retries inside the deadline; the SDK's own retries are off.
+// Failures leave classified, for the backend to name in the broker's terms.
 import openapi from '@alicloud/openapi-client';
 import teaUtil from '@alicloud/tea-util';
 import type { AlibabaKmsBackendConfig } from './alibaba-kms-schema.ts';
-import { BackendCallError, createCallPolicy, transientSocketErrors } from '../call-policy.ts';
+import { BackendCallError, transientSocketErrors } from '../call-policy.ts';
+import type { RemoteCaller } from '../remote-caller.ts';
 import type { AlibabaCredential } from './alibaba-kms-credentials.ts';
-import { classifyAlibabaError } from './alibaba-kms-errors.ts';
 import type { Deadline } from '../../deadline.ts';
 
 const API_VERSION = '2016-01-20';
@@ -59,6 +60,7 @@ const MAX_PAGES = 100;
 export function createAlibabaKmsClient(
   config: AlibabaKmsBackendConfig,
   credential: AlibabaCredential,
+  caller: Pick<RemoteCaller, 'run'>,
 ): AlibabaKmsClient {
   const endpoint = new URL(config.endpoint ?? `https://kms.${config.regionId}.aliyuncs.com`);
   const client = new openapi.default(
@@ -71,14 +73,8 @@ export function createAlibabaKmsClient(
       signatureAlgorithm: 'v2',
     }),
   );
-  const policy = createCallPolicy({
-    maxConcurrency: config.maxConcurrency,
-    requestTimeoutMs: config.requestTimeoutMs,
-    classify: classifyAlibabaError,
-  });
-
   async function call<T>(action: string, query: Record<string, string>, deadline: Deadline): Promise<T> {
-    return policy.run(deadline, async (attemptSignal, timeoutMs) => {
+    return caller.run(deadline, async (attemptSignal, timeoutMs) => {
       const params = new openapi.Params({
         action,
         version: API_VERSION,

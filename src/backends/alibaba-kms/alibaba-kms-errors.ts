@@ -1,7 +1,11 @@
-// Alibaba Cloud KMS failures by kind: from the service's error code and the HTTP status
-// that @alicloud/openapi-client records beside it, or from the socket or timeout error
-// underneath; never from message text.
-import { BackendCallError, transientSocketErrors } from '../call-policy.ts';
+// What a failure means for Alibaba Cloud KMS: the service's error code, read with the HTTP
+// status that @alicloud/openapi-client records beside it, or the SDK's own timeout and parse
+// errors; never the message text. Socket errors are the shared rules'.
+import { BackendCallError, type FailureKind } from '../call-policy.ts';
+import { kindOfStatus, type StatusMeanings } from '../http-status.ts';
+import type { ServiceFailures } from '../remote-caller.ts';
+
+export const ALIBABA_KMS_SERVICE = 'Alibaba Cloud KMS';
 
 /** Codes that mean the caller's identity itself was refused (common to Alibaba Cloud APIs). */
 const authCodes: ReadonlySet<string> = new Set([
@@ -29,39 +33,42 @@ const notFoundCodes: ReadonlySet<string> = new Set([
 /** A service code is a safe tag for logs and errors; anything else is replaced by the status. */
 const safeCode = /^[A-Za-z][A-Za-z0-9.]{0,63}$/;
 
-export function classifyAlibabaError(error: unknown): BackendCallError {
-  if (error instanceof BackendCallError) return error;
-  const failure = error as { name?: unknown; code?: unknown; data?: { statusCode?: unknown } };
-  const status = typeof failure.data?.statusCode === 'number' ? failure.data.statusCode : undefined;
-  const code = typeof failure.code === 'string' ? failure.code : '';
-  if (status !== undefined) {
-    const cause = safeCode.test(code) ? code : `HTTP_${status}`;
-    return new BackendCallError(kindOf(code, status), cause);
-  }
-  if (failure.name === 'RequestTimeoutError') return new BackendCallError('unavailable', 'TIMEOUT');
-  if (transientSocketErrors.has(code)) return new BackendCallError('unavailable', code);
-  // An error page that is not JSON (a proxy's 502) fails to parse: an outage symptom.
-  if (error instanceof SyntaxError) return new BackendCallError('unavailable', 'NON_JSON_RESPONSE');
-  return new BackendCallError('other', 'ALIBABA_CLIENT_ERROR');
-}
+/** A 401 or 408 with a code Alibaba does not list here has always been 'other'. */
+const alibabaStatuses: StatusMeanings = { 401: 'other', 408: 'other' };
 
-function kindOf(code: string, status: number): BackendCallError['kind'] {
-  if (
-    code === 'Throttling' ||
-    code.startsWith('Throttling.') ||
-    code === 'Rejected.Throttling' ||
-    status === 429
-  )
+export const alibabaFailures: ServiceFailures = {
+  classify(error) {
+    const failure = error as { name?: unknown; code?: unknown; data?: { statusCode?: unknown } } | undefined;
+    const status = failure?.data?.statusCode;
+    const code = typeof failure?.code === 'string' ? failure.code : '';
+    if (typeof status === 'number') {
+      // The service's code is the cause (a safe tag), else the status is.
+      const cause = safeCode.test(code) ? code : `HTTP_${status}`;
+      return new BackendCallError(kindOf(code, status), cause);
+    }
+    if (failure?.name === 'RequestTimeoutError') return new BackendCallError('unavailable', 'TIMEOUT');
+    // An error page that is not JSON (a proxy's 502) fails to parse: an outage symptom.
+    if (error instanceof SyntaxError) return new BackendCallError('unavailable', 'NON_JSON_RESPONSE');
+    return undefined;
+  },
+  unexplained: 'ALIBABA_CLIENT_ERROR',
+  namesErrorCodes: false,
+};
+
+/** The code decides where it names throttling, a refused identity or a missing key; else the status. */
+function kindOf(code: string, status: number): FailureKind {
+  const byStatus = kindOfStatus(status, alibabaStatuses);
+  if (code === 'Throttling' || code.startsWith('Throttling.') || code === 'Rejected.Throttling')
     return 'throttled';
-  if (status >= 500) return 'unavailable';
+  // An outage or throttling answer stays one, whatever its code.
+  if (byStatus === 'throttled' || byStatus === 'unavailable') return byStatus;
   if (
     authCodes.has(code) ||
     code.startsWith('InvalidAccessKeyId.') ||
     code.startsWith('InvalidSecurityToken.')
   )
     return 'auth';
-  if (notFoundCodes.has(code) || status === 404) return 'not-found';
-  if (code === 'Forbidden' || code.startsWith('Forbidden.') || status === 403) return 'permission';
-  if (status === 400 || status === 409) return 'rejected';
-  return 'other';
+  if (notFoundCodes.has(code) || byStatus === 'not-found') return 'not-found';
+  if (code === 'Forbidden' || code.startsWith('Forbidden.')) return 'permission';
+  return byStatus;
 }

@@ -8,9 +8,9 @@ import { KMSClient } from '@aws-sdk/client-kms';
 import { fromIni } from '@aws-sdk/credential-provider-ini';
 import type { AwsKmsBackendConfig } from './aws-kms-schema.ts';
 import { BrokerError } from '../../errors.ts';
-import { BackendCallError, brokerErrorFor, createCallPolicy } from '../call-policy.ts';
-import { classifyAwsError } from './aws-kms-errors.ts';
 import type { Deadline } from '../../deadline.ts';
+import { createRemoteCaller } from '../remote-caller.ts';
+import { awsFailures } from './aws-kms-errors.ts';
 
 export const AWS_KMS_SERVICE = 'AWS KMS';
 /** The SDK's error when no source of credentials yielded any. */
@@ -45,28 +45,26 @@ export function createAwsKms(config: AwsKmsBackendConfig): AwsKms {
     maxAttempts: 1,
     requestHandler: { httpAgent, httpsAgent, connectionTimeout: config.requestTimeoutMs },
   });
-  const policy = createCallPolicy({
+  const caller = createRemoteCaller({
+    backend: config.name,
+    service: AWS_KMS_SERVICE,
     maxConcurrency: config.maxConcurrency,
     requestTimeoutMs: config.requestTimeoutMs,
-    classify: classifyAwsError,
+    failures: awsFailures,
   });
+  // Nothing reached AWS: say where credentials were looked for, not that AWS refused them.
+  const refine = (failure: { cause: string }) =>
+    failure.cause === NO_CREDENTIALS
+      ? new BrokerError(
+          'BACKEND_AUTH_FAILED',
+          `backend ${config.name}: no AWS credentials could be loaded from ${credentialSource(config)}`,
+          NO_CREDENTIALS,
+        )
+      : undefined;
 
   return {
-    async call(deadline, permission, request) {
-      try {
-        return await policy.run(deadline, attemptSignal => request(client, attemptSignal));
-      } catch (error) {
-        // Nothing reached AWS: say where credentials were looked for, not that AWS refused them.
-        if (error instanceof BackendCallError && error.cause === NO_CREDENTIALS) {
-          throw new BrokerError(
-            'BACKEND_AUTH_FAILED',
-            `backend ${config.name}: no AWS credentials could be loaded from ${credentialSource(config)}`,
-            NO_CREDENTIALS,
-          );
-        }
-        throw brokerErrorFor(error, { backend: config.name, service: AWS_KMS_SERVICE, permission });
-      }
-    },
+    call: (deadline, permission, request) =>
+      caller.call(deadline, { permission, refine }, attemptSignal => request(client, attemptSignal)),
     close() {
       client.destroy();
       httpAgent.destroy();

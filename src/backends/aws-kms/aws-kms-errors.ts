@@ -1,7 +1,9 @@
-// AWS KMS failures sorted by kind: by the error's name (AWS's `__type`), its HTTP status or
-// its socket code, never by message text. The cause kept is the error's name, a fixed
-// identifier safe for logs.
-import { BackendCallError, transientSocketErrors, type FailureKind } from '../call-policy.ts';
+// What a failure means for AWS KMS: the error's name (AWS's `__type`), a fixed identifier
+// safe for logs and kept as the cause, and the statuses AWS reads otherwise than the shared
+// table does. Never the message text. Socket errors and other statuses are the shared rules'.
+import { BackendCallError, type FailureKind } from '../call-policy.ts';
+import { httpStatusOf, ownStatusFailure, type StatusMeanings } from '../http-status.ts';
+import type { ServiceFailures } from '../remote-caller.ts';
 
 const kindsByName: Readonly<Record<string, FailureKind>> = {
   ThrottlingException: 'throttled',
@@ -36,28 +38,26 @@ const kindsByName: Readonly<Record<string, FailureKind>> = {
   TagException: 'rejected',
 };
 
-interface SdkErrorShape {
-  readonly name?: unknown;
-  readonly code?: unknown;
-  readonly $metadata?: { readonly httpStatusCode?: unknown };
-}
+/**
+ * An answer that is not AWS's JSON (a proxy's page, an emulator's XML) has only its status.
+ * AWS signs every request, so a 403 there is a refused signature or key id, as moto's IAM
+ * checks answer: auth, where the table reads permission. A 400, 408 or 409 without a known
+ * name has always been 'other' here.
+ */
+const awsStatuses: StatusMeanings = { 403: 'auth', 400: 'other', 408: 'other', 409: 'other' };
 
-export function classifyAwsError(error: unknown): BackendCallError {
-  if (error instanceof BackendCallError) return error;
-  const { name, code, $metadata } = (error ?? {}) as SdkErrorShape;
-  const kind = typeof name === 'string' ? kindsByName[name] : undefined;
-  if (kind !== undefined) return new BackendCallError(kind, name as string);
-  const status = $metadata?.httpStatusCode;
-  if (typeof status === 'number') {
-    // An answer that is not AWS's JSON (a proxy's page, an emulator's XML): its status says enough.
-    if (status === 429) return new BackendCallError('throttled', 'HTTP_429');
-    if (status >= 500) return new BackendCallError('unavailable', `HTTP_${status}`);
-    if (status === 401 || status === 403) return new BackendCallError('auth', `HTTP_${status}`);
-    if (status === 404) return new BackendCallError('not-found', 'HTTP_404');
-    return new BackendCallError('other', `HTTP_${status}`);
-  }
-  if (typeof code === 'string' && transientSocketErrors.has(code))
-    return new BackendCallError('unavailable', code);
-  if (name === 'TimeoutError' || name === 'AbortError') return new BackendCallError('unavailable', 'TIMEOUT');
-  return new BackendCallError('other', 'AWS_CLIENT_ERROR');
-}
+export const awsFailures: ServiceFailures = {
+  classify(error) {
+    const { name } = (error ?? {}) as { name?: unknown };
+    const kind = typeof name === 'string' ? kindsByName[name] : undefined;
+    if (kind !== undefined) return new BackendCallError(kind, name as string);
+    const status = httpStatusOf(error);
+    if (status !== undefined) return ownStatusFailure(status, awsStatuses);
+    // The SDK's request handler names its own timeouts and our aborts; they carry no code.
+    if (name === 'TimeoutError' || name === 'AbortError')
+      return new BackendCallError('unavailable', 'TIMEOUT');
+    return undefined;
+  },
+  unexplained: 'AWS_CLIENT_ERROR',
+  namesErrorCodes: false,
+};

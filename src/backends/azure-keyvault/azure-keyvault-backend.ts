@@ -20,10 +20,11 @@ import { BrokerError } from '../../errors.ts';
 import type { FileReader } from '../../file-reader.ts';
 import type { Logger } from '../../log.ts';
 import type { BackendDeps } from '../backend-kind.ts';
-import { BackendCallError, brokerErrorFor, createCallPolicy, type CallPolicy } from '../call-policy.ts';
+import type { BackendCallError } from '../call-policy.ts';
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
+import { createRemoteCaller, type Need, type RemoteCaller } from '../remote-caller.ts';
 import { createAzureCredential } from './azure-credential.ts';
-import { classifyAzureError } from './azure-errors.ts';
+import { azureFailures } from './azure-errors.ts';
 import type { Deadline } from '../../deadline.ts';
 
 /** Key Vault's version ids are 32 hex digits; anything else never reaches a URL. */
@@ -73,7 +74,7 @@ export class AzureKeyVaultBackend implements KekBackend {
   readonly #readSecret: SecretReader;
   readonly #readFile: FileReader;
   readonly #logger: Logger;
-  readonly #policy: CallPolicy;
+  readonly #caller: RemoteCaller;
   readonly #managedHsm: boolean;
   readonly #keyUrl: string;
   /** Set by open(): connections, the credential, and the client for key reads and creation. */
@@ -91,10 +92,12 @@ export class AzureKeyVaultBackend implements KekBackend {
     this.#logger = deps.logger.child({ backend: config.name });
     this.#managedHsm = /\.managedhsm\./i.test(config.vaultUrl) || config.algorithm === 'A256KW';
     this.#keyUrl = `${config.vaultUrl}/keys/${config.keyName}`;
-    this.#policy = createCallPolicy({
+    this.#caller = createRemoteCaller({
+      backend: config.name,
+      service: 'Azure Key Vault',
       maxConcurrency: config.maxConcurrency,
       requestTimeoutMs: config.requestTimeoutMs,
-      classify: classifyAzureError,
+      failures: azureFailures,
     });
     this.externalRotation = {
       intervalMs: config.rotationPoll.intervalMs,
@@ -259,41 +262,38 @@ export class AzureKeyVaultBackend implements KekBackend {
   }
 
   /** Runs one Key Vault operation under the call policy; failures leave as broker errors. */
-  async #call<T>(
+  #call<T>(
     deadline: Deadline,
     permission: Permission,
     operation: (options: OperationOptions) => Promise<T>,
   ): Promise<T> {
-    try {
-      return await this.#policy.run(deadline, (abortSignal, timeout) =>
-        operation({ abortSignal, requestOptions: { timeout } }),
-      );
-    } catch (error) {
-      throw this.#brokerError(error, permission);
-    }
+    const action = `Microsoft.KeyVault/${this.#managedHsm ? `managedHsm/keys/${permission.hsmAction}` : `vaults/keys/${permission.vaultAction}`}`;
+    const need: Need = {
+      permission: `keys/${permission.accessPolicy} (RBAC data action ${action}) on ${this.#keyUrl}`,
+      refine: failure => this.#refine(failure),
+    };
+    return this.#caller.call(deadline, need, (abortSignal, timeout) =>
+      operation({ abortSignal, requestOptions: { timeout } }),
+    );
   }
 
-  #brokerError(error: unknown, permission: Permission): BrokerError {
-    if (error instanceof BackendCallError && error.kind === 'auth') {
+  /** What a refused credential or a missing key means here: the settings and names to check. */
+  #refine(failure: BackendCallError): BrokerError | undefined {
+    if (failure.kind === 'auth') {
       return new BrokerError(
         'BACKEND_AUTH_FAILED',
-        `backend ${this.name}: no Key Vault access with the ${this.#config.credential.type} credential (${error.cause}); check the credential settings and the files they name`,
-        error.cause,
+        `backend ${this.name}: no Key Vault access with the ${this.#config.credential.type} credential (${failure.cause}); check the credential settings and the files they name`,
+        failure.cause,
       );
     }
-    if (error instanceof BackendCallError && error.kind === 'not-found') {
+    if (failure.kind === 'not-found') {
       return new BrokerError(
         'KEY_MISSING',
         `backend ${this.name}: Key Vault has no key (or key version) ${this.#config.keyName} in ${this.#config.vaultUrl}`,
-        error.cause,
+        failure.cause,
       );
     }
-    const action = `Microsoft.KeyVault/${this.#managedHsm ? `managedHsm/keys/${permission.hsmAction}` : `vaults/keys/${permission.vaultAction}`}`;
-    return brokerErrorFor(error, {
-      backend: this.name,
-      service: 'Azure Key Vault',
-      permission: `keys/${permission.accessPolicy} (RBAC data action ${action}) on ${this.#keyUrl}`,
-    });
+    return undefined;
   }
 
   #invalidCiphertext(): BrokerError {

@@ -13,16 +13,16 @@ import type { FileReader } from '../../file-reader.ts';
 import type { Logger } from '../../log.ts';
 import { BackendCallError, brokerErrorFor } from '../call-policy.ts';
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
+import type { Need } from '../remote-caller.ts';
 import { crc32c } from './crc32c.ts';
 import { createGcpKmsCaller, type AttemptOptions, type GcpKmsCaller } from './gcp-kms-client.ts';
-import { credentialError } from './gcp-kms-errors.ts';
+import { credentialError, GCP_KMS_SERVICE as SERVICE } from './gcp-kms-errors.ts';
 import { sameChecksum, splitKeyName, versionId, versionInfo } from './gcp-kms-versions.ts';
 
 type CryptoKey = protos.google.cloud.kms.v1.ICryptoKey;
 type CryptoKeyVersion = protos.google.cloud.kms.v1.ICryptoKeyVersion;
 
 export const GCP_KMS_MECHANISM = 'gcp-kms';
-const SERVICE = 'Google Cloud KMS';
 const OPEN_TIMEOUT_MS = 10000;
 /** How often a version still being generated (HSM protection) is read again. */
 const GENERATION_POLL_MS = 250;
@@ -31,14 +31,6 @@ const GENERATION_POLL_MS = 250;
  * until an operator enables or restores them, but their data must stay on the books.
  */
 const LISTED_STATES: ReadonlySet<string> = new Set(['ENABLED', 'DISABLED', 'DESTROY_SCHEDULED']);
-
-/** What a request needs, for the error that names it when Cloud KMS refuses. */
-interface Need {
-  /** IAM permission and resource, e.g. "cloudkms.cryptoKeys.get on projects/...". */
-  readonly permission: string;
-  /** A better error than the catalog default for a refused request, when there is one. */
-  readonly refused?: (failure: BackendCallError) => BrokerError | undefined;
-}
 
 export class GcpKmsBackend implements KekBackend {
   readonly type = 'gcp-kms';
@@ -127,7 +119,7 @@ export class GcpKmsBackend implements KekBackend {
     const name = `${this.#keyName}/cryptoKeyVersions/${request.keyVersion}`;
     const need: Need = {
       permission: `cloudkms.cryptoKeyVersions.useToEncrypt on ${name}`,
-      refused: failure => {
+      refine: failure => {
         if (failure.kind === 'not-found') {
           return new BrokerError(
             'KEY_MISSING',
@@ -175,9 +167,13 @@ export class GcpKmsBackend implements KekBackend {
     }
     const need: Need = {
       permission: `cloudkms.cryptoKeyVersions.useToDecrypt on ${this.#keyName}`,
-      refused: failure => {
+      refine: failure => {
         if (failure.cause === 'GRPC_INVALID_ARGUMENT')
-          return brokerErrorFor(new BackendCallError('invalid-ciphertext', failure.cause), this.#context(''));
+          return brokerErrorFor(new BackendCallError('invalid-ciphertext', failure.cause), {
+            backend: this.name,
+            service: SERVICE,
+            permission: '',
+          });
         return this.#notEnabled(
           failure,
           `decrypt with the key version that wrapped it (${request.keyVersion})`,
@@ -257,7 +253,7 @@ export class GcpKmsBackend implements KekBackend {
     const [keyRing, cryptoKeyId] = splitKeyName(this.#keyName);
     const need: Need = {
       permission: `cloudkms.cryptoKeys.create on ${keyRing}`,
-      refused: failure =>
+      refine: failure =>
         failure.kind === 'not-found'
           ? new BrokerError(
               'KEY_MISSING',
@@ -309,12 +305,7 @@ export class GcpKmsBackend implements KekBackend {
     request: (kms: KeyManagementServiceClient, options: AttemptOptions) => Promise<T>,
   ): Promise<T> {
     if (this.#caller === undefined) throw new BrokerError('INTERNAL', `backend ${this.name} is not open`);
-    try {
-      return await this.#caller.run(deadline, request);
-    } catch (error) {
-      const refused = error instanceof BackendCallError ? need.refused?.(error) : undefined;
-      throw refused ?? brokerErrorFor(error, this.#context(need.permission));
-    }
+    return this.#caller.call(deadline, need, request);
   }
 
   /** Cloud KMS answers FAILED_PRECONDITION for a version that is disabled or scheduled for destruction. */
@@ -329,9 +320,5 @@ export class GcpKmsBackend implements KekBackend {
 
   #versionInfo(version: CryptoKeyVersion): KeyVersionInfo {
     return versionInfo(this.#keyName, version, this.name);
-  }
-
-  #context(permission: string) {
-    return { backend: this.name, service: SERVICE, permission };
   }
 }

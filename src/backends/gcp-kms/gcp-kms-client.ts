@@ -8,9 +8,9 @@ import type { GcpKmsBackendConfig } from './gcp-kms-schema.ts';
 import { withSignal, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { FileReader } from '../../file-reader.ts';
-import { createCallPolicy } from '../call-policy.ts';
+import { createRemoteCaller, type Need } from '../remote-caller.ts';
 import { loadCredentials } from './gcp-kms-credentials.ts';
-import { classifyGcpError } from './gcp-kms-errors.ts';
+import { GCP_KMS_SERVICE, gcpFailures } from './gcp-kms-errors.ts';
 
 /** Per-attempt options for the library: no library retries, our timeout, our cancellation. */
 export interface AttemptOptions {
@@ -20,12 +20,19 @@ export interface AttemptOptions {
 }
 
 export interface GcpKmsCaller {
-  /** Runs one request: bounded concurrency, retried when transient, within the deadline. */
-  run<T>(
+  /**
+   * Runs one request: bounded concurrency, retried when transient, within the deadline; a
+   * failure leaves as the broker error that names what the request needed.
+   */
+  call<T>(
     deadline: Deadline,
+    need: Need,
     request: (kms: KeyManagementServiceClient, options: AttemptOptions) => Promise<T>,
   ): Promise<T>;
-  /** Loads the credentials and produces a request header, as the first call would. */
+  /**
+   * Loads the credentials and produces a request header, as the first call would. A failure
+   * is left as the library threw it: start-up tells what it means (credentialError).
+   */
   checkCredentials(deadline: Deadline): Promise<void>;
   close(): Promise<void>;
 }
@@ -53,26 +60,24 @@ export async function createGcpKmsCaller(
       ),
     }),
   });
-  const policy = createCallPolicy({
+  const caller = createRemoteCaller({
+    backend: config.name,
+    service: GCP_KMS_SERVICE,
     maxConcurrency: config.maxConcurrency,
     requestTimeoutMs: config.requestTimeoutMs,
-    classify: classifyGcpError,
+    failures: gcpFailures,
   });
   return {
-    run: (deadline, request) =>
-      policy.run(deadline, (attemptSignal, timeout) =>
+    call: (deadline, need, request) =>
+      caller.call(deadline, need, (attemptSignal, timeout) =>
         request(kms, { timeout, retry: null, signal: attemptSignal }),
       ),
     async checkCredentials(deadline) {
-      try {
-        const client = await withSignal(kms.auth.getClient(), deadline.signal);
-        await withSignal(
-          client.getRequestHeaders(`https://${endpoint?.hostname ?? DEFAULT_SERVICE}/`),
-          deadline.signal,
-        );
-      } catch (error) {
-        throw error instanceof BrokerError ? error : classifyGcpError(error);
-      }
+      const client = await withSignal(kms.auth.getClient(), deadline.signal);
+      await withSignal(
+        client.getRequestHeaders(`https://${endpoint?.hostname ?? DEFAULT_SERVICE}/`),
+        deadline.signal,
+      );
     },
     close: () => kms.close(),
   };

@@ -1,9 +1,13 @@
-// Cloud KMS failures by kind: the gRPC status code of a call, the HTTP status of a token
-// request, or a socket error code. Never by message text, which is the service's to change.
-// And the start-up error for credentials that cannot be used.
+// What a failure means for Cloud KMS: the gRPC status code of a call, or the HTTP status of
+// a token request, never the message text, which is the service's to change. Socket errors
+// are the shared rules'. And the start-up error for credentials that cannot be used.
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { BrokerError, isBrokerError } from '../../errors.ts';
-import { BackendCallError, brokerErrorFor, transientSocketErrors, type FailureKind } from '../call-policy.ts';
+import { BackendCallError, brokerErrorFor, type FailureKind } from '../call-policy.ts';
+import { statusFailure, type StatusMeanings } from '../http-status.ts';
+import { classifyFailure, type ServiceFailures } from '../remote-caller.ts';
+
+export const GCP_KMS_SERVICE = 'Google Cloud KMS';
 
 const kindByGrpcCode: ReadonlyMap<number, FailureKind> = new Map([
   [GrpcStatus.RESOURCE_EXHAUSTED, 'throttled'],
@@ -22,32 +26,28 @@ const kindByGrpcCode: ReadonlyMap<number, FailureKind> = new Map([
   [GrpcStatus.ALREADY_EXISTS, 'rejected'],
 ]);
 
-export function classifyGcpError(error: unknown): BackendCallError {
-  if (error instanceof BackendCallError) return error;
-  const { code, status } = (error ?? {}) as { code?: unknown; status?: unknown };
-  // google-auth-library's token requests (STS, metadata server) fail with an HTTP status
-  // (and the same number as `code`); gRPC errors carry a `code` only.
-  if (typeof status === 'number') return fromHttpStatus(status);
-  if (typeof code === 'number' && Number.isInteger(code)) {
-    const name = GrpcStatus[code] ?? String(code);
-    return new BackendCallError(kindByGrpcCode.get(code) ?? 'other', `GRPC_${name}`);
-  }
-  if (typeof code === 'string' && transientSocketErrors.has(code))
-    return new BackendCallError('unavailable', code);
-  // Node's own codes (ENOENT for a missing credentials file, ERR_OSSL_* for a bad key).
-  if (typeof code === 'string' && /^[A-Z][A-Z0-9_]{1,40}$/.test(code))
-    return new BackendCallError('other', code);
-  return new BackendCallError('other', 'GCP_CLIENT_ERROR');
-}
+/**
+ * A token endpoint (STS, the metadata server) answers a refused grant with 400: a credential
+ * problem, where the table reads a rejected request. Its 404, 408 and 409 say nothing about
+ * the key and have always been 'other' here.
+ */
+const tokenStatuses: StatusMeanings = { 400: 'auth', 404: 'other', 408: 'other', 409: 'other' };
 
-function fromHttpStatus(status: number): BackendCallError {
-  const cause = `TOKEN_HTTP_${status}`;
-  if (status === 429) return new BackendCallError('throttled', cause);
-  if (status >= 500) return new BackendCallError('unavailable', cause);
-  if (status === 403) return new BackendCallError('permission', cause);
-  if (status === 400 || status === 401) return new BackendCallError('auth', cause);
-  return new BackendCallError('other', cause);
-}
+export const gcpFailures: ServiceFailures = {
+  classify(error) {
+    const { code, status } = (error ?? {}) as { code?: unknown; status?: unknown };
+    // google-auth-library's token requests fail with an HTTP status (and the same number as
+    // `code`); gRPC errors carry a `code` only.
+    if (typeof status === 'number') return statusFailure(status, tokenStatuses, 'TOKEN_');
+    if (typeof code === 'number' && Number.isInteger(code)) {
+      const name = GrpcStatus[code] ?? String(code);
+      return new BackendCallError(kindByGrpcCode.get(code) ?? 'other', `GRPC_${name}`);
+    }
+    return undefined;
+  },
+  unexplained: 'GCP_CLIENT_ERROR',
+  namesErrorCodes: true,
+};
 
 /** Why the credentials could not be used at start-up, as the broker error that says so. */
 export function credentialError(error: unknown, backend: string, timeoutMs: number): BrokerError {
@@ -60,9 +60,9 @@ export function credentialError(error: unknown, backend: string, timeoutMs: numb
       error.code,
     );
   }
-  const failure = classifyGcpError(error);
+  const failure = classifyFailure(error, gcpFailures);
   if (failure.kind === 'unavailable' || failure.kind === 'throttled') {
-    return brokerErrorFor(failure, { backend, service: 'Google Cloud KMS', permission: '' });
+    return brokerErrorFor(failure, { backend, service: GCP_KMS_SERVICE, permission: '' });
   }
   if (failure.cause === 'ENOENT' || failure.cause === 'EACCES')
     return new BrokerError(

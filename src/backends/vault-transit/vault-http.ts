@@ -1,13 +1,18 @@
-// A typed layer over node-vault: keep-alive connections, TLS from files, a bound on
-// concurrent requests, bounded retries of transient failures inside the caller's deadline,
-// and failures classified by HTTP status or socket error, never by Vault's message text.
+// A typed layer over node-vault: keep-alive connections, TLS from files, and every request
+// run by the backend's remote caller (a bound on concurrent requests, bounded retries of
+// transient failures inside the caller's deadline). Failures leave classified by HTTP status
+// or socket error, never by Vault's message text, save the one word that tells a sealed Vault.
 import http from 'node:http';
 import https from 'node:https';
 import nodeVault from 'node-vault';
 import type { VaultTransitBackendConfig } from './vault-transit-schema.ts';
-import { BackendCallError, createCallPolicy, transientSocketErrors } from '../call-policy.ts';
 import type { Deadline } from '../../deadline.ts';
 import type { FileReader } from '../../file-reader.ts';
+import { BackendCallError } from '../call-policy.ts';
+import { httpStatusOf, ownStatusFailure, type StatusMeanings } from '../http-status.ts';
+import type { RemoteCaller, ServiceFailures } from '../remote-caller.ts';
+
+export const VAULT_SERVICE = 'Vault';
 
 export interface VaultHttp {
   read<T>(path: string, deadline: Deadline): Promise<T>;
@@ -16,7 +21,11 @@ export interface VaultHttp {
   close(): void;
 }
 
-export function createVaultHttp(config: VaultTransitBackendConfig, readFile: FileReader): VaultHttp {
+export function createVaultHttp(
+  config: VaultTransitBackendConfig,
+  caller: RemoteCaller,
+  readFile: FileReader,
+): VaultHttp {
   const tls = config.tls;
   // Our own agents: keep-alive connection reuse, and the TLS material of the config's files.
   const httpAgent = new http.Agent({ keepAlive: true, maxSockets: config.maxConcurrency });
@@ -38,13 +47,8 @@ export function createVaultHttp(config: VaultTransitBackendConfig, readFile: Fil
   client.token = '';
   (client as { namespace?: string }).namespace = config.namespace ?? '';
 
-  const policy = createCallPolicy({
-    maxConcurrency: config.maxConcurrency,
-    requestTimeoutMs: config.requestTimeoutMs,
-    classify,
-  });
   const send = <T>(deadline: Deadline, call: (options: object) => Promise<unknown>): Promise<T> =>
-    policy.run(deadline, (_attemptSignal, timeout) => call({ httpAgent, httpsAgent, timeout })) as Promise<T>;
+    caller.run(deadline, (_attemptSignal, timeout) => call({ httpAgent, httpsAgent, timeout })) as Promise<T>;
 
   return {
     read: (path, deadline) => send(deadline, options => client.read(path, options)),
@@ -59,22 +63,20 @@ export function createVaultHttp(config: VaultTransitBackendConfig, readFile: Fil
   };
 }
 
-function classify(error: unknown): BackendCallError {
-  if (error instanceof BackendCallError) return error;
-  const status = (error as { response?: { statusCode?: number } }).response?.statusCode;
-  if (typeof status === 'number') {
-    const sealed = status === 503 && /sealed/i.test((error as Error).message);
-    if (sealed) return new BackendCallError('unavailable', 'VAULT_SEALED');
-    if (status === 429) return new BackendCallError('throttled', 'HTTP_429');
-    if (status >= 500) return new BackendCallError('unavailable', `HTTP_${status}`);
-    if (status === 403) return new BackendCallError('permission', 'HTTP_403');
-    if (status === 404) return new BackendCallError('not-found', 'HTTP_404');
-    if (status === 400) return new BackendCallError('rejected', 'HTTP_400');
-    return new BackendCallError('other', `HTTP_${status}`);
-  }
-  const code = (error as { code?: unknown }).code;
-  if (typeof code === 'string' && transientSocketErrors.has(code))
-    return new BackendCallError('unavailable', code);
-  if (typeof code === 'string' && /^[A-Z_]+$/.test(code)) return new BackendCallError('other', code);
-  return new BackendCallError('other', 'VAULT_CLIENT_ERROR');
-}
+/**
+ * Statuses outside Vault's documented set (it answers 403, not 401, to a refused token):
+ * Vault has always read them as 'other', not as the shared table does; kept so.
+ */
+const vaultStatuses: StatusMeanings = { 401: 'other', 408: 'other', 409: 'other' };
+
+export const vaultFailures: ServiceFailures = {
+  classify(error) {
+    const status = httpStatusOf(error);
+    // A sealed Vault answers 503 like any outage; the word tells operators what to do.
+    if (status === 503 && /sealed/i.test((error as Error).message))
+      return new BackendCallError('unavailable', 'VAULT_SEALED');
+    return ownStatusFailure(status, vaultStatuses);
+  },
+  unexplained: 'VAULT_CLIENT_ERROR',
+  namesErrorCodes: true,
+};

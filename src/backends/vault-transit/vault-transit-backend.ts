@@ -9,8 +9,8 @@ import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import type { BackendDeps } from '../backend-kind.ts';
 import { VaultAuth, type Need } from './vault-auth.ts';
-import { BackendCallError } from '../call-policy.ts';
-import { createVaultHttp, type VaultHttp } from './vault-http.ts';
+import { createRemoteCaller, type RemoteCaller } from '../remote-caller.ts';
+import { createVaultHttp, VAULT_SERVICE, vaultFailures, type VaultHttp } from './vault-http.ts';
 import type { Deadline } from '../../deadline.ts';
 
 export const TRANSIT_MECHANISM = 'transit';
@@ -38,6 +38,7 @@ export class VaultTransitBackend implements KekBackend {
   readonly autoCreate: boolean;
   readonly externalRotation: ExternalRotation;
   readonly #config: VaultTransitBackendConfig;
+  readonly #caller: RemoteCaller;
   readonly #http: VaultHttp;
   readonly #auth: VaultAuth;
   readonly #logger: Logger;
@@ -50,7 +51,14 @@ export class VaultTransitBackend implements KekBackend {
     this.name = config.name;
     this.autoCreate = config.createIfMissing;
     this.#logger = deps.logger.child({ backend: config.name });
-    this.#http = createVaultHttp(config, deps.readFile);
+    this.#caller = createRemoteCaller({
+      backend: config.name,
+      service: VAULT_SERVICE,
+      maxConcurrency: config.maxConcurrency,
+      requestTimeoutMs: config.requestTimeoutMs,
+      failures: vaultFailures,
+    });
+    this.#http = createVaultHttp(config, this.#caller, deps.readFile);
     this.#auth = new VaultAuth(this.#http, config, { readSecret: deps.readSecret, logger: this.#logger });
     const { mount, key } = config;
     this.#paths = {
@@ -209,34 +217,25 @@ export class VaultTransitBackend implements KekBackend {
     try {
       return await this.#auth.call(need, request);
     } catch (error) {
-      if (error instanceof BrokerError) throw error;
-      const cause = error instanceof BackendCallError ? error.cause : 'VAULT_CLIENT_ERROR';
-      switch (error instanceof BackendCallError ? error.kind : 'other') {
-        case 'not-found':
-          throw new BrokerError(
-            'KEY_MISSING',
-            `backend ${this.name}: Vault has nothing at ${need.path}; is the Transit mount or key missing?`,
-            cause,
-          );
-        case 'rejected':
-          throw new BrokerError(
-            'BACKEND_REJECTED',
-            `backend ${this.name}: Vault rejected the request to ${need.path}`,
-            cause,
-          );
-        case 'unavailable':
-          throw new BrokerError(
-            'BACKEND_UNAVAILABLE',
-            `backend ${this.name}: Vault is unavailable (${cause})`,
-            cause,
-          );
-        default:
-          throw new BrokerError(
-            'BACKEND_UNAVAILABLE',
-            `backend ${this.name}: the request to ${need.path} failed (${cause})`,
-            cause,
-          );
-      }
+      throw this.#caller.brokerError(error, {
+        permission: `"${need.capability}" on path "${need.path}"`,
+        // Vault's 404 and 400 say which path it has nothing at, or refused.
+        refine: failure => {
+          if (failure.kind === 'not-found')
+            return new BrokerError(
+              'KEY_MISSING',
+              `backend ${this.name}: Vault has nothing at ${need.path}; is the Transit mount or key missing?`,
+              failure.cause,
+            );
+          if (failure.kind === 'rejected')
+            return new BrokerError(
+              'BACKEND_REJECTED',
+              `backend ${this.name}: Vault rejected the request to ${need.path}`,
+              failure.cause,
+            );
+          return undefined;
+        },
+      });
     }
   }
 
