@@ -10,11 +10,11 @@ export interface Problem {
   readonly code: string;
 }
 
-export function problemType(code: string): string {
+function problemType(code: string): string {
   return `urn:kms-broker:error:${code}`;
 }
 
-export function toProblem(error: BrokerError): Problem {
+function toProblem(error: BrokerError): Problem {
   return {
     type: problemType(error.code),
     title: errorCatalog[error.code].title,

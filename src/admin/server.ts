@@ -16,7 +16,7 @@ import { problemSchema } from './schemas.ts';
 
 export type AdminAppDeps = RouteDeps;
 
-export async function buildAdminApp(
+async function buildAdminApp(
   deps: AdminAppDeps,
   https?: { cert: Buffer; key: Buffer; ca?: Buffer },
 ): Promise<FastifyInstance> {

@@ -133,7 +133,7 @@ function decodeCanonical(ciphertext: Buffer): ParsedEnvelope | undefined {
   };
 }
 
-export function isEnvelope(ciphertext: Buffer): boolean {
+function isEnvelope(ciphertext: Buffer): boolean {
   return (
     ciphertext.length > ENVELOPE_MAGIC.length &&
     ciphertext.subarray(0, ENVELOPE_MAGIC.length).equals(ENVELOPE_MAGIC)

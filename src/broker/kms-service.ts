@@ -16,7 +16,7 @@ import type { VersionLookup } from './keys/version-lookup.ts';
 import type { CallContext, DecryptInput, EncryptResult, KmsService, StatusResult } from './ports.ts';
 import type { ThinSeeds } from './thin-seeds.ts';
 
-export const KMS_API_VERSION = 'v2';
+const KMS_API_VERSION = 'v2';
 
 export interface KmsServiceDeps {
   readonly callMs: number;

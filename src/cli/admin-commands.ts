@@ -52,7 +52,7 @@ interface KeysBody {
 }
 
 /** A refused request, printed as one line: `kms-broker: CODE: detail`. */
-export class RequestRefused extends BrokerError {}
+class RequestRefused extends BrokerError {}
 
 async function call(
   target: AdminTarget,

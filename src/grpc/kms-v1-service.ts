@@ -11,7 +11,7 @@ import { deadlineOf, respond, type RequestMetrics } from './kms-v2-service.ts';
 import { decodeWrapSet, encodeWrapSet } from './wrap-set.ts';
 import { checkPlaintext } from './limits.ts';
 
-export const KMS_V1_API_VERSION = 'v1beta1';
+const KMS_V1_API_VERSION = 'v1beta1';
 
 interface VersionRequest {
   version: string;

@@ -17,7 +17,7 @@ import { createAlibabaKmsClient, type AlibabaKmsClient, type KeyVersionEntry } f
 import { createAlibabaCredential } from './alibaba-kms-credentials.ts';
 import { ALIBABA_KMS_SERVICE as SERVICE, alibabaFailures } from './alibaba-kms-errors.ts';
 
-export const ALIBABA_KMS_MECHANISM = 'alibaba-kms';
+const ALIBABA_KMS_MECHANISM = 'alibaba-kms';
 /** The EncryptionContext entry that carries the envelope header (base64). */
 export const HEADER_CONTEXT_KEY = 'kms-broker-header';
 const OPEN_TIMEOUT_MS = 10000;

@@ -13,7 +13,7 @@ import {
 const tenantId = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$' });
 const clientId = Type.String({ pattern: '^[0-9A-Fa-f]{8}-([0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$' });
 
-export const azureCredentialTypes = [
+const azureCredentialTypes = [
   'default',
   'workload-identity',
   'managed-identity',
@@ -42,7 +42,7 @@ const azureCredentialSchema = Type.Object(
 );
 export type AzureCredentialConfig = Static<typeof azureCredentialSchema>;
 
-export const azureKeyAlgorithms = ['RSA-OAEP-256', 'A256KW'] as const;
+const azureKeyAlgorithms = ['RSA-OAEP-256', 'A256KW'] as const;
 
 export const azureKeyVaultBackendSchema = Type.Object(
   {

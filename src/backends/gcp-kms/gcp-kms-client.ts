@@ -37,7 +37,7 @@ export interface GcpKmsCaller {
   close(): Promise<void>;
 }
 
-export const DEFAULT_SERVICE = 'cloudkms.googleapis.com';
+const DEFAULT_SERVICE = 'cloudkms.googleapis.com';
 
 export async function createGcpKmsCaller(
   config: GcpKmsBackendConfig,

@@ -13,7 +13,7 @@ import { createRemoteCaller, type RemoteCaller } from '../remote-caller.ts';
 import { createVaultHttp, VAULT_SERVICE, vaultFailures, type VaultHttp } from './vault-http.ts';
 import type { Deadline } from '../../deadline.ts';
 
-export const TRANSIT_MECHANISM = 'transit';
+const TRANSIT_MECHANISM = 'transit';
 const TRANSIT_KEY_TYPE = 'aes256-gcm96';
 
 interface KeyResponse {

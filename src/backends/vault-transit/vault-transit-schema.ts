@@ -17,7 +17,7 @@ const vaultPath = Type.String({
   pattern: '^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$',
 });
 
-export const vaultAuthMethods = ['token', 'approle', 'jwt', 'cert'] as const;
+const vaultAuthMethods = ['token', 'approle', 'jwt', 'cert'] as const;
 export type VaultAuthMethod = (typeof vaultAuthMethods)[number];
 
 const vaultAuthSchema = Type.Object(

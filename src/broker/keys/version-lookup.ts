@@ -17,7 +17,7 @@ export interface VersionLookupDeps {
 }
 
 /** How long a listing's answer stands before a Decrypt may list the same backend again. */
-export const LOOKUP_MIN_INTERVAL_MS = 5000;
+const LOOKUP_MIN_INTERVAL_MS = 5000;
 /** A listing's own budget: it outlives a short call so that the caller's retry finds the version. */
 const LOOKUP_BUDGET_MS = 10000;
 
