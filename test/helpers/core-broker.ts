@@ -130,3 +130,13 @@ export async function until<T>(
   }
   throw new Error(`${what}: not reached after ${attempts} attempts`);
 }
+
+/** Runs `test` on a started core, and closes the core whatever the outcome. */
+export async function withCore(options: CoreOptions, test: (core: Core) => Promise<void>): Promise<void> {
+  const core = await startCore(options);
+  try {
+    await test(core);
+  } finally {
+    await core.close();
+  }
+}

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { encodeEnvelope, headerAad, WRAP_ANNOTATION_SUFFIX } from '../../src/broker/envelope.ts';
 import { startDeadline } from '../../src/deadline.ts';
-import { startCore, type Core } from '../helpers/core-broker.ts';
+import { startCore, withCore, type Core } from '../helpers/core-broker.ts';
 import type { MemoryBackend } from '../helpers/memory-backend.ts';
 import { brokerError } from './expect-error.ts';
 
@@ -31,8 +31,7 @@ function backendOf(core: Core, name: string): MemoryBackend {
 
 describe('broker core: Decrypt of a version the broker does not know yet', () => {
   it('answers within its own deadline while the listing is slow, and a retry finds the version', async () => {
-    const core = await startCore();
-    try {
+    await withCore({}, async core => {
       const hsm = backendOf(core, 'hsm');
       const seed = randomBytes(32);
       const version = hsm.addVersion().version; // rotated by another broker
@@ -60,14 +59,11 @@ describe('broker core: Decrypt of a version the broker does not know yet', () =>
       assert.equal(hsm.calls.listVersions, 2, 'one listing at start, one for both Decrypts');
       // The version is adopted into the key set in the background.
       await core.broker.admin.restore('hsm', version);
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('does not wait behind an admin change in progress', async () => {
-    const core = await startCore();
-    try {
+    await withCore({}, async core => {
       const hsm = backendOf(core, 'hsm');
       const sealed = await core.broker.kms.encrypt(randomBytes(32), { uid });
       const other = await sealedElsewhere(hsm, hsm.addVersion().version, randomBytes(32));
@@ -82,14 +78,11 @@ describe('broker core: Decrypt of a version the broker does not know yet', () =>
       );
       assert.equal(hsm.calls.createVersion, 1);
       await rotation;
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('refuses at once a version a fresh listing did not show, without listing again', async () => {
-    const core = await startCore();
-    try {
+    await withCore({}, async core => {
       const hsm = backendOf(core, 'hsm');
       const ghost = hsm.addVersion().version;
       const ciphertext = await sealedElsewhere(hsm, ghost, randomBytes(32));
@@ -102,29 +95,23 @@ describe('broker core: Decrypt of a version the broker does not know yet', () =>
         );
       }
       assert.equal(hsm.calls.listVersions, 2, 'one listing at start, one for five Decrypts');
-    } finally {
-      await core.close();
-    }
+    });
   });
 });
 
 describe('broker core: Decrypt across wraps', () => {
   it('reads through the other wrap when the first backend is down', async () => {
-    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'all' });
-    try {
+    await withCore({ names: ['hsm', 'vault'], wrap: 'all' }, async core => {
       const seed = randomBytes(32);
       const sealed = await core.broker.kms.encrypt(seed, { uid });
       assert.deepEqual(Object.keys(sealed.annotations), [`vault${WRAP_ANNOTATION_SUFFIX}`]);
       backendOf(core, 'hsm').failAll();
       assert.deepEqual(await core.broker.kms.decrypt(sealed, { uid }), seed);
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('tries the healthy backend first once a probe has opened the other one’s breaker', async () => {
-    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'all' });
-    try {
+    await withCore({ names: ['hsm', 'vault'], wrap: 'all' }, async core => {
       const sealed = await core.broker.kms.encrypt(randomBytes(32), { uid });
       const hsm = backendOf(core, 'hsm');
       hsm.failAll();
@@ -132,14 +119,11 @@ describe('broker core: Decrypt across wraps', () => {
       const unwraps = hsm.calls.unwrap;
       await core.broker.kms.decrypt(sealed, { uid });
       assert.equal(hsm.calls.unwrap, unwraps, 'the open backend was tried before the healthy one');
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('refuses a wrap moved into the annotation of another backend', async () => {
-    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'all' });
-    try {
+    await withCore({ names: ['hsm', 'vault'], wrap: 'all' }, async core => {
       const sealed = await core.broker.kms.encrypt(randomBytes(32), { uid });
       const annotations = {
         [`hsm${WRAP_ANNOTATION_SUFFIX}`]: sealed.annotations[`vault${WRAP_ANNOTATION_SUFFIX}`] as Buffer,
@@ -148,14 +132,11 @@ describe('broker core: Decrypt across wraps', () => {
         core.broker.kms.decrypt({ ...sealed, annotations }, { uid }),
         brokerError('INVALID_CIPHERTEXT', 'another backend'),
       );
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('refuses a tampered wrap as INVALID_CIPHERTEXT, and one of an unknown backend as UNKNOWN_BACKEND', async () => {
-    const core = await startCore();
-    try {
+    await withCore({}, async core => {
       const sealed = await core.broker.kms.encrypt(randomBytes(32), { uid });
       const tampered = Buffer.from(sealed.ciphertext);
       tampered[tampered.length - 1] = (tampered[tampered.length - 1] ?? 0) ^ 1;
@@ -170,22 +151,17 @@ describe('broker core: Decrypt across wraps', () => {
         core.broker.kms.decrypt({ ...sealed, ciphertext: foreign.ciphertext }, { uid }),
         brokerError('UNKNOWN_BACKEND', 'elsewhere'),
       );
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('decrypts the wraps of a KMS v1 wrap set, in any order', async () => {
-    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'all' });
-    try {
+    await withCore({ names: ['hsm', 'vault'], wrap: 'all' }, async core => {
       const seed = randomBytes(32);
       const sealed = await core.broker.kms.encrypt(seed, { uid });
       const wraps = [sealed.ciphertext, ...Object.values(sealed.annotations)];
       backendOf(core, 'hsm').failAll();
       assert.deepEqual(await core.broker.kms.decryptWraps([...wraps].reverse(), { uid }), seed);
       await assert.rejects(core.broker.kms.decryptWraps([], { uid }), brokerError('INVALID_CIPHERTEXT'));
-    } finally {
-      await core.close();
-    }
+    });
   });
 });

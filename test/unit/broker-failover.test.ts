@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { startCore, until, type Core } from '../helpers/core-broker.ts';
+import { withCore, until, type Core } from '../helpers/core-broker.ts';
 import type { MemoryBackend } from '../helpers/memory-backend.ts';
 import { brokerError } from './expect-error.ts';
 
@@ -22,8 +22,7 @@ function breakerOf(core: Core, name: string): string | undefined {
 
 describe('broker core: health', () => {
   it('opens a breaker on a failed probe, names the backend in Status, and closes it on recovery', async () => {
-    const core = await startCore({ wrap: 'first' });
-    try {
+    await withCore({ wrap: 'first' }, async core => {
       assert.equal(core.broker.kms.status().healthz, 'ok');
       backendOf(core, 'hsm').failAll();
       await core.broker.probeNow();
@@ -33,14 +32,11 @@ describe('broker core: health', () => {
       backendOf(core, 'hsm').heal();
       await core.broker.probeNow();
       assert.equal(breakerOf(core, 'hsm'), 'closed');
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('opens a breaker from failed calls, and counts the failures by reason', async () => {
-    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'all' });
-    try {
+    await withCore({ names: ['hsm', 'vault'], wrap: 'all' }, async core => {
       backendOf(core, 'vault').fail('wrap');
       await core.broker.kms.encrypt(randomBytes(32), { uid });
       const vault = core.broker.admin.backends().find(view => view.name === 'vault');
@@ -48,14 +44,11 @@ describe('broker core: health', () => {
       assert.deepEqual(vault?.errors, { MEMORY_DOWN: 1 });
       // With wrap: all, one writer alive is enough: Status stays ok.
       assert.equal(core.broker.kms.status().healthz, 'ok');
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('answers UNAVAILABLE when every writer is down, and DEADLINE_EXCEEDED when one hangs past the deadline', async () => {
-    const core = await startCore({ wrap: 'first' });
-    try {
+    await withCore({ wrap: 'first' }, async core => {
       const hsm = backendOf(core, 'hsm');
       hsm.fail('wrap');
       await assert.rejects(
@@ -67,16 +60,13 @@ describe('broker core: health', () => {
         core.broker.kms.encrypt(randomBytes(32), { uid, deadline: Date.now() + 200 }),
         brokerError('DEADLINE_EXCEEDED'),
       );
-    } finally {
-      await core.close();
-    }
+    });
   });
 });
 
 describe('broker core: wrap: first', () => {
   it('moves writes to the next healthy backend, then back once the first is healthy again', async () => {
-    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'first' });
-    try {
+    await withCore({ names: ['hsm', 'vault'], wrap: 'first' }, async core => {
       const onHsm = core.broker.kms.status().keyId;
       backendOf(core, 'hsm').failAll();
       await core.broker.probeNow();
@@ -101,16 +91,13 @@ describe('broker core: wrap: first', () => {
       );
       assert.notEqual(back, onHsm, 'a return to a backend must not reuse its old key_id');
       assert.deepEqual(core.broker.admin.status().writeVersions, { hsm: '1', vault: '1' });
-    } finally {
-      await core.close();
-    }
+    });
   });
 });
 
 describe('broker core: wrap: all', () => {
   it('writes a thin envelope while a backend is down, reports it, and heals with a new key_id', async () => {
-    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'all' });
-    try {
+    await withCore({ names: ['hsm', 'vault'], wrap: 'all' }, async core => {
       const vault = backendOf(core, 'vault');
       vault.failAll();
       await core.broker.probeNow();
@@ -132,27 +119,21 @@ describe('broker core: wrap: all', () => {
       assert.ok(
         core.log.records().some(record => String(record.reason).startsWith('heal an under-replicated seed')),
       );
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('keeps key_id while a backend is down: it derives from the configured set, not from health', async () => {
-    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'all' });
-    try {
+    await withCore({ names: ['hsm', 'vault'], wrap: 'all' }, async core => {
       const keyId = core.broker.kms.status().keyId;
       backendOf(core, 'hsm').failAll();
       await core.broker.probeNow();
       assert.equal(core.broker.kms.status().keyId, keyId);
       assert.equal((await core.broker.kms.encrypt(randomBytes(32), { uid })).keyId, keyId);
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('changes the failover order at run time under its ETag, and refuses a stale one', async () => {
-    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'all' });
-    try {
+    await withCore({ names: ['hsm', 'vault'], wrap: 'all' }, async core => {
       const { etag } = core.broker.admin.failover();
       const result = await core.broker.admin.setFailover({ order: ['vault', 'hsm'], wrap: 'first' }, etag);
       assert.deepEqual(result.after, { order: ['vault', 'hsm'], wrap: 'first' });
@@ -168,8 +149,6 @@ describe('broker core: wrap: all', () => {
         ),
         brokerError('INVALID_REQUEST', "'nope'"),
       );
-    } finally {
-      await core.close();
-    }
+    });
   });
 });

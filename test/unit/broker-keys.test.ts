@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileStateStore } from '../../src/broker/state/file-state-store.ts';
 import { isOwnKeyId } from '../../src/broker/keys/key-id.ts';
-import { startCore, memoryStateStore, until, type Core } from '../helpers/core-broker.ts';
+import { startCore, withCore, memoryStateStore, until, type Core } from '../helpers/core-broker.ts';
 import { MemoryBackend } from '../helpers/memory-backend.ts';
 import { brokerError } from './expect-error.ts';
 
@@ -23,15 +23,12 @@ async function roundTrip(core: Core): Promise<{ keyId: string; seed: Buffer; dec
 
 describe('broker core: key_id', () => {
   it('advertises in Status the key_id that Encrypt returns, in our own format', async () => {
-    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'all' });
-    try {
+    await withCore({ names: ['hsm', 'vault'], wrap: 'all' }, async core => {
       const { keyId, seed, decrypted } = await roundTrip(core);
       assert.equal(keyId, core.broker.kms.status().keyId);
       assert.ok(isOwnKeyId(keyId));
       assert.deepEqual(decrypted, seed);
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('is the same on two brokers that see the same keys, and differs on other keys', async () => {
@@ -48,8 +45,7 @@ describe('broker core: key_id', () => {
   });
 
   it('refuses a Decrypt whose key_id another plugin issued, before any backend call', async () => {
-    const core = await startCore();
-    try {
+    await withCore({}, async core => {
       const sealed = await core.broker.kms.encrypt(randomBytes(32), { uid });
       const unwraps = core.backends.get('hsm')?.calls.unwrap;
       await assert.rejects(
@@ -57,16 +53,13 @@ describe('broker core: key_id', () => {
         brokerError('INVALID_CIPHERTEXT', 'key_id'),
       );
       assert.equal(core.backends.get('hsm')?.calls.unwrap, unwraps);
-    } finally {
-      await core.close();
-    }
+    });
   });
 });
 
 describe('broker core: rotation', () => {
   it('makes the new version the write version, changes key_id, and keeps old data readable', async () => {
-    const core = await startCore();
-    try {
+    await withCore({}, async core => {
       const before = await core.broker.kms.encrypt(Buffer.alloc(32, 1), { uid });
       const rotated = await core.broker.admin.rotate('hsm');
       assert.equal(rotated.version, '2');
@@ -80,14 +73,11 @@ describe('broker core: rotation', () => {
           ['2', 'write'],
         ],
       );
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('lists the rotated backend once and no other backend', async () => {
-    const core = await startCore({ names: ['hsm', 'vault'], wrap: 'all' });
-    try {
+    await withCore({ names: ['hsm', 'vault'], wrap: 'all' }, async core => {
       const [hsm, vault] = [core.backends.get('hsm'), core.backends.get('vault')];
       const listedBefore = [hsm?.calls.listVersions, vault?.calls.listVersions];
       await core.broker.admin.rotate('hsm');
@@ -95,14 +85,11 @@ describe('broker core: rotation', () => {
         [hsm?.calls.listVersions, vault?.calls.listVersions],
         [(listedBefore[0] ?? 0) + 1, listedBefore[1]],
       );
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('adopts, in the same commit, versions another process created meanwhile', async () => {
-    const core = await startCore();
-    try {
+    await withCore({}, async core => {
       core.backends.get('hsm')?.addVersion(); // version 2, made elsewhere
       const rotated = await core.broker.admin.rotate('hsm');
       assert.equal(rotated.version, '3');
@@ -110,9 +97,7 @@ describe('broker core: rotation', () => {
         core.broker.admin.keys().hsm?.map(version => version.version),
         ['1', '2', '3'],
       );
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('changes nothing when the state cannot be written, and says so', async () => {
@@ -136,8 +121,7 @@ describe('broker core: rotation', () => {
       versions: 1,
       externalRotation: { intervalMs: 20, stableForMs: 0 },
     });
-    const core = await startCore({ backends: [hsm] });
-    try {
+    await withCore({ backends: [hsm] }, async core => {
       const keyId = core.broker.kms.status().keyId;
       hsm.addVersion();
       const adopted = await until(
@@ -147,28 +131,22 @@ describe('broker core: rotation', () => {
       );
       assert.equal(adopted, '2');
       assert.notEqual(core.broker.kms.status().keyId, keyId);
-    } finally {
-      await core.close();
-    }
+    });
   });
 });
 
 describe('broker core: retirement', () => {
   it('refuses to retire the write version', async () => {
-    const core = await startCore();
-    try {
+    await withCore({}, async core => {
       await assert.rejects(
         core.broker.admin.retire('hsm', '1', { force: false }),
         brokerError('VERSION_IN_USE', 'write version'),
       );
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('refuses a version a Decrypt needed within the window unless forced; a retired one no longer unwraps', async () => {
-    const core = await startCore();
-    try {
+    await withCore({}, async core => {
       const sealed = await core.broker.kms.encrypt(randomBytes(32), { uid });
       await core.broker.kms.decrypt(sealed, { uid });
       await core.broker.admin.rotate('hsm');
@@ -183,19 +161,14 @@ describe('broker core: retirement', () => {
       await assert.rejects(core.broker.kms.decrypt(sealed, { uid }), brokerError('KEY_VERSION_RETIRED'));
       await core.broker.admin.restore('hsm', '1');
       assert.equal((await core.broker.kms.decrypt(sealed, { uid })).length, 32);
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('answers NOT_FOUND for a version or backend it does not know', async () => {
-    const core = await startCore();
-    try {
+    await withCore({}, async core => {
       await assert.rejects(core.broker.admin.retire('hsm', '9', { force: true }), brokerError('NOT_FOUND'));
       await assert.rejects(core.broker.admin.restore('nope', '1'), brokerError('NOT_FOUND'));
-    } finally {
-      await core.close();
-    }
+    });
   });
 });
 
@@ -234,8 +207,7 @@ describe('broker core: state sync', () => {
 
   it('reloads a change another writer made, and follows its key set', async () => {
     const store = memoryStateStore();
-    const core = await startCore({ store });
-    try {
+    await withCore({ store }, async core => {
       const state = store.current();
       assert.ok(state !== undefined);
       const hsm = core.backends.get('hsm');
@@ -257,9 +229,7 @@ describe('broker core: state sync', () => {
       );
       assert.equal(hsm?.calls.listVersions, listed + 1);
       assert.ok(core.log.records().some(record => record.msg === 'key set changed'));
-    } finally {
-      await core.close();
-    }
+    });
   });
 
   it('persists Decrypt usage at close, counted per version', async () => {
