@@ -11,7 +11,8 @@ export interface KeySet {
 }
 
 /** The states of a backend's circuit breaker (src/broker/health/breaker.ts). */
-export type BreakerState = 'closed' | 'half-open' | 'open';
+export const BREAKER_STATES = ['closed', 'half-open', 'open'] as const;
+export type BreakerState = (typeof BREAKER_STATES)[number];
 const breakerValue: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 };
 
 export class Metrics {

@@ -2,6 +2,7 @@
 // document is generated from them: one source.
 import { Type } from '@sinclair/typebox';
 import { backendNameSchema as backendName, failoverSettingSchema } from '../broker/ports.ts';
+import { BREAKER_STATES } from '../metrics.ts';
 
 const strict = { additionalProperties: false } as const;
 const versionName = Type.String({ minLength: 1, maxLength: 128 });
@@ -40,7 +41,7 @@ export const backendsSchema = Type.Object({
       name: Type.String(),
       type: Type.String(),
       healthy: Type.Boolean(),
-      breaker: Type.Union([Type.Literal('closed'), Type.Literal('half-open'), Type.Literal('open')]),
+      breaker: Type.Union(BREAKER_STATES.map(state => Type.Literal(state))),
       reason: Type.Optional(Type.String()),
       lastProbeAt: Type.Optional(Type.String()),
       lastProbeMs: Type.Optional(Type.Number()),

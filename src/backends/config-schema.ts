@@ -9,6 +9,8 @@ export const strict = { additionalProperties: false } as const;
 export const backendNameSchema = Type.String({ pattern: '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$' });
 /** Backends one broker fronts at most (the config's list and the failover order). */
 export const MAX_BACKENDS = 16;
+/** all: every backend in the failover order wraps each seed; first: the first healthy one does. */
+export const wrapModeSchema = Type.Union([Type.Literal('all'), Type.Literal('first')]);
 export const absolutePath = Type.String({ minLength: 1, pattern: '^/' });
 export const envVarName = Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' });
 

@@ -2,7 +2,13 @@
 // (TypeBox). Every object rejects unknown keys so that a typo is an error, not a silently
 // ignored setting.
 import { Type, type Static } from '@sinclair/typebox';
-import { absolutePath, backendNameSchema, MAX_BACKENDS, strict } from '../backends/config-schema.ts';
+import {
+  absolutePath,
+  backendNameSchema,
+  MAX_BACKENDS,
+  strict,
+  wrapModeSchema,
+} from '../backends/config-schema.ts';
 import { backendKinds, type BackendConfig } from '../backends/kinds.ts';
 
 /** Fields common to all backends, checked before the type-specific schema. */
@@ -95,8 +101,7 @@ export const configSchema = Type.Object(
     failover: Type.Object(
       {
         order: Type.Array(backendNameSchema, { minItems: 1, maxItems: MAX_BACKENDS, uniqueItems: true }),
-        /** all: every backend in the order wraps each seed; first: the first healthy one does. */
-        wrap: Type.Union([Type.Literal('all'), Type.Literal('first')], { default: 'first' }),
+        wrap: Type.Union(wrapModeSchema.anyOf, { default: 'first' }),
         /**
          * How long a backend must stay healthy before it takes writes back (wrap: first) or
          * before an under-replicated seed is healed (wrap: all); keeps flapping from churning DEKs.

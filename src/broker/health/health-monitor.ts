@@ -7,10 +7,10 @@ import { randomBytes } from 'node:crypto';
 import type { KekBackend } from '../../backends/kek.ts';
 import { BrokerError, toBrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
-import type { Metrics } from '../../metrics.ts';
-import type { BreakerState } from '../../metrics.ts';
-import { Breaker } from './breaker.ts';
 import { startDeadline, type Deadline } from '../../deadline.ts';
+import type { BreakerState, Metrics } from '../../metrics.ts';
+import type { FailoverSetting } from '../state/state-schema.ts';
+import { Breaker } from './breaker.ts';
 
 export interface BackendHealth {
   readonly healthy: boolean;
@@ -157,7 +157,7 @@ export class HealthMonitor {
    * Status `healthz`: "ok" when writes would succeed (with `all`, when at least one writer
    * is available), else the failing backends with their reasons.
    */
-  healthz(writers: readonly string[], wrap: 'all' | 'first'): string {
+  healthz(writers: readonly string[], wrap: FailoverSetting['wrap']): string {
     const failing = writers.filter(name => this.health(name)?.healthy !== true);
     const writable = wrap === 'all' ? failing.length < writers.length : failing.length === 0;
     if (writable) return 'ok';

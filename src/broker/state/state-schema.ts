@@ -4,7 +4,7 @@
 // ever overwrites it.
 import { Type, type Static } from '@sinclair/typebox';
 import { Ajv } from 'ajv';
-import { backendNameSchema, MAX_BACKENDS } from '../../backends/config-schema.ts';
+import { backendNameSchema, MAX_BACKENDS, wrapModeSchema } from '../../backends/config-schema.ts';
 import { describeSchemaErrors } from '../../config/schema-errors.ts';
 import { BrokerError } from '../../errors.ts';
 
@@ -25,7 +25,7 @@ const versionSchema = Type.Object(
 export const failoverSettingSchema = Type.Object(
   {
     order: Type.Array(backendNameSchema, { minItems: 1, maxItems: MAX_BACKENDS }),
-    wrap: Type.Union([Type.Literal('all'), Type.Literal('first')]),
+    wrap: wrapModeSchema,
   },
   { additionalProperties: false },
 );
