@@ -22,6 +22,7 @@ import {
 import { pkcs11Backend, writeConfig, type TestConfig } from '../helpers/config.ts';
 import { expectGrpcError } from '../helpers/grpc.ts';
 import { addToken, createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
+import { createCa } from '../helpers/x509.ts';
 
 // ---------------------------------------------------------------------------------------
 // Response shapes and small helpers
@@ -1354,6 +1355,36 @@ describe('admin listener start-up checks', () => {
       );
       assert.equal(existsSync(config.socket), false, 'no KMS socket');
       assert.equal(existsSync(config.adminSocket), false, 'no admin socket');
+    } finally {
+      await broker.stop('SIGKILL');
+    }
+  });
+  it('names every unusable TLS file of the admin listener at once, and exits 4 before serving', async () => {
+    const base = writeConfig(token);
+    const ca = createCa(join(base.dir, 'ca'));
+    const missing = join(base.dir, 'absent-cert.pem');
+    const config = writeConfig(
+      token,
+      {
+        admin: {
+          ...(base.values.admin as Record<string, unknown>),
+          // A certificate where the key belongs, and a certificate that is not there.
+          tls: { certFile: missing, keyFile: ca.certFile },
+        },
+      },
+      base.dir,
+    );
+    const broker = spawnBroker(config.path, token.env);
+    try {
+      assert.equal(await broker.exited, 4, 'a supervisor must not restart it');
+      const output = broker.text.join('\n');
+      assert.match(output, new RegExp(`admin\\.tls\\.certFile: cannot read ${missing} \\(ENOENT\\)`));
+      assert.match(
+        output,
+        new RegExp(`admin\\.tls\\.keyFile: ${ca.certFile} holds a certificate where a private key`),
+      );
+      assert.ok(!output.includes('INTERNAL'), output);
+      assert.equal(existsSync(config.socket), false, 'no KMS socket');
     } finally {
       await broker.stop('SIGKILL');
     }
