@@ -8,6 +8,7 @@ import type { KmsService } from '../broker/ports.ts';
 import { BrokerError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { deadlineOf, respond, type RequestMetrics } from './kms-v2-service.ts';
+import { decoded } from './proto.ts';
 import { decodeWrapSet, encodeWrapSet } from './wrap-set.ts';
 import { checkPlaintext } from './limits.ts';
 
@@ -35,7 +36,7 @@ type Unary<Req, Res> = grpc.handleUnaryCall<Req, Res>;
 export function kmsV1Handlers(kms: KmsService, metrics: RequestMetrics): grpc.UntypedServiceImplementation {
   const Version: Unary<VersionRequest, VersionResponse> = (call, callback) => {
     respond(metrics, 'v1beta1.Version', callback, () => {
-      checkVersion(call.request.version);
+      checkVersion(decoded(call.request).version);
       return Promise.resolve({
         version: KMS_V1_API_VERSION,
         runtime_name: 'kms-broker',
@@ -46,10 +47,11 @@ export function kmsV1Handlers(kms: KmsService, metrics: RequestMetrics): grpc.Un
 
   const Encrypt: Unary<EncryptRequest, { cipher: Buffer }> = (call, callback) => {
     respond(metrics, 'v1beta1.Encrypt', callback, async () => {
-      checkVersion(call.request.version);
-      checkPlaintext(call.request.plain);
+      const { version, plain } = decoded(call.request);
+      checkVersion(version);
+      checkPlaintext(plain);
       // v1 requests carry no uid; one of ours still ties the log lines of a call together.
-      const result = await kms.encrypt(call.request.plain, {
+      const result = await kms.encrypt(plain, {
         uid: `v1-${randomUUID()}`,
         deadline: deadlineOf(call),
       });
@@ -59,9 +61,10 @@ export function kmsV1Handlers(kms: KmsService, metrics: RequestMetrics): grpc.Un
 
   const Decrypt: Unary<DecryptRequest, { plain: Buffer }> = (call, callback) => {
     respond(metrics, 'v1beta1.Decrypt', callback, async () => {
-      checkVersion(call.request.version);
+      const { version, cipher } = decoded(call.request);
+      checkVersion(version);
       // v1 has no key_id: Decrypt routes by the envelopes alone.
-      const plain = await kms.decryptWraps(decodeWrapSet(call.request.cipher), {
+      const plain = await kms.decryptWraps(decodeWrapSet(cipher), {
         uid: `v1-${randomUUID()}`,
         deadline: deadlineOf(call),
       });

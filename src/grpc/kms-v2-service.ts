@@ -2,6 +2,7 @@
 // codes. Details are the catalog's messages, never a backend's raw error text.
 import type * as grpc from '@grpc/grpc-js';
 import type { KmsService } from '../broker/ports.ts';
+import { decoded } from './proto.ts';
 import { toBrokerError } from '../errors.ts';
 import {
   checkAnnotations,
@@ -36,7 +37,7 @@ export function kmsV2Handlers(kms: KmsService, metrics: RequestMetrics): grpc.Un
 
   const Encrypt: Unary<EncryptRequest, EncryptResponse> = (call, callback) => {
     respond(metrics, 'v2.Encrypt', callback, async () => {
-      const { plaintext, uid } = call.request;
+      const { plaintext, uid } = decoded(call.request);
       checkPlaintext(plaintext);
       checkUid(uid);
       const result = await kms.encrypt(plaintext, { uid, deadline: deadlineOf(call) });
@@ -47,7 +48,7 @@ export function kmsV2Handlers(kms: KmsService, metrics: RequestMetrics): grpc.Un
 
   const Decrypt: Unary<DecryptRequest, DecryptResponse> = (call, callback) => {
     respond(metrics, 'v2.Decrypt', callback, async () => {
-      const { ciphertext, uid, key_id: keyId, annotations } = call.request;
+      const { ciphertext, uid, key_id: keyId, annotations } = decoded(call.request);
       checkCiphertext(ciphertext);
       checkUid(uid);
       checkKeyId(keyId);
@@ -71,17 +72,20 @@ export function respond<Res>(
   handler: () => Promise<Res>,
 ): void {
   const started = performance.now();
-  handler().then(
-    response => {
-      callback(null, response);
-      metrics.kmsRequest(method, 'ok', (performance.now() - started) / 1000);
-    },
-    (error: unknown) => {
-      const brokerError = toBrokerError(error);
-      callback({ code: brokerError.grpcCode, details: `${brokerError.code}: ${brokerError.message}` });
-      metrics.kmsRequest(method, brokerError.code, (performance.now() - started) / 1000);
-    },
-  );
+  // A check that throws before the handler's first await is answered like any other refusal.
+  Promise.resolve()
+    .then(handler)
+    .then(
+      response => {
+        callback(null, response);
+        metrics.kmsRequest(method, 'ok', (performance.now() - started) / 1000);
+      },
+      (error: unknown) => {
+        const brokerError = toBrokerError(error);
+        callback({ code: brokerError.grpcCode, details: `${brokerError.code}: ${brokerError.message}` });
+        metrics.kmsRequest(method, brokerError.code, (performance.now() - started) / 1000);
+      },
+    );
 }
 
 /** The caller's deadline in epoch ms, or undefined when it sent none. */

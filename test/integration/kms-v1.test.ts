@@ -10,7 +10,7 @@ import { decodeWrapSet } from '../../src/grpc/wrap-set.ts';
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
 import { addToken, createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 import { pkcs11Backend, writeConfig } from '../helpers/config.ts';
-import { expectGrpcError } from '../helpers/grpc.ts';
+import { expectGrpcError, rawUnaryCall } from '../helpers/grpc.ts';
 import { writeFileSync } from 'node:fs';
 
 type Call = (
@@ -35,7 +35,7 @@ function v1Client(socket: string) {
       ),
     );
   return {
-    version: () => call<{ version: string; runtime_name: string }>('Version', { version: 'v1beta1' }),
+    version: (version = 'v1beta1') => call<{ version: string; runtime_name: string }>('Version', { version }),
     encrypt: (plain: Buffer, version = 'v1beta1') => call<{ cipher: Buffer }>('Encrypt', { version, plain }),
     decrypt: (cipher: Buffer) => call<{ plain: Buffer }>('Decrypt', { version: 'v1beta1', cipher }),
     close: () => client.close(),
@@ -88,6 +88,12 @@ describe('KMS v1beta1 beside v2', () => {
       client.encrypt(randomBytes(32), 'v2'),
       grpc.status.INVALID_ARGUMENT,
       /unsupported KMS API version/,
+    );
+    await expectGrpcError(client.version('v2'), grpc.status.INVALID_ARGUMENT, /unsupported KMS API version/);
+    await expectGrpcError(
+      rawUnaryCall(socket, '/v1beta1.KeyManagementService/Decrypt', Buffer.from([0x12, 0x64, 0x01])),
+      grpc.status.INVALID_ARGUMENT,
+      /not a valid protobuf message/,
     );
     await expectGrpcError(client.decrypt(randomBytes(80)), grpc.status.INVALID_ARGUMENT);
     await expectGrpcError(client.encrypt(randomBytes(129)), grpc.status.INVALID_ARGUMENT, /at most 128/);

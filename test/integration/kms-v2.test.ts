@@ -8,16 +8,18 @@ import { decodeEnvelope } from '../../src/broker/envelope.ts';
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
 import { writeConfig } from '../helpers/config.ts';
 import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
-import { expectGrpcError } from '../helpers/grpc.ts';
+import { expectGrpcError, rawUnaryCall } from '../helpers/grpc.ts';
 
 describe('KMS v2 on a SoftHSM token', () => {
   let token: SoftHsmToken;
   let broker: BrokerProcess;
   let client: KmsV2Client;
+  let socket: string;
 
   before(async () => {
     token = createToken();
     const config = writeConfig(token);
+    socket = config.socket;
     broker = await startBrokerProcess(config.path, token.env);
     client = createKmsV2Client(config.socket);
   });
@@ -81,6 +83,20 @@ describe('KMS v2 on a SoftHSM token', () => {
       /uid exceeds 256/,
     );
     await expectGrpcError(client.encrypt(randomBytes(100 * 1024)), GrpcStatus.RESOURCE_EXHAUSTED);
+    assert.equal((await client.status()).healthz, 'ok');
+  });
+
+  it('answers a request that is not a valid message with INVALID_ARGUMENT, not INTERNAL', async () => {
+    // Field 1 (plaintext / ciphertext) says 100 bytes follow; two do.
+    const truncated = Buffer.from([0x0a, 0x64, 0x01, 0x02]);
+    for (const method of ['Encrypt', 'Decrypt']) {
+      await expectGrpcError(
+        rawUnaryCall(socket, `/v2.KeyManagementService/${method}`, truncated),
+        GrpcStatus.INVALID_ARGUMENT,
+        /INVALID_REQUEST: the request is not a valid protobuf message/,
+        method,
+      );
+    }
     assert.equal((await client.status()).healthz, 'ok');
   });
 
