@@ -1,9 +1,7 @@
 // PKCS#11 HSM backend on graphene-pk11. Each key version is its own AES-256 secret key
 // object in the token (non-extractable, sensitive), labelled `<keyLabel>-v<N>` with a
-// CKA_ID of the version number plus random bytes. Wraps are CKM_AES_GCM through C_Encrypt
-// with a fresh 96-bit IV from the host and the envelope header as AAD. Crypto runs through
-// the async C_Encrypt/C_Decrypt forms on a session pool, so the event loop never waits on
-// the HSM.
+// CKA_ID of the version number plus random bytes. Wraps are AES-GCM (aes-gcm.ts) on a
+// session pool.
 import { randomBytes } from 'node:crypto';
 import graphene from 'graphene-pk11';
 import type { KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
@@ -15,10 +13,8 @@ import { classify, ckrName, type Pkcs11Failure } from './pkcs11-errors.ts';
 import { SessionPool } from './session-pool.ts';
 import { loadModule, type LoadedModule } from './module-cache.ts';
 import type { Deadline } from '../../deadline.ts';
+import { AES_GCM_MECHANISM, invalidWrapped, openAesGcm, sealAesGcm } from './aes-gcm.ts';
 
-export const AES_GCM_MECHANISM = 'aes-gcm';
-const IV_BYTES = 12;
-const TAG_BYTES = 16;
 const MAX_QUEUED_CALLS = 4096;
 // CK_STATE values (PKCS#11 2.40 §5.7) of a session whose user is logged in.
 const CKS_RO_USER_FUNCTIONS = 1;
@@ -122,44 +118,17 @@ export class Pkcs11Backend implements KekBackend {
   }
 
   wrap(request: WrapRequest): Promise<Buffer> {
-    return this.#withSession(request.deadline, 'wrap', async session => {
-      const key = this.#key(session, request.keyVersion);
-      const iv = randomBytes(IV_BYTES);
-      const params = new graphene.AesGcm240Params(iv, request.aad, TAG_BYTES * 8);
-      const cipher = session.createCipher({ name: 'AES_GCM', params }, key);
-      const output = Buffer.alloc(request.plaintext.length + TAG_BYTES);
-      const sealed = await new Promise<Buffer>((resolve, reject) =>
-        cipher.once(request.plaintext, output, (error, data) => (error ? reject(error) : resolve(data))),
-      );
-      return Buffer.concat([iv, sealed]);
-    });
+    return this.#withSession(request.deadline, 'wrap', async session =>
+      sealAesGcm(session, this.#key(session, request.keyVersion), request.plaintext, request.aad),
+    );
   }
 
   unwrap(request: UnwrapRequest): Promise<Buffer> {
-    if (request.mechanism !== AES_GCM_MECHANISM) {
-      return Promise.reject(
-        new BrokerError(
-          'INVALID_CIPHERTEXT',
-          `backend ${this.name} cannot unwrap mechanism '${request.mechanism}'`,
-        ),
-      );
-    }
-    if (request.wrapped.length <= IV_BYTES + TAG_BYTES) {
-      return Promise.reject(new BrokerError('INVALID_CIPHERTEXT', 'the wrapped key is too short'));
-    }
-    return this.#withSession(request.deadline, 'unwrap', async session => {
-      const key = this.#key(session, request.keyVersion);
-      const iv = request.wrapped.subarray(0, IV_BYTES);
-      const sealed = request.wrapped.subarray(IV_BYTES);
-      const params = new graphene.AesGcm240Params(Buffer.from(iv), request.aad, TAG_BYTES * 8);
-      const decipher = session.createDecipher({ name: 'AES_GCM', params }, key);
-      const output = Buffer.alloc(sealed.length);
-      return new Promise<Buffer>((resolve, reject) =>
-        decipher.once(Buffer.from(sealed), output, (error, data) =>
-          error ? reject(error) : resolve(Buffer.from(data)),
-        ),
-      );
-    });
+    const invalid = invalidWrapped(request, this.name);
+    if (invalid !== undefined) return Promise.reject(invalid);
+    return this.#withSession(request.deadline, 'unwrap', async session =>
+      openAesGcm(session, this.#key(session, request.keyVersion), request.wrapped, request.aad),
+    );
   }
 
   /** C_GetSessionInfo on the anchor: no crypto, but it notices a lost login or device. */
