@@ -1,8 +1,5 @@
-// PKCS#11 HSM backend on graphene-pk11. Each key version is its own AES-256 secret key
-// object in the token (non-extractable, sensitive), labelled `<keyLabel>-v<N>` with a
-// CKA_ID of the version number plus random bytes. Wraps are AES-GCM (aes-gcm.ts) on a
-// session pool.
-import { randomBytes } from 'node:crypto';
+// PKCS#11 HSM backend on graphene-pk11. Each key version is its own secret key object in
+// the token (key-versions.ts); wraps are AES-GCM (aes-gcm.ts) on a session pool.
 import graphene from 'graphene-pk11';
 import type { KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
 import type { Pkcs11BackendConfig } from './pkcs11-schema.ts';
@@ -13,13 +10,14 @@ import { classify, ckrName, type Pkcs11Failure } from './pkcs11-errors.ts';
 import { SessionPool } from './session-pool.ts';
 import { loadModule, type LoadedModule } from './module-cache.ts';
 import type { Deadline } from '../../deadline.ts';
+import { KeyVersions } from './key-versions.ts';
 import { AES_GCM_MECHANISM, invalidWrapped, openAesGcm, sealAesGcm } from './aes-gcm.ts';
 
 const MAX_QUEUED_CALLS = 4096;
 // CK_STATE values (PKCS#11 2.40 §5.7) of a session whose user is logged in.
 const CKS_RO_USER_FUNCTIONS = 1;
 const CKS_RW_USER_FUNCTIONS = 3;
-const { SessionFlag, UserType, ObjectClass, KeyType, KeyGenMechanism } = graphene;
+const { SessionFlag, UserType } = graphene;
 
 interface Lease {
   readonly session: graphene.Session;
@@ -43,7 +41,7 @@ export class Pkcs11Backend implements KekBackend {
   /** Bumped by every recovery; leases from an older generation are destroyed on release. */
   #generation = 0;
   #recovering: Promise<void> | undefined;
-  readonly #keys = new Map<string, graphene.SecretKey>();
+  readonly #versions: KeyVersions;
   readonly #pool: SessionPool<Lease>;
 
   constructor(config: Pkcs11BackendConfig, deps: { readSecret: SecretReader; logger: Logger }) {
@@ -52,6 +50,12 @@ export class Pkcs11Backend implements KekBackend {
     this.autoCreate = config.generateIfMissing;
     this.#readSecret = deps.readSecret;
     this.#logger = deps.logger.child({ backend: config.name });
+    this.#versions = new KeyVersions({
+      keyLabel: config.keyLabel,
+      backendName: config.name,
+      logger: this.#logger,
+      tokenSerial: () => this.#tokenSerial,
+    });
     this.#pool = new SessionPool<Lease>(
       {
         create: () => ({ session: this.#openSession(), generation: this.#generation }),
@@ -69,57 +73,16 @@ export class Pkcs11Backend implements KekBackend {
   }
 
   listVersions(): Promise<KeyVersionInfo[]> {
-    return this.#recoverable(() => {
-      const session = this.#requireAnchor();
-      const versions: KeyVersionInfo[] = [];
-      for (const object of this.#findKeyObjects(session)) {
-        const version = this.#versionOf(object.label);
-        if (version !== undefined)
-          versions.push({ version: String(version), fingerprint: this.#fingerprint(object) });
-      }
-      return Promise.resolve(versions.sort((a, b) => Number(a.version) - Number(b.version)));
-    });
+    return this.#recoverable(() => Promise.resolve(this.#versions.list(this.#requireAnchor())));
   }
 
   createVersion(): Promise<KeyVersionInfo> {
-    return this.#recoverable(() => {
-      const session = this.#requireAnchor();
-      const highest = this.#findKeyObjects(session).reduce(
-        (max, object) => Math.max(max, this.#versionOf(object.label) ?? 0),
-        0,
-      );
-      const version = highest + 1;
-      const id = Buffer.alloc(16);
-      id.writeUInt32BE(version, 0);
-      randomBytes(12).copy(id, 4);
-      const key = session.generateKey(KeyGenMechanism.AES, {
-        class: ObjectClass.SECRET_KEY,
-        keyType: KeyType.AES,
-        valueLen: 32,
-        label: this.#labelFor(version),
-        id,
-        token: true,
-        private: true,
-        sensitive: true,
-        extractable: false,
-        modifiable: false,
-        encrypt: true,
-        decrypt: true,
-        wrap: false,
-        unwrap: false,
-      });
-      this.#logger.info({ version }, 'created key version in token');
-      return Promise.resolve({
-        version: String(version),
-        fingerprint: this.#fingerprint(key),
-        createdAt: new Date().toISOString(),
-      });
-    });
+    return this.#recoverable(() => Promise.resolve(this.#versions.create(this.#requireAnchor())));
   }
 
   wrap(request: WrapRequest): Promise<Buffer> {
     return this.#withSession(request.deadline, 'wrap', async session =>
-      sealAesGcm(session, this.#key(session, request.keyVersion), request.plaintext, request.aad),
+      sealAesGcm(session, this.#versions.key(session, request.keyVersion), request.plaintext, request.aad),
     );
   }
 
@@ -127,7 +90,7 @@ export class Pkcs11Backend implements KekBackend {
     const invalid = invalidWrapped(request, this.name);
     if (invalid !== undefined) return Promise.reject(invalid);
     return this.#withSession(request.deadline, 'unwrap', async session =>
-      openAesGcm(session, this.#key(session, request.keyVersion), request.wrapped, request.aad),
+      openAesGcm(session, this.#versions.key(session, request.keyVersion), request.wrapped, request.aad),
     );
   }
 
@@ -146,7 +109,7 @@ export class Pkcs11Backend implements KekBackend {
   async close(): Promise<void> {
     await this.#recovering;
     this.#pool.close();
-    this.#keys.clear();
+    this.#versions.forget();
     if (this.#anchor !== undefined) closeQuietly(this.#anchor);
     this.#anchor = undefined;
     this.#module?.release();
@@ -271,7 +234,7 @@ export class Pkcs11Backend implements KekBackend {
     this.#recovering ??= (async () => {
       this.#logger.warn({ failure, cause }, 'recovering HSM connection');
       this.#generation++;
-      this.#keys.clear();
+      this.#versions.forget();
       this.#pool.discardIdle();
       if (this.#anchor !== undefined) closeQuietly(this.#anchor);
       this.#anchor = undefined;
@@ -284,44 +247,6 @@ export class Pkcs11Backend implements KekBackend {
       // A wrong PIN discovered during recovery is as fatal as at start: never loop on it.
       throw error instanceof BrokerError ? error : this.#unavailable(error);
     });
-  }
-
-  #key(session: graphene.Session, version: string): graphene.SecretKey {
-    const cached = this.#keys.get(version);
-    if (cached !== undefined) return cached;
-    const found = session.find({ class: ObjectClass.SECRET_KEY, label: this.#labelFor(Number(version)) });
-    if (found.length === 0) {
-      throw new BrokerError(
-        'UNKNOWN_KEY_VERSION',
-        `backend ${this.name}: the token holds no key for version ${version}`,
-      );
-    }
-    const key = found.items(0).toType<graphene.SecretKey>();
-    this.#keys.set(version, key);
-    return key;
-  }
-
-  #findKeyObjects(session: graphene.Session): graphene.SecretKey[] {
-    const found = session.find({ class: ObjectClass.SECRET_KEY, keyType: KeyType.AES });
-    const keys: graphene.SecretKey[] = [];
-    for (let index = 0; index < found.length; index++)
-      keys.push(found.items(index).toType<graphene.SecretKey>());
-    return keys;
-  }
-
-  #labelFor(version: number): string {
-    return `${this.#config.keyLabel}-v${version}`;
-  }
-
-  #versionOf(label: string): number | undefined {
-    const prefix = `${this.#config.keyLabel}-v`;
-    if (!label.startsWith(prefix)) return undefined;
-    const digits = label.slice(prefix.length);
-    return /^[1-9]\d{0,8}$/.test(digits) ? Number(digits) : undefined;
-  }
-
-  #fingerprint(key: graphene.SecretKey): string {
-    return `pkcs11:${this.#tokenSerial}:${key.id.toString('hex')}`;
   }
 
   #requireAnchor(): graphene.Session {
