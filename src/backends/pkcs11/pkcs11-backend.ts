@@ -1,6 +1,6 @@
 // PKCS#11 HSM backend on graphene-pk11. Each key version is its own secret key object in
 // the token (key-versions.ts); wraps are AES-GCM (aes-gcm.ts) on a session pool.
-import graphene from 'graphene-pk11';
+import type graphene from 'graphene-pk11';
 import type { KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
 import type { Pkcs11BackendConfig } from './pkcs11-schema.ts';
 import type { SecretReader } from '../../secrets.ts';
@@ -10,14 +10,11 @@ import { classify, ckrName, type Pkcs11Failure } from './pkcs11-errors.ts';
 import { SessionPool } from './session-pool.ts';
 import { loadModule, type LoadedModule } from './module-cache.ts';
 import type { Deadline } from '../../deadline.ts';
+import { assertLoggedIn, closeQuietly, findSlot, openLoggedIn, openSession } from './token-session.ts';
 import { KeyVersions } from './key-versions.ts';
 import { AES_GCM_MECHANISM, invalidWrapped, openAesGcm, sealAesGcm } from './aes-gcm.ts';
 
 const MAX_QUEUED_CALLS = 4096;
-// CK_STATE values (PKCS#11 2.40 §5.7) of a session whose user is logged in.
-const CKS_RO_USER_FUNCTIONS = 1;
-const CKS_RW_USER_FUNCTIONS = 3;
-const { SessionFlag, UserType } = graphene;
 
 interface Lease {
   readonly session: graphene.Session;
@@ -97,11 +94,7 @@ export class Pkcs11Backend implements KekBackend {
   /** C_GetSessionInfo on the anchor: no crypto, but it notices a lost login or device. */
   probe(): Promise<void> {
     return this.#recoverable(() => {
-      const session = this.#requireAnchor();
-      const info = session.lib.C_GetSessionInfo(session.handle);
-      if (info.state !== CKS_RW_USER_FUNCTIONS && info.state !== CKS_RO_USER_FUNCTIONS) {
-        throw new Error('CKR_USER_NOT_LOGGED_IN: session is not logged in');
-      }
+      assertLoggedIn(this.#requireAnchor());
       return Promise.resolve();
     });
   }
@@ -118,56 +111,16 @@ export class Pkcs11Backend implements KekBackend {
 
   /** Finds the token, opens the anchor session and logs in. */
   #connect(): void {
-    const module = this.#requireModule();
-    const slot = this.#findSlot(module.module);
+    const slot = findSlot(this.#requireModule().module, this.#config);
     this.#slot = slot;
     this.#tokenSerial = slot.getToken().serialNumber.trim();
-    const anchor = slot.open(SessionFlag.SERIAL_SESSION | SessionFlag.RW_SESSION);
-    try {
-      const pin = this.#readSecret(
-        { file: this.#config.pinFile, env: this.#config.pinEnv },
-        `backend ${this.name} PIN`,
-      );
-      anchor.login(pin, UserType.USER);
-    } catch (error) {
-      const name = ckrName(error);
-      if (name !== 'CKR_USER_ALREADY_LOGGED_IN') {
-        closeQuietly(anchor);
-        if (classify(error) === 'pin') {
-          throw new BrokerError(
-            'HSM_LOGIN_FAILED',
-            `backend ${this.name}: the token rejected the PIN (${name}); not retrying, because repeated failures lock or wipe tokens`,
-            name,
-          );
-        }
-        throw name === undefined
-          ? error
-          : new BrokerError('HSM_LOGIN_FAILED', `backend ${this.name}: login failed (${name})`, name);
-      }
-    }
-    this.#anchor = anchor;
-  }
-
-  #findSlot(module: graphene.Module): graphene.Slot {
-    const { tokenLabel, tokenSerial } = this.#config;
-    const slots = module.getSlots(true);
-    for (let index = 0; index < slots.length; index++) {
-      const slot = slots.items(index);
-      const token = slot.getToken();
-      if (tokenLabel !== undefined && token.label.trim() === tokenLabel) return slot;
-      if (tokenSerial !== undefined && token.serialNumber.trim() === tokenSerial) return slot;
-    }
-    const wanted = tokenLabel !== undefined ? `label '${tokenLabel}'` : `serial '${tokenSerial ?? ''}'`;
-    throw new BrokerError(
-      'HSM_TOKEN_NOT_FOUND',
-      `backend ${this.name}: no token with ${wanted} in ${this.#config.module}`,
-    );
+    this.#anchor = openLoggedIn(slot, this.#config, this.#readSecret);
   }
 
   #openSession(): graphene.Session {
     if (this.#slot === undefined)
       throw new BrokerError('BACKEND_UNAVAILABLE', `backend ${this.name} is not open`);
-    return this.#slot.open(SessionFlag.SERIAL_SESSION | SessionFlag.RW_SESSION);
+    return openSession(this.#slot);
   }
 
   /**
@@ -273,12 +226,4 @@ export class Pkcs11Backend implements KekBackend {
 
 function isRecoverable(failure: Pkcs11Failure | undefined): failure is 'session' | 'login' | 'device' {
   return failure === 'session' || failure === 'login' || failure === 'device';
-}
-
-function closeQuietly(session: graphene.Session): void {
-  try {
-    session.close();
-  } catch {
-    // Already closed by the library (logout, reset): nothing left to release.
-  }
 }
