@@ -1,34 +1,14 @@
-// PKCS#11 HSM backend on graphene-pk11. Each key version is its own AES-256 secret key
-// object in the token (non-extractable, sensitive), labelled `<keyLabel>-v<N>` with a
-// CKA_ID of the version number plus random bytes. Wraps are CKM_AES_GCM through C_Encrypt
-// with a fresh 96-bit IV from the host and the envelope header as AAD. Crypto runs through
-// the async C_Encrypt/C_Decrypt forms on a session pool, so the event loop never waits on
-// the HSM.
-import { randomBytes } from 'node:crypto';
-import graphene from 'graphene-pk11';
+// PKCS#11 HSM backend on graphene-pk11: the KekBackend over the token connection
+// (hsm-connection.ts), the key objects of each version (key-versions.ts) and the AES-GCM
+// wrap (aes-gcm.ts).
 import type { KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
 import type { Pkcs11BackendConfig } from './pkcs11-schema.ts';
 import type { SecretReader } from '../../secrets.ts';
-import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
-import { classify, ckrName, type Pkcs11Failure } from './pkcs11-errors.ts';
-import { SessionPool } from './session-pool.ts';
-import { loadModule, type LoadedModule } from './module-cache.ts';
-import type { Deadline } from '../../deadline.ts';
-
-export const AES_GCM_MECHANISM = 'aes-gcm';
-const IV_BYTES = 12;
-const TAG_BYTES = 16;
-const MAX_QUEUED_CALLS = 4096;
-// CK_STATE values (PKCS#11 2.40 §5.7) of a session whose user is logged in.
-const CKS_RO_USER_FUNCTIONS = 1;
-const CKS_RW_USER_FUNCTIONS = 3;
-const { SessionFlag, UserType, ObjectClass, KeyType, KeyGenMechanism } = graphene;
-
-interface Lease {
-  readonly session: graphene.Session;
-  readonly generation: number;
-}
+import { HsmConnection } from './hsm-connection.ts';
+import { assertLoggedIn } from './token-session.ts';
+import { KeyVersions } from './key-versions.ts';
+import { AES_GCM_MECHANISM, invalidWrapped, openAesGcm, sealAesGcm } from './aes-gcm.ts';
 
 export class Pkcs11Backend implements KekBackend {
   readonly type = 'pkcs11';
@@ -36,355 +16,63 @@ export class Pkcs11Backend implements KekBackend {
   readonly autoCreateOption = 'generateIfMissing';
   readonly name: string;
   readonly autoCreate: boolean;
-  readonly #config: Pkcs11BackendConfig;
-  readonly #readSecret: SecretReader;
-  readonly #logger: Logger;
-  #module: LoadedModule | undefined;
-  #slot: graphene.Slot | undefined;
-  #tokenSerial = '';
-  /** Kept open for the backend's life: closing a token's last session logs the app out. */
-  #anchor: graphene.Session | undefined;
-  /** Bumped by every recovery; leases from an older generation are destroyed on release. */
-  #generation = 0;
-  #recovering: Promise<void> | undefined;
-  readonly #keys = new Map<string, graphene.SecretKey>();
-  readonly #pool: SessionPool<Lease>;
+  readonly #hsm: HsmConnection;
+  readonly #versions: KeyVersions;
 
   constructor(config: Pkcs11BackendConfig, deps: { readSecret: SecretReader; logger: Logger }) {
-    this.#config = config;
     this.name = config.name;
     this.autoCreate = config.generateIfMissing;
-    this.#readSecret = deps.readSecret;
-    this.#logger = deps.logger.child({ backend: config.name });
-    this.#pool = new SessionPool<Lease>(
-      {
-        create: () => ({ session: this.#openSession(), generation: this.#generation }),
-        destroy: lease => closeQuietly(lease.session),
-      },
-      config.sessions,
-      MAX_QUEUED_CALLS,
-    );
+    const logger = deps.logger.child({ backend: config.name });
+    this.#hsm = new HsmConnection(config, {
+      readSecret: deps.readSecret,
+      logger,
+      onRecover: () => this.#versions.forget(),
+    });
+    this.#versions = new KeyVersions({
+      keyLabel: config.keyLabel,
+      backendName: config.name,
+      logger,
+      tokenSerial: () => this.#hsm.tokenSerial,
+    });
   }
 
   async open(): Promise<void> {
-    this.#module = loadModule(this.#config.module);
-    this.#connect();
+    this.#hsm.open();
     return Promise.resolve();
   }
 
   listVersions(): Promise<KeyVersionInfo[]> {
-    return this.#recoverable(() => {
-      const session = this.#requireAnchor();
-      const versions: KeyVersionInfo[] = [];
-      for (const object of this.#findKeyObjects(session)) {
-        const version = this.#versionOf(object.label);
-        if (version !== undefined)
-          versions.push({ version: String(version), fingerprint: this.#fingerprint(object) });
-      }
-      return Promise.resolve(versions.sort((a, b) => Number(a.version) - Number(b.version)));
-    });
+    return this.#hsm.withAnchor(anchor => Promise.resolve(this.#versions.list(anchor)));
   }
 
   createVersion(): Promise<KeyVersionInfo> {
-    return this.#recoverable(() => {
-      const session = this.#requireAnchor();
-      const highest = this.#findKeyObjects(session).reduce(
-        (max, object) => Math.max(max, this.#versionOf(object.label) ?? 0),
-        0,
-      );
-      const version = highest + 1;
-      const id = Buffer.alloc(16);
-      id.writeUInt32BE(version, 0);
-      randomBytes(12).copy(id, 4);
-      const key = session.generateKey(KeyGenMechanism.AES, {
-        class: ObjectClass.SECRET_KEY,
-        keyType: KeyType.AES,
-        valueLen: 32,
-        label: this.#labelFor(version),
-        id,
-        token: true,
-        private: true,
-        sensitive: true,
-        extractable: false,
-        modifiable: false,
-        encrypt: true,
-        decrypt: true,
-        wrap: false,
-        unwrap: false,
-      });
-      this.#logger.info({ version }, 'created key version in token');
-      return Promise.resolve({
-        version: String(version),
-        fingerprint: this.#fingerprint(key),
-        createdAt: new Date().toISOString(),
-      });
-    });
+    return this.#hsm.withAnchor(anchor => Promise.resolve(this.#versions.create(anchor)));
   }
 
   wrap(request: WrapRequest): Promise<Buffer> {
-    return this.#withSession(request.deadline, 'wrap', async session => {
-      const key = this.#key(session, request.keyVersion);
-      const iv = randomBytes(IV_BYTES);
-      const params = new graphene.AesGcm240Params(iv, request.aad, TAG_BYTES * 8);
-      const cipher = session.createCipher({ name: 'AES_GCM', params }, key);
-      const output = Buffer.alloc(request.plaintext.length + TAG_BYTES);
-      const sealed = await new Promise<Buffer>((resolve, reject) =>
-        cipher.once(request.plaintext, output, (error, data) => (error ? reject(error) : resolve(data))),
-      );
-      return Buffer.concat([iv, sealed]);
-    });
+    return this.#hsm.withSession(request.deadline, 'wrap', async session =>
+      sealAesGcm(session, this.#versions.key(session, request.keyVersion), request.plaintext, request.aad),
+    );
   }
 
   unwrap(request: UnwrapRequest): Promise<Buffer> {
-    if (request.mechanism !== AES_GCM_MECHANISM) {
-      return Promise.reject(
-        new BrokerError(
-          'INVALID_CIPHERTEXT',
-          `backend ${this.name} cannot unwrap mechanism '${request.mechanism}'`,
-        ),
-      );
-    }
-    if (request.wrapped.length <= IV_BYTES + TAG_BYTES) {
-      return Promise.reject(new BrokerError('INVALID_CIPHERTEXT', 'the wrapped key is too short'));
-    }
-    return this.#withSession(request.deadline, 'unwrap', async session => {
-      const key = this.#key(session, request.keyVersion);
-      const iv = request.wrapped.subarray(0, IV_BYTES);
-      const sealed = request.wrapped.subarray(IV_BYTES);
-      const params = new graphene.AesGcm240Params(Buffer.from(iv), request.aad, TAG_BYTES * 8);
-      const decipher = session.createDecipher({ name: 'AES_GCM', params }, key);
-      const output = Buffer.alloc(sealed.length);
-      return new Promise<Buffer>((resolve, reject) =>
-        decipher.once(Buffer.from(sealed), output, (error, data) =>
-          error ? reject(error) : resolve(Buffer.from(data)),
-        ),
-      );
-    });
+    const invalid = invalidWrapped(request, this.name);
+    if (invalid !== undefined) return Promise.reject(invalid);
+    return this.#hsm.withSession(request.deadline, 'unwrap', async session =>
+      openAesGcm(session, this.#versions.key(session, request.keyVersion), request.wrapped, request.aad),
+    );
   }
 
   /** C_GetSessionInfo on the anchor: no crypto, but it notices a lost login or device. */
   probe(): Promise<void> {
-    return this.#recoverable(() => {
-      const session = this.#requireAnchor();
-      const info = session.lib.C_GetSessionInfo(session.handle);
-      if (info.state !== CKS_RW_USER_FUNCTIONS && info.state !== CKS_RO_USER_FUNCTIONS) {
-        throw new Error('CKR_USER_NOT_LOGGED_IN: session is not logged in');
-      }
+    return this.#hsm.withAnchor(anchor => {
+      assertLoggedIn(anchor);
       return Promise.resolve();
     });
   }
 
   async close(): Promise<void> {
-    await this.#recovering;
-    this.#pool.close();
-    this.#keys.clear();
-    if (this.#anchor !== undefined) closeQuietly(this.#anchor);
-    this.#anchor = undefined;
-    this.#module?.release();
-    this.#module = undefined;
-  }
-
-  /** Finds the token, opens the anchor session and logs in. */
-  #connect(): void {
-    const module = this.#requireModule();
-    const slot = this.#findSlot(module.module);
-    this.#slot = slot;
-    this.#tokenSerial = slot.getToken().serialNumber.trim();
-    const anchor = slot.open(SessionFlag.SERIAL_SESSION | SessionFlag.RW_SESSION);
-    try {
-      const pin = this.#readSecret(
-        { file: this.#config.pinFile, env: this.#config.pinEnv },
-        `backend ${this.name} PIN`,
-      );
-      anchor.login(pin, UserType.USER);
-    } catch (error) {
-      const name = ckrName(error);
-      if (name !== 'CKR_USER_ALREADY_LOGGED_IN') {
-        closeQuietly(anchor);
-        if (classify(error) === 'pin') {
-          throw new BrokerError(
-            'HSM_LOGIN_FAILED',
-            `backend ${this.name}: the token rejected the PIN (${name}); not retrying, because repeated failures lock or wipe tokens`,
-            name,
-          );
-        }
-        throw name === undefined
-          ? error
-          : new BrokerError('HSM_LOGIN_FAILED', `backend ${this.name}: login failed (${name})`, name);
-      }
-    }
-    this.#anchor = anchor;
-  }
-
-  #findSlot(module: graphene.Module): graphene.Slot {
-    const { tokenLabel, tokenSerial } = this.#config;
-    const slots = module.getSlots(true);
-    for (let index = 0; index < slots.length; index++) {
-      const slot = slots.items(index);
-      const token = slot.getToken();
-      if (tokenLabel !== undefined && token.label.trim() === tokenLabel) return slot;
-      if (tokenSerial !== undefined && token.serialNumber.trim() === tokenSerial) return slot;
-    }
-    const wanted = tokenLabel !== undefined ? `label '${tokenLabel}'` : `serial '${tokenSerial ?? ''}'`;
-    throw new BrokerError(
-      'HSM_TOKEN_NOT_FOUND',
-      `backend ${this.name}: no token with ${wanted} in ${this.#config.module}`,
-    );
-  }
-
-  #openSession(): graphene.Session {
-    if (this.#slot === undefined)
-      throw new BrokerError('BACKEND_UNAVAILABLE', `backend ${this.name} is not open`);
-    return this.#slot.open(SessionFlag.SERIAL_SESSION | SessionFlag.RW_SESSION);
-  }
-
-  /**
-   * Runs one crypto operation on a pooled session. A lost session, login or device is
-   * recovered once and the operation retried; a second failure is UNAVAILABLE.
-   */
-  async #withSession<T>(
-    deadline: Deadline,
-    purpose: 'wrap' | 'unwrap',
-    operation: (session: graphene.Session) => Promise<T>,
-  ): Promise<T> {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      await this.#recovering;
-      let failure: Pkcs11Failure | undefined;
-      let caught: unknown;
-      let lease: Lease | undefined;
-      try {
-        // Opening a pooled session can itself fail when the token or library was lost.
-        lease = await this.#pool.acquire(deadline.signal);
-        return await operation(lease.session);
-      } catch (error) {
-        caught = error;
-        failure = error instanceof BrokerError ? undefined : classify(error);
-      } finally {
-        if (lease !== undefined) {
-          const stale = lease.generation !== this.#generation;
-          this.#pool.release(lease, stale || isRecoverable(failure));
-        }
-      }
-      if (failure === 'data' && purpose === 'unwrap') {
-        throw new BrokerError(
-          'INVALID_CIPHERTEXT',
-          'the wrapped key failed authentication: tampered with, or wrapped under another key',
-          ckrName(caught),
-        );
-      }
-      if (attempt === 0 && isRecoverable(failure)) {
-        await this.#recover(failure, ckrName(caught));
-        continue;
-      }
-      throw this.#unavailable(caught);
-    }
-    throw new BrokerError('BACKEND_UNAVAILABLE', `backend ${this.name}: the HSM did not recover`);
-  }
-
-  /** For anchor-session work (listing, key generation, probes): recover once, then fail. */
-  async #recoverable<T>(operation: () => Promise<T>): Promise<T> {
-    await this.#recovering;
-    try {
-      return await operation();
-    } catch (error) {
-      const failure = classify(error);
-      if (!isRecoverable(failure)) throw this.#unavailable(error);
-      await this.#recover(failure, ckrName(error));
-      try {
-        return await operation();
-      } catch (retryError) {
-        throw this.#unavailable(retryError);
-      }
-    }
-  }
-
-  #recover(failure: 'session' | 'login' | 'device', cause: string | undefined): Promise<void> {
-    this.#recovering ??= (async () => {
-      this.#logger.warn({ failure, cause }, 'recovering HSM connection');
-      this.#generation++;
-      this.#keys.clear();
-      this.#pool.discardIdle();
-      if (this.#anchor !== undefined) closeQuietly(this.#anchor);
-      this.#anchor = undefined;
-      if (failure === 'device') await this.#requireModule().reset(() => this.#pool.leased === 0);
-      this.#connect();
-    })().finally(() => {
-      this.#recovering = undefined;
-    });
-    return this.#recovering.catch((error: unknown) => {
-      // A wrong PIN discovered during recovery is as fatal as at start: never loop on it.
-      throw error instanceof BrokerError ? error : this.#unavailable(error);
-    });
-  }
-
-  #key(session: graphene.Session, version: string): graphene.SecretKey {
-    const cached = this.#keys.get(version);
-    if (cached !== undefined) return cached;
-    const found = session.find({ class: ObjectClass.SECRET_KEY, label: this.#labelFor(Number(version)) });
-    if (found.length === 0) {
-      throw new BrokerError(
-        'UNKNOWN_KEY_VERSION',
-        `backend ${this.name}: the token holds no key for version ${version}`,
-      );
-    }
-    const key = found.items(0).toType<graphene.SecretKey>();
-    this.#keys.set(version, key);
-    return key;
-  }
-
-  #findKeyObjects(session: graphene.Session): graphene.SecretKey[] {
-    const found = session.find({ class: ObjectClass.SECRET_KEY, keyType: KeyType.AES });
-    const keys: graphene.SecretKey[] = [];
-    for (let index = 0; index < found.length; index++)
-      keys.push(found.items(index).toType<graphene.SecretKey>());
-    return keys;
-  }
-
-  #labelFor(version: number): string {
-    return `${this.#config.keyLabel}-v${version}`;
-  }
-
-  #versionOf(label: string): number | undefined {
-    const prefix = `${this.#config.keyLabel}-v`;
-    if (!label.startsWith(prefix)) return undefined;
-    const digits = label.slice(prefix.length);
-    return /^[1-9]\d{0,8}$/.test(digits) ? Number(digits) : undefined;
-  }
-
-  #fingerprint(key: graphene.SecretKey): string {
-    return `pkcs11:${this.#tokenSerial}:${key.id.toString('hex')}`;
-  }
-
-  #requireAnchor(): graphene.Session {
-    if (this.#anchor === undefined) throw new Error('CKR_SESSION_HANDLE_INVALID: no anchor session');
-    return this.#anchor;
-  }
-
-  #requireModule(): LoadedModule {
-    if (this.#module === undefined)
-      throw new BrokerError('BACKEND_UNAVAILABLE', `backend ${this.name} is not open`);
-    return this.#module;
-  }
-
-  #unavailable(error: unknown): BrokerError {
-    if (error instanceof BrokerError) return error;
-    const name = ckrName(error);
-    return new BrokerError(
-      'BACKEND_UNAVAILABLE',
-      `backend ${this.name}: the HSM operation failed${name ? ` (${name})` : ''}`,
-      name ?? 'HSM_ERROR',
-    );
-  }
-}
-
-function isRecoverable(failure: Pkcs11Failure | undefined): failure is 'session' | 'login' | 'device' {
-  return failure === 'session' || failure === 'login' || failure === 'device';
-}
-
-function closeQuietly(session: graphene.Session): void {
-  try {
-    session.close();
-  } catch {
-    // Already closed by the library (logout, reset): nothing left to release.
+    await this.#hsm.close();
+    this.#versions.forget();
   }
 }
