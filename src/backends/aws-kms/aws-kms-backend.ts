@@ -19,6 +19,7 @@ import { startDeadline, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
+import { unlessMissing } from '../key-missing.ts';
 import { AWS_KMS_SERVICE, createAwsKms, type AwsKms } from './aws-kms-client.ts';
 
 export const AWS_KMS_MECHANISM = 'aws-kms';
@@ -186,18 +187,12 @@ export class AwsKmsBackend implements KekBackend {
 
   /** The key's metadata, or undefined when AWS has no such key or alias. */
   async #describe(keyRef: string, deadline: Deadline): Promise<Described | undefined> {
-    let metadata: KeyMetadata | undefined;
-    try {
-      metadata = (
-        await this.#kms.call(deadline, `kms:DescribeKey on ${keyRef}`, (kms, abortSignal) =>
-          kms.send(new DescribeKeyCommand({ KeyId: keyRef }), { abortSignal }),
-        )
-      ).KeyMetadata;
-    } catch (error) {
-      if (error instanceof BrokerError && error.code === 'KEY_MISSING') return undefined;
-      throw error;
-    }
-    return this.#described(metadata);
+    const response = await unlessMissing(
+      this.#kms.call(deadline, `kms:DescribeKey on ${keyRef}`, (kms, abortSignal) =>
+        kms.send(new DescribeKeyCommand({ KeyId: keyRef }), { abortSignal }),
+      ),
+    );
+    return response === undefined ? undefined : this.#described(response.KeyMetadata);
   }
 
   async #enabledCurrent(deadline: Deadline): Promise<Described> {

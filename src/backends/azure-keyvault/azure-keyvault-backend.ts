@@ -22,6 +22,7 @@ import type { Logger } from '../../log.ts';
 import type { BackendDeps } from '../backend-kind.ts';
 import type { BackendCallError } from '../call-policy.ts';
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
+import { unlessMissing } from '../key-missing.ts';
 import { createRemoteCaller, type Need, type RemoteCaller } from '../remote-caller.ts';
 import { createAzureCredential } from './azure-credential.ts';
 import { azureFailures } from './azure-errors.ts';
@@ -130,10 +131,8 @@ export class AzureKeyVaultBackend implements KekBackend {
   /** Every version, oldest first, with the one the vault calls current last. */
   async listVersions(deadline: Deadline): Promise<KeyVersionInfo[]> {
     const { keys } = this.#client();
-    let listed: KeyProperties[];
-    let current: KeyVersionInfo;
-    try {
-      listed = await this.#call(deadline, LIST, async options => {
+    const listed = await unlessMissing(
+      this.#call(deadline, LIST, async options => {
         const all: KeyProperties[] = [];
         let pages = 0;
         for await (const page of keys.listPropertiesOfKeyVersions(this.#config.keyName, options).byPage()) {
@@ -141,12 +140,11 @@ export class AzureKeyVaultBackend implements KekBackend {
           if (++pages >= MAX_VERSION_PAGES) break;
         }
         return all;
-      });
-      current = await this.#current(deadline);
-    } catch (error) {
-      if (error instanceof BrokerError && error.code === 'KEY_MISSING') return [];
-      throw error;
-    }
+      }),
+    );
+    if (listed === undefined) return [];
+    const current = await unlessMissing(this.#current(deadline));
+    if (current === undefined) return [];
     // Creation times have whole-second resolution: the vault's own choice settles ties.
     return listed
       .filter(properties => properties.version !== undefined && VERSION_PATTERN.test(properties.version))

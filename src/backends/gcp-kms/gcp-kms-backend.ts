@@ -8,11 +8,12 @@
 import type { KeyManagementServiceClient, protos } from '@google-cloud/kms';
 import type { GcpKmsBackendConfig } from './gcp-kms-schema.ts';
 import { startDeadline, type Deadline } from '../../deadline.ts';
-import { BrokerError, isBrokerError } from '../../errors.ts';
+import { BrokerError } from '../../errors.ts';
 import type { FileReader } from '../../file-reader.ts';
 import type { Logger } from '../../log.ts';
 import { BackendCallError, brokerErrorFor } from '../call-policy.ts';
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
+import { unlessMissing } from '../key-missing.ts';
 import type { Need } from '../remote-caller.ts';
 import { crc32c } from './crc32c.ts';
 import { createGcpKmsCaller, type AttemptOptions, type GcpKmsCaller } from './gcp-kms-client.ts';
@@ -209,17 +210,13 @@ export class GcpKmsBackend implements KekBackend {
 
   /** The CryptoKey, or undefined when Cloud KMS has none by that name. */
   async #findKey(deadline: Deadline): Promise<CryptoKey | undefined> {
-    let key: CryptoKey;
-    try {
-      [key] = await this.#run(
-        deadline,
-        { permission: `cloudkms.cryptoKeys.get on ${this.#keyName}` },
-        (kms, options) => kms.getCryptoKey({ name: this.#keyName }, options),
-      );
-    } catch (error) {
-      if (isBrokerError(error) && error.code === 'KEY_MISSING') return undefined;
-      throw error;
-    }
+    const found = await unlessMissing(
+      this.#run(deadline, { permission: `cloudkms.cryptoKeys.get on ${this.#keyName}` }, (kms, options) =>
+        kms.getCryptoKey({ name: this.#keyName }, options),
+      ),
+    );
+    if (found === undefined) return undefined;
+    const [key] = found;
     if (key.purpose !== 'ENCRYPT_DECRYPT') {
       throw new BrokerError(
         'BACKEND_REJECTED',
