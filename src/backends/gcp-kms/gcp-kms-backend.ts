@@ -8,21 +8,20 @@
 import type { KeyManagementServiceClient, protos } from '@google-cloud/kms';
 import type { GcpKmsBackendConfig } from './gcp-kms-schema.ts';
 import { startDeadline, type Deadline } from '../../deadline.ts';
-import { BrokerError, isBrokerError } from '../../errors.ts';
+import { BrokerError } from '../../errors.ts';
 import type { FileReader } from '../../file-reader.ts';
 import type { Logger } from '../../log.ts';
-import { BackendCallError, brokerErrorFor } from '../call-policy.ts';
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
+import { unlessMissing } from '../key-missing.ts';
 import type { Need } from '../remote-caller.ts';
-import { crc32c } from './crc32c.ts';
 import { createGcpKmsCaller, type AttemptOptions, type GcpKmsCaller } from './gcp-kms-client.ts';
+import { decrypt, encrypt, GCP_KMS_MECHANISM, type CryptoKeyAccess } from './gcp-kms-crypto.ts';
 import { credentialError, GCP_KMS_SERVICE as SERVICE } from './gcp-kms-errors.ts';
-import { sameChecksum, splitKeyName, versionId, versionInfo } from './gcp-kms-versions.ts';
+import { splitKeyName, versionId, versionInfo } from './gcp-kms-versions.ts';
 
 type CryptoKey = protos.google.cloud.kms.v1.ICryptoKey;
 type CryptoKeyVersion = protos.google.cloud.kms.v1.ICryptoKeyVersion;
 
-export const GCP_KMS_MECHANISM = 'gcp-kms';
 const OPEN_TIMEOUT_MS = 10000;
 /** How often a version still being generated (HSM protection) is read again. */
 const GENERATION_POLL_MS = 250;
@@ -45,6 +44,8 @@ export class GcpKmsBackend implements KekBackend {
   #caller: GcpKmsCaller | undefined;
   readonly #logger: Logger;
   readonly #readFile: FileReader;
+  /** What wraps and unwraps use: this key, through the caller open() creates. */
+  readonly #key: CryptoKeyAccess;
 
   constructor(config: GcpKmsBackendConfig, deps: { readFile: FileReader; logger: Logger }) {
     this.name = config.name;
@@ -53,6 +54,11 @@ export class GcpKmsBackend implements KekBackend {
     this.#keyName = config.keyName;
     this.#logger = deps.logger.child({ backend: config.name });
     this.#readFile = deps.readFile;
+    this.#key = {
+      backend: config.name,
+      keyName: config.keyName,
+      run: (deadline, need, request) => this.#run(deadline, need, request),
+    };
     this.externalRotation = {
       intervalMs: config.rotationPoll.intervalMs,
       stableForMs: config.rotationPoll.stableForMs,
@@ -115,87 +121,12 @@ export class GcpKmsBackend implements KekBackend {
     return info;
   }
 
-  async wrap(request: WrapRequest): Promise<Buffer> {
-    const name = `${this.#keyName}/cryptoKeyVersions/${request.keyVersion}`;
-    const need: Need = {
-      permission: `cloudkms.cryptoKeyVersions.useToEncrypt on ${name}`,
-      refine: failure => {
-        if (failure.kind === 'not-found') {
-          return new BrokerError(
-            'KEY_MISSING',
-            `backend ${this.name}: ${SERVICE} has no key version ${name}`,
-            failure.cause,
-          );
-        }
-        return this.#notEnabled(failure, `encrypt with key version ${request.keyVersion}`);
-      },
-    };
-    return this.#run(request.deadline, need, async (kms, options) => {
-      const [response] = await kms.encrypt(
-        {
-          name,
-          plaintext: request.plaintext,
-          plaintextCrc32c: { value: crc32c(request.plaintext) },
-          additionalAuthenticatedData: request.aad,
-          additionalAuthenticatedDataCrc32c: { value: crc32c(request.aad) },
-        },
-        options,
-      );
-      if (response.name !== name) {
-        throw new BrokerError(
-          'BACKEND_UNAVAILABLE',
-          `backend ${this.name}: ${SERVICE} encrypted with another key version than ${request.keyVersion}`,
-          'VERSION_MISMATCH',
-        );
-      }
-      const ciphertext = Buffer.from(response.ciphertext ?? []);
-      const intact =
-        response.verifiedPlaintextCrc32c === true &&
-        response.verifiedAdditionalAuthenticatedDataCrc32c === true &&
-        sameChecksum(response.ciphertextCrc32c, ciphertext);
-      if (!intact || ciphertext.length === 0) throw new BackendCallError('unavailable', 'CRC32C_MISMATCH');
-      return ciphertext;
-    });
+  wrap(request: WrapRequest): Promise<Buffer> {
+    return encrypt(this.#key, request);
   }
 
-  async unwrap(request: UnwrapRequest): Promise<Buffer> {
-    if (request.mechanism !== GCP_KMS_MECHANISM) {
-      throw new BrokerError(
-        'INVALID_CIPHERTEXT',
-        `backend ${this.name}: the wrapped key is not a ${SERVICE} ciphertext`,
-      );
-    }
-    const need: Need = {
-      permission: `cloudkms.cryptoKeyVersions.useToDecrypt on ${this.#keyName}`,
-      refine: failure => {
-        if (failure.cause === 'GRPC_INVALID_ARGUMENT')
-          return brokerErrorFor(new BackendCallError('invalid-ciphertext', failure.cause), {
-            backend: this.name,
-            service: SERVICE,
-            permission: '',
-          });
-        return this.#notEnabled(
-          failure,
-          `decrypt with the key version that wrapped it (${request.keyVersion})`,
-        );
-      },
-    };
-    return this.#run(request.deadline, need, async (kms, options) => {
-      const [response] = await kms.decrypt(
-        {
-          name: this.#keyName,
-          ciphertext: request.wrapped,
-          ciphertextCrc32c: { value: crc32c(request.wrapped) },
-          additionalAuthenticatedData: request.aad,
-          additionalAuthenticatedDataCrc32c: { value: crc32c(request.aad) },
-        },
-        options,
-      );
-      const plaintext = Buffer.from(response.plaintext ?? []);
-      if (!sameChecksum(response.plaintextCrc32c, plaintext))
-        throw new BackendCallError('unavailable', 'CRC32C_MISMATCH');
-      return plaintext;
-    });
+  unwrap(request: UnwrapRequest): Promise<Buffer> {
+    return decrypt(this.#key, request);
   }
 
   /** One key read: reachability, valid credentials, the key's presence and purpose. */
@@ -209,17 +140,13 @@ export class GcpKmsBackend implements KekBackend {
 
   /** The CryptoKey, or undefined when Cloud KMS has none by that name. */
   async #findKey(deadline: Deadline): Promise<CryptoKey | undefined> {
-    let key: CryptoKey;
-    try {
-      [key] = await this.#run(
-        deadline,
-        { permission: `cloudkms.cryptoKeys.get on ${this.#keyName}` },
-        (kms, options) => kms.getCryptoKey({ name: this.#keyName }, options),
-      );
-    } catch (error) {
-      if (isBrokerError(error) && error.code === 'KEY_MISSING') return undefined;
-      throw error;
-    }
+    const found = await unlessMissing(
+      this.#run(deadline, { permission: `cloudkms.cryptoKeys.get on ${this.#keyName}` }, (kms, options) =>
+        kms.getCryptoKey({ name: this.#keyName }, options),
+      ),
+    );
+    if (found === undefined) return undefined;
+    const [key] = found;
     if (key.purpose !== 'ENCRYPT_DECRYPT') {
       throw new BrokerError(
         'BACKEND_REJECTED',
@@ -306,16 +233,6 @@ export class GcpKmsBackend implements KekBackend {
   ): Promise<T> {
     if (this.#caller === undefined) throw new BrokerError('INTERNAL', `backend ${this.name} is not open`);
     return this.#caller.call(deadline, need, request);
-  }
-
-  /** Cloud KMS answers FAILED_PRECONDITION for a version that is disabled or scheduled for destruction. */
-  #notEnabled(failure: BackendCallError, what: string): BrokerError | undefined {
-    if (failure.cause !== 'GRPC_FAILED_PRECONDITION') return undefined;
-    return new BrokerError(
-      'BACKEND_REJECTED',
-      `backend ${this.name}: ${SERVICE} refused to ${what}: the version is not enabled`,
-      failure.cause,
-    );
   }
 
   #versionInfo(version: CryptoKeyVersion): KeyVersionInfo {

@@ -1,13 +1,10 @@
-// CryptoKeyVersion names and identities: the short number the envelope records, the
-// fingerprint that tells a recreated key from the one the state file knows, and the CRC32C
-// comparison of what Cloud KMS returned.
+// CryptoKeyVersion names and identities: the short number the envelope records, and the
+// fingerprint that tells a recreated key from the one the state file knows.
 import type { protos } from '@google-cloud/kms';
 import { BrokerError } from '../../errors.ts';
 import type { KeyVersionInfo } from '../kek.ts';
-import { crc32c } from './crc32c.ts';
 
 type CryptoKeyVersion = protos.google.cloud.kms.v1.ICryptoKeyVersion;
-type Int64Value = protos.google.protobuf.IInt64Value | null | undefined;
 
 /** The version number of `name` when it is a version of `keyName`. */
 export function versionId(keyName: string, name: string | null | undefined): number | undefined {
@@ -38,11 +35,6 @@ export function versionInfo(keyName: string, version: CryptoKeyVersion, backend:
     fingerprint: `gcp-kms:${keyName}/cryptoKeyVersions/${id}@${seconds}.${String(nanos).padStart(9, '0')}`,
     createdAt: Number.isFinite(millis) && millis > 0 ? new Date(millis).toISOString() : undefined,
   };
-}
-
-/** A checksum Cloud KMS returned (an Int64Value, decoded as a string) against the bytes. */
-export function sameChecksum(value: Int64Value, data: Uint8Array): boolean {
-  return value?.value !== undefined && value.value !== null && String(value.value) === String(crc32c(data));
 }
 
 export function splitKeyName(keyName: string): [keyRing: string, cryptoKeyId: string] {
