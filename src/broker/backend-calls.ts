@@ -6,7 +6,7 @@ import { withSignal, type Deadline } from '../deadline.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
 import { MAX_CIPHERTEXT_BYTES } from '../kms-limits.ts';
 import type { Metrics } from '../metrics.ts';
-import { encodeEnvelope, headerAad, type ParsedEnvelope } from './envelope.ts';
+import { encodeEnvelope, headerAad, type ParsedEnvelope, type WrapBinding } from './envelope.ts';
 import type { HealthMonitor } from './health/health-monitor.ts';
 import type { WriteKey } from './keys/key-id.ts';
 
@@ -19,9 +19,20 @@ export class BackendCalls {
     this.#metrics = metrics;
   }
 
-  /** Wraps a seed under one write key and returns the encoded envelope. */
-  async wrap(backend: KekBackend, key: WriteKey, plaintext: Buffer, deadline: Deadline): Promise<Buffer> {
-    const aad = headerAad({ backend: backend.name, keyVersion: key.version, mechanism: backend.mechanism });
+  /** Wraps a seed under one write key and returns the encoded envelope, bound to its siblings. */
+  async wrap(
+    backend: KekBackend,
+    key: WriteKey,
+    plaintext: Buffer,
+    binding: WrapBinding,
+    deadline: Deadline,
+  ): Promise<Buffer> {
+    const aad = headerAad({
+      backend: backend.name,
+      keyVersion: key.version,
+      mechanism: backend.mechanism,
+      binding,
+    });
     const wrapped = await this.#call(
       backend,
       'wrap',

@@ -7,7 +7,14 @@ import { BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { BackendCalls } from './backend-calls.ts';
-import { decodeEnvelope, WRAP_ANNOTATION_SUFFIX, type ParsedEnvelope } from './envelope.ts';
+import {
+  bindingFor,
+  checkWrapsBelongTogether,
+  commitsTo,
+  decodeEnvelope,
+  WRAP_ANNOTATION_SUFFIX,
+  type ParsedEnvelope,
+} from './envelope.ts';
 import type { HealthMonitor } from './health/health-monitor.ts';
 import { isOwnKeyId, type WriteKey } from './keys/key-id.ts';
 import type { KeySet } from './keys/key-set.ts';
@@ -57,8 +64,9 @@ export function createKmsService(deps: KmsServiceDeps): KmsService {
       // full one after the deadline); only when every writer is open are they all tried.
       const available = writeKeys.filter(key => health.health(key.backend)?.breaker !== 'open');
       const targets = available.length > 0 ? available : writeKeys;
+      const binding = bindingFor(plaintext);
       const results = await Promise.allSettled(
-        targets.map(key => calls.wrap(backendOf(key.backend), key, plaintext, deadline)),
+        targets.map(key => calls.wrap(backendOf(key.backend), key, plaintext, binding, deadline)),
       );
       const wrapped = results.flatMap((result, index) =>
         result.status === 'fulfilled' ? [{ key: targets[index] as WriteKey, envelope: result.value }] : [],
@@ -94,7 +102,9 @@ export function createKmsService(deps: KmsServiceDeps): KmsService {
     const started = performance.now();
     const deadline = startDeadline(deps.callMs, context.deadline);
     try {
-      const candidates = rank(decode());
+      const envelopes = decode();
+      checkWrapsBelongTogether(envelopes);
+      const candidates = rank(envelopes);
       const failures: BrokerError[] = [];
       for (const [index, candidate] of candidates.entries()) {
         if (deadline.signal.aborted) break;
@@ -104,6 +114,12 @@ export function createKmsService(deps: KmsServiceDeps): KmsService {
         const part = untried > 1 ? partOfDeadline(deadline, remainingMs(deadline) / untried) : undefined;
         try {
           const plaintext = await unwrap(candidate, part ?? deadline);
+          if (!commitsTo(candidate.header, plaintext)) {
+            throw new BrokerError(
+              'INVALID_CIPHERTEXT',
+              `backend '${candidate.header.backend}' returned a seed its envelope does not commit to`,
+            );
+          }
           deps.usage.record(candidate.header.backend, candidate.header.keyVersion);
           logCall('decrypt', context, started, {
             backend: candidate.header.backend,

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { encodeEnvelope, headerAad, WRAP_ANNOTATION_SUFFIX } from '../../src/broker/envelope.ts';
+import { bindingFor, encodeEnvelope, headerAad, WRAP_ANNOTATION_SUFFIX } from '../../src/broker/envelope.ts';
 import { startDeadline } from '../../src/deadline.ts';
 import { startCore, withCore, type Core } from '../helpers/core-broker.ts';
 import type { MemoryBackend } from '../helpers/memory-backend.ts';
@@ -150,6 +150,30 @@ describe('broker core: Decrypt across wraps', () => {
       await assert.rejects(
         core.broker.kms.decrypt({ ...sealed, ciphertext: foreign.ciphertext }, { uid }),
         brokerError('UNKNOWN_BACKEND', 'elsewhere'),
+      );
+    });
+  });
+
+  it('refuses a wrap whose backend yields another seed than its envelope committed to', async () => {
+    await withCore({}, async core => {
+      const hsm = backendOf(core, 'hsm');
+      // A wrap of seed B under a header that commits to seed A: what a tampering backend returns.
+      const aad = headerAad({
+        backend: 'hsm',
+        keyVersion: '1',
+        mechanism: hsm.mechanism,
+        binding: bindingFor(randomBytes(32)),
+      });
+      const deadline = startDeadline(5000);
+      const wrapped = await hsm.wrap({ plaintext: randomBytes(32), keyVersion: '1', aad, deadline });
+      deadline.dispose();
+      const { keyId } = core.broker.kms.status();
+      await assert.rejects(
+        core.broker.kms.decrypt(
+          { ciphertext: encodeEnvelope(aad, wrapped), keyId, annotations: {} },
+          { uid },
+        ),
+        brokerError('INVALID_CIPHERTEXT', 'does not commit to'),
       );
     });
   });

@@ -4,6 +4,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
+  bindingFor,
+  BOUND_ENVELOPE_MAGIC,
+  checkWrapsBelongTogether,
+  commitsTo,
   decodeEnvelope,
   encodeEnvelope,
   ENVELOPE_MAGIC,
@@ -48,6 +52,69 @@ function prng(seed: number): () => number {
 }
 
 describe('envelope', () => {
+  describe('the bound format (kbr\\x03)', () => {
+    const seed = Buffer.alloc(32, 7);
+    const binding = bindingFor(seed);
+    const bound: WrapHeader = { ...header, binding };
+
+    it('adds the envelope id and the seed commitment as header fields 4 and 5, under its own magic', () => {
+      const expected = Buffer.concat([
+        BOUND_ENVELOPE_MAGIC,
+        field(1, 'hsm-1'),
+        field(2, '7'),
+        field(3, 'aes-gcm'),
+        field(4, binding.envelopeId),
+        field(5, binding.commitment),
+      ]);
+      assert.deepEqual(headerAad(bound), expected);
+      assert.equal(binding.envelopeId.length, 16);
+      assert.equal(binding.commitment.length, 32);
+    });
+
+    it('round-trips, and a fresh binding is made for every seed', () => {
+      const decoded = decodeEnvelope(envelopeOf(bound));
+      assert.deepEqual(decoded.header, bound);
+      assert.notDeepEqual(bindingFor(seed).envelopeId, binding.envelopeId);
+    });
+
+    it('commits to its seed and to no other', () => {
+      assert.equal(commitsTo(bound, seed), true);
+      assert.equal(commitsTo(bound, Buffer.alloc(32, 8)), false);
+      assert.equal(commitsTo(header, Buffer.alloc(32, 8)), true, 'the first format commits to nothing');
+    });
+
+    it('takes wraps of one envelope together, and refuses a mix of envelopes or formats', () => {
+      const sibling = decodeEnvelope(envelopeOf({ ...bound, backend: 'vault' }));
+      const own = decodeEnvelope(envelopeOf(bound));
+      checkWrapsBelongTogether([own, sibling]);
+      const stranger = decodeEnvelope(envelopeOf({ ...bound, backend: 'vault', binding: bindingFor(seed) }));
+      assert.throws(
+        () => checkWrapsBelongTogether([own, stranger]),
+        brokerError('INVALID_CIPHERTEXT', "'vault'"),
+      );
+      const legacy = decodeEnvelope(envelopeOf({ ...header, backend: 'vault' }));
+      assert.throws(() => checkWrapsBelongTogether([legacy, own]), brokerError('INVALID_CIPHERTEXT'));
+      checkWrapsBelongTogether([legacy, decodeEnvelope(envelopeOf(header))]);
+    });
+
+    it('refuses a bound header without its fields, with fields of the wrong size, or a first-format one with them', () => {
+      const cases = [
+        Buffer.concat([BOUND_ENVELOPE_MAGIC, field(1, headerAad(header).subarray(4)), field(2, wrapped)]),
+        encodeEnvelope(
+          headerAad({ ...header, binding: { ...binding, envelopeId: Buffer.alloc(15) } }),
+          wrapped,
+        ),
+        encodeEnvelope(
+          headerAad({ ...header, binding: { ...binding, commitment: Buffer.alloc(31) } }),
+          wrapped,
+        ),
+        Buffer.concat([ENVELOPE_MAGIC, field(1, headerAad(bound).subarray(4)), field(2, wrapped)]),
+      ];
+      for (const input of cases)
+        assert.throws(() => decodeEnvelope(input), brokerError('INVALID_CIPHERTEXT'));
+    });
+  });
+
   describe('encoding', () => {
     it('makes the AAD exactly magic || serialized WrapHeader', () => {
       const expected = Buffer.concat([
