@@ -49,7 +49,7 @@ export interface KekBackend {
   /** The config key that enables autoCreate, named in the error when no key exists. */
   readonly autoCreateOption: string;
   /** Present when the service can rotate keys on its own. */
-  readonly externalRotation?: ExternalRotation;
+  readonly externalRotation?: ExternalRotation | undefined;
   /** Connect and authenticate. Fails fast on configuration errors (wrong PIN, no token). */
   open(): Promise<void>;
   listVersions(deadline: Deadline): Promise<KeyVersionInfo[]>;

@@ -8,6 +8,7 @@ import type { Metrics } from '../metrics.ts';
 import { createAdminService } from './admin-service.ts';
 import { BackendCalls } from './backend-calls.ts';
 import { HealthMonitor } from './health/health-monitor.ts';
+import { connectReachable, JoiningBackend } from './joining-backend.ts';
 import { KeySet } from './keys/key-set.ts';
 import { RotationWatch } from './keys/rotation-watch.ts';
 import { SerialQueue } from './keys/serial-queue.ts';
@@ -31,6 +32,8 @@ export interface BrokerDeps {
 }
 
 const USAGE_FLUSH_INTERVAL_MS = 60000;
+/** How long start-up waits for each backend (in parallel) before serving without it. */
+const START_CALL_MS = 15000;
 
 export class Broker {
   readonly kms: KmsService;
@@ -66,7 +69,11 @@ export class Broker {
       metrics,
     );
     this.#health = health;
-    const thinSeeds = new ThinSeeds();
+    const thinSeeds = new ThinSeeds(
+      sync.registry.thinSeeds(),
+      seeds => void keys.recordThinSeeds(seeds),
+      now,
+    );
     const rebalance = createRebalancer({
       keys,
       health,
@@ -120,21 +127,23 @@ export class Broker {
     this.#flushTimer = setInterval(() => void keys.flushUsage(), USAGE_FLUSH_INTERVAL_MS).unref();
   }
 
-  /** Opens every backend, reconciles the stored state with what they hold, and starts probing. */
+  /**
+   * Connects every backend it can reach, reconciles the stored state with what they hold,
+   * and starts probing; the backends it could not reach join when a probe reaches them.
+   */
   static async start(deps: BrokerDeps): Promise<Broker> {
     const now = deps.now ?? (() => new Date());
+    const gates = new Map([...deps.backends].map(([name, backend]) => [name, new JoiningBackend(backend)]));
     try {
-      for (const backend of deps.backends.values()) await backend.open();
+      const listings = await connectReachable([...gates.values()], START_CALL_MS, deps.logger);
       const queue = new SerialQueue();
-      const sync = await StateSync.open({
-        config: deps.config,
-        backends: deps.backends,
-        store: deps.stateStore,
-        queue,
-        logger: deps.logger,
-        now,
-      });
-      const broker = new Broker(deps, sync, queue, now);
+      const reachable = () => new Map([...gates].filter(([, gate]) => gate.connected));
+      const sync = await StateSync.open(
+        { config: deps.config, reachable, store: deps.stateStore, queue, logger: deps.logger, now },
+        listings,
+      );
+      for (const gate of gates.values()) gate.onJoin((backend, listed) => sync.join(backend, listed));
+      const broker = new Broker({ ...deps, backends: gates }, sync, queue, now);
       sync.start();
       broker.#health.start();
       broker.#rotationWatch.start();
@@ -144,8 +153,7 @@ export class Broker {
       );
       return broker;
     } catch (error) {
-      // Also those whose open() failed half-way (a refused login leaves HTTP agents behind).
-      await Promise.allSettled([...deps.backends.values()].map(backend => backend.close()));
+      await Promise.allSettled([...gates.values()].map(backend => backend.close()));
       throw error;
     }
   }

@@ -15,10 +15,12 @@ export interface RebalancerDeps {
   readonly thinSeeds: ThinSeeds;
   readonly hysteresisMs: number;
   readonly logger: Logger;
+  readonly now?: () => number;
 }
 
 export function createRebalancer(deps: RebalancerDeps): () => Promise<void> {
   const { keys, health, thinSeeds, hysteresisMs } = deps;
+  const now = deps.now ?? Date.now;
   let running = false;
 
   const rebalanceFirst = async () => {
@@ -31,10 +33,14 @@ export function createRebalancer(deps: RebalancerDeps): () => Promise<void> {
     await keys.switchWriter(desired, currentDown ? `${current} is unhealthy` : `${desired} is healthy again`);
   };
 
+  // A thin seed is replaced once it has been thin for the hysteresis and its missing
+  // backends have been healthy that long: a load spike that times out one wrap costs at most
+  // one re-seed per hysteresis, never a flip-flop.
   const healThinSeed = async () => {
-    const missing = thinSeeds.missing(keys.current.keyId);
-    if (missing !== undefined && missing.every(name => health.closedFor(name, hysteresisMs))) {
-      await keys.bumpGeneration(`heal an under-replicated seed: ${missing.join(', ')} healthy again`);
+    const thin = thinSeeds.get(keys.current.keyId);
+    if (thin === undefined || now() - Date.parse(thin.since) < hysteresisMs) return;
+    if (thin.missing.every(name => health.closedFor(name, hysteresisMs))) {
+      await keys.bumpGeneration(`heal an under-replicated seed: ${thin.missing.join(', ')} healthy again`);
     }
   };
 

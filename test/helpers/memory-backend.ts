@@ -15,8 +15,8 @@ import { BrokerError } from '../../src/errors.ts';
 
 export type Operation = 'open' | 'listVersions' | 'createVersion' | 'wrap' | 'unwrap' | 'probe';
 
-/** What an operation does instead of answering: fail as an outage, or never answer. */
-export type Failure = 'unavailable' | 'hang';
+/** What an operation does instead of answering: fail as an outage, never answer, or throw this error. */
+export type Failure = 'unavailable' | 'hang' | BrokerError;
 
 export interface MemoryBackendOptions {
   readonly name: string;
@@ -181,6 +181,7 @@ export class MemoryBackend implements KekBackend {
     if (failure === 'unavailable') {
       throw new BrokerError('BACKEND_UNAVAILABLE', `memory backend ${this.name} is down`, 'MEMORY_DOWN');
     }
+    if (failure instanceof BrokerError) throw failure;
   }
 }
 

@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { withCore, until, type Core } from '../helpers/core-broker.ts';
-import type { MemoryBackend } from '../helpers/memory-backend.ts';
+import { memoryStateStore, startCore, withCore, until, type Core } from '../helpers/core-broker.ts';
+import { MemoryBackend } from '../helpers/memory-backend.ts';
 import { brokerError } from './expect-error.ts';
 
 const uid = 'unit';
@@ -119,6 +119,51 @@ describe('broker core: wrap: all', () => {
       assert.ok(
         core.log.records().some(record => String(record.reason).startsWith('heal an under-replicated seed')),
       );
+    });
+  });
+
+  it('remembers a thin seed across a restart, and heals it when the backend is back', async () => {
+    const store = memoryStateStore();
+    const [hsm, vault] = [
+      new MemoryBackend({ name: 'hsm', versions: 1 }),
+      new MemoryBackend({ name: 'vault', versions: 1 }),
+    ];
+    const first = await startCore({ backends: [hsm, vault], store });
+    vault.failAll();
+    await first.broker.probeNow();
+    const thin = await first.broker.kms.encrypt(randomBytes(32), { uid });
+    await first.close();
+    assert.deepEqual(
+      store.current()?.thinSeeds?.map(seed => [seed.keyId, seed.missing]),
+      [[thin.keyId, ['vault']]],
+    );
+    vault.heal();
+    await withCore({ backends: [hsm, vault], store }, async core => {
+      assert.deepEqual(core.broker.admin.status().underReplicatedKeyIds, [thin.keyId]);
+      await core.broker.probeNow();
+      await until(
+        () => core.broker.kms.status().keyId,
+        keyId => keyId !== thin.keyId,
+        'the remembered thin seed healed',
+      );
+    });
+  });
+
+  it('lets a load spike that timed out one wrap cost no re-seed within the hysteresis', async () => {
+    const config = {
+      health: { probeIntervalMs: 3600000, failureThreshold: 3, openCooldownMs: 600000 },
+      failover: { order: ['hsm', 'vault'], wrap: 'all', hysteresisMs: 60000 },
+    };
+    await withCore({ names: ['hsm', 'vault'], wrap: 'all', config }, async core => {
+      const vault = backendOf(core, 'vault');
+      vault.fail('wrap', 'hang');
+      const thin = await core.broker.kms.encrypt(randomBytes(32), { uid, deadline: Date.now() + 300 });
+      assert.deepEqual(thin.annotations, {});
+      vault.heal();
+      await core.broker.probeNow();
+      await core.broker.probeNow();
+      assert.equal(core.broker.kms.status().keyId, thin.keyId, 'key_id changed right after a busy moment');
+      assert.deepEqual(core.broker.admin.status().underReplicatedKeyIds, [thin.keyId]);
     });
   });
 

@@ -52,15 +52,22 @@ describe('KeyRegistry', () => {
     );
   });
 
-  it('refuses a write backend without a known write version as INTERNAL', () => {
+  it('leaves out a backend whose keys are not known yet, and refuses an order with none known', () => {
+    const first = new KeyRegistry(state, { order: ['missing', 'primary'], wrap: 'first' });
+    assert.deepEqual(
+      first.current.writeKeys.map(key => key.backend),
+      ['primary'],
+    );
+    const all = new KeyRegistry(state, { order: ['primary', 'missing', 'secondary'], wrap: 'all' });
+    assert.equal(
+      all.current.keyId,
+      new KeyRegistry(state, { order: ['primary', 'secondary'], wrap: 'all' }).current.keyId,
+    );
     assert.throws(
       () => new KeyRegistry(state, { order: ['missing'], wrap: 'first' }),
-      brokerError('INTERNAL', 'backend missing'),
+      brokerError('KEY_MISSING', 'no backend of the failover order'),
     );
-    assert.throws(
-      () => new KeyRegistry(state, { order: [], wrap: 'first' }),
-      brokerError('INTERNAL', 'names no backend'),
-    );
+    assert.throws(() => new KeyRegistry(state, { order: [], wrap: 'first' }), brokerError('KEY_MISSING'));
   });
 
   it('with wrap: all, derives key_id from every backend in order', () => {
@@ -87,7 +94,7 @@ describe('KeyRegistry', () => {
     });
     assert.throws(
       () => registry.setFailover({ order: ['missing'], wrap: 'first' }, registry.failover),
-      brokerError('INTERNAL'),
+      brokerError('KEY_MISSING'),
     );
     assert.deepEqual(
       registry.failover,

@@ -3,7 +3,7 @@
 // its persistent form is BrokerState (state/state-schema.ts).
 import type { KeyVersionInfo } from '../../backends/kek.ts';
 import { BrokerError } from '../../errors.ts';
-import type { BrokerState, FailoverSetting, StoredVersion } from '../state/state-schema.ts';
+import type { BrokerState, FailoverSetting, StoredVersion, ThinSeed } from '../state/state-schema.ts';
 import { reconcileBackend, toStored } from '../state/reconcile.ts';
 import { deriveKeyId, type WriteKey } from './key-id.ts';
 
@@ -63,6 +63,15 @@ export class KeyRegistry {
   setActiveWriter(backend: string | undefined): void {
     this.#activeWriter = backend;
     this.#snapshot = this.#derive();
+  }
+
+  /** The thin seeds the state records. */
+  thinSeeds(): ThinSeed[] {
+    return structuredClone(this.#state.thinSeeds ?? []);
+  }
+
+  setThinSeeds(seeds: readonly ThinSeed[]): void {
+    this.#state.thinSeeds = structuredClone([...seeds]);
   }
 
   /** A new generation is a new key_id over the same keys: the apiserver re-seeds. */
@@ -146,18 +155,23 @@ export class KeyRegistry {
     };
   }
 
+  /**
+   * The write key set. A backend whose keys are not known yet (never reached: it was down
+   * at the first start) is left out until it joins; that is a different key set, not a
+   * momentary health state, so key_id changes when it joins.
+   */
   #derive(): WriteSnapshot {
     const { order, wrap } = this.#failover;
-    const active =
-      this.#activeWriter !== undefined && order.includes(this.#activeWriter) ? this.#activeWriter : order[0];
-    const writers = wrap === 'all' ? order : active === undefined ? [] : [active];
-    const writeKeys = writers.map(backend => {
+    const known = order.flatMap(backend => {
       const version = this.writeVersion(backend);
-      if (version === undefined)
-        throw new BrokerError('INTERNAL', `no write version is known for backend ${backend}`);
-      return { backend, version: version.version, fingerprint: version.fingerprint };
+      return version === undefined
+        ? []
+        : [{ backend, version: version.version, fingerprint: version.fingerprint }];
     });
-    if (writeKeys.length === 0) throw new BrokerError('INTERNAL', 'the failover order names no backend');
+    const active = known.find(key => key.backend === this.#activeWriter) ?? known[0];
+    const writeKeys = wrap === 'all' ? known : active === undefined ? [] : [active];
+    if (writeKeys.length === 0)
+      throw new BrokerError('KEY_MISSING', 'no backend of the failover order has a known key version yet');
     return { keyId: deriveKeyId(writeKeys, this.#state.generation), wrap, writeKeys };
   }
 }

@@ -9,7 +9,7 @@ import { within } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { ADMIN_CALL_MS } from '../state/reconcile.ts';
-import type { BrokerState, FailoverSetting, StoredVersion } from '../state/state-schema.ts';
+import type { BrokerState, FailoverSetting, StoredVersion, ThinSeed } from '../state/state-schema.ts';
 import type { StateStore } from '../state/state-store.ts';
 import type { KeyRegistry, WriteSnapshot } from './key-registry.ts';
 import type { SerialQueue } from './serial-queue.ts';
@@ -180,6 +180,18 @@ export class KeySet {
   /** A new key_id over the same keys: the apiserver re-seeds (used to heal thin seeds). */
   bumpGeneration(reason: string): Promise<void> {
     return this.#deps.queue.run(() => this.#changeKeySet({ reason }, () => this.#registry.bumpGeneration()));
+  }
+
+  /** Records which seeds are thin, so that their healing survives a restart. */
+  recordThinSeeds(seeds: readonly ThinSeed[]): Promise<void> {
+    return this.#deps.queue
+      .run(() => this.#commit(() => this.#registry.setThinSeeds(seeds)))
+      .catch((error: unknown) => {
+        this.#deps.logger.warn(
+          { code: (error as BrokerError).code },
+          'could not persist the under-replicated seeds; healing them still runs until a restart',
+        );
+      });
   }
 
   /** Writes the Decrypt usage counted since the last flush into the stored state. */

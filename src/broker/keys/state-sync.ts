@@ -1,20 +1,30 @@
 // Keeps the key registry in step with its store and the backends: opens it at start-up
-// (reconciling what the store says with what the backends hold, creating version 1 where
-// allowed), reloads it when another writer changed the store, and merges listings of a
-// backend that a Decrypt found new versions in. All of it runs in the key set's queue;
-// none of it is ever on a KMS call's path.
+// (reconciling what the store says with what the reachable backends hold, creating version
+// 1 where allowed), lets a backend that was unreachable join once it answers, reloads the
+// registry when another writer changed the store, and merges listings of a backend that a
+// Decrypt found new versions in. All of it runs in the key set's queue; none of it is ever
+// on a KMS call's path.
 import type { KekBackend, KeyVersionInfo } from '../../backends/kek.ts';
 import type { BrokerConfig } from '../../config/schema.ts';
+import { within } from '../../deadline.ts';
 import { toBrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
-import { reconcileAll, resolveFailover } from '../state/reconcile.ts';
+import {
+  ADMIN_CALL_MS,
+  reconcileListing,
+  reconcileListings,
+  resolveFailover,
+  type Listing,
+} from '../state/reconcile.ts';
+import type { BrokerState } from '../state/state-schema.ts';
 import type { StateStore } from '../state/state-store.ts';
 import { KeyRegistry } from './key-registry.ts';
 import type { SerialQueue } from './serial-queue.ts';
 
 export interface StateSyncDeps {
   readonly config: BrokerConfig;
-  readonly backends: ReadonlyMap<string, KekBackend>;
+  /** The backends reachable now: reloads list only these. */
+  readonly reachable: () => ReadonlyMap<string, KekBackend>;
   readonly store: StateStore;
   readonly queue: SerialQueue;
   readonly logger: Logger;
@@ -33,10 +43,13 @@ export class StateSync {
     this.#registry = registry;
   }
 
-  /** Reconciles the stored state with what the (opened) backends hold, and persists the result. */
-  static async open(deps: StateSyncDeps): Promise<StateSync> {
+  /**
+   * Reconciles the stored state with listings of the backends reached at start, and persists
+   * the result. What the state says of the others stands until they join.
+   */
+  static async open(deps: StateSyncDeps, listings: ReadonlyMap<string, Listing>): Promise<StateSync> {
     const stored = await deps.store.load();
-    const result = await reconcileAll(deps.backends, stored, deps.now(), {
+    const result = await reconcileListings(stored, listings, deps.now(), {
       create: true,
       logger: deps.logger,
     });
@@ -62,7 +75,7 @@ export class StateSync {
   /** Re-reads the store (another writer changed it) and re-lists every backend's versions. */
   reload(): Promise<void> {
     return this.#deps.queue.run(async () => {
-      const { store, backends, now, logger } = this.#deps;
+      const { store, now, logger } = this.#deps;
       try {
         let stored = await store.load();
         if (stored === undefined) {
@@ -72,7 +85,10 @@ export class StateSync {
           await store.save(stored);
           logger.warn({ path: store.location }, 'state file disappeared; rewrote it from memory');
         }
-        const result = await reconcileAll(backends, stored, now(), { create: false, logger });
+        const result = await reconcileListings(stored, await this.#listReachable(), now(), {
+          create: false,
+          logger,
+        });
         this.#replace(result.state);
         if (result.changed) await store.save(result.state);
       } catch (error) {
@@ -85,6 +101,32 @@ export class StateSync {
     });
   }
 
+  /**
+   * A backend that was unreachable answers: its listing is reconciled with what the state
+   * says of it (version 1 created where allowed), persisted, and its keys join the key set.
+   * A refusal (a recreated key, a backend pointing elsewhere) keeps it out.
+   */
+  join(backend: KekBackend, listed: readonly KeyVersionInfo[]): Promise<void> {
+    return this.#deps.queue.run(async () => {
+      const state = this.#registry.toState();
+      const merged = await reconcileListing(
+        backend.name,
+        backend,
+        state.backends[backend.name],
+        listed,
+        this.#deps.now(),
+        {
+          create: true,
+          logger: this.#deps.logger,
+        },
+      );
+      state.backends[backend.name] = merged.backend;
+      if (merged.changed) await this.#deps.store.save(state);
+      this.#replace(state);
+      this.#deps.logger.info({ backend: backend.name }, 'backend joined');
+    });
+  }
+
   /** Merges a listing of one backend (taken by a Decrypt that met a new version) and persists it. */
   adoptListing(backend: string, listed: readonly KeyVersionInfo[]): Promise<void> {
     return this.#deps.queue.run(async () => {
@@ -93,7 +135,24 @@ export class StateSync {
     });
   }
 
-  #replace(state: Parameters<KeyRegistry['replace']>[0]): void {
+  /** Listings of the reachable backends; one that fails now keeps what the state says of it. */
+  async #listReachable(): Promise<Map<string, Listing>> {
+    const listings = new Map<string, Listing>();
+    for (const [name, backend] of this.#deps.reachable()) {
+      try {
+        const listed = await within(ADMIN_CALL_MS, deadline => backend.listVersions(deadline));
+        listings.set(name, { backend, listed });
+      } catch (error) {
+        this.#deps.logger.warn(
+          { backend: name, code: toBrokerError(error).code },
+          'could not list key versions on reload; keeping what the state says of this backend',
+        );
+      }
+    }
+    return listings;
+  }
+
+  #replace(state: BrokerState): void {
     const before = this.#registry.current.keyId;
     this.#registry.replace(state);
     const after = this.#registry.current.keyId;

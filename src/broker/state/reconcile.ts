@@ -38,49 +38,61 @@ export function resolveFailover(
   return { setting: fromConfig, dropped: true };
 }
 
-export async function reconcileAll(
-  backends: ReadonlyMap<string, KekBackend>,
+export interface Listing {
+  readonly backend: KekBackend;
+  readonly listed: readonly KeyVersionInfo[];
+}
+
+/**
+ * The stored state reconciled with fresh listings of some backends. Backends without a
+ * listing (unreachable now) keep what the state says of them.
+ */
+export async function reconcileListings(
   stored: BrokerState | undefined,
+  listings: ReadonlyMap<string, Listing>,
   now: Date,
   options: { create: boolean; logger: Logger },
 ): Promise<{ state: BrokerState; changed: boolean }> {
   const state = stored === undefined ? emptyState() : structuredClone(stored);
   let changed = false;
-  for (const [name, backend] of backends) {
-    const listed = await within(ADMIN_CALL_MS, deadline => backend.listVersions(deadline));
-    const merged = reconcileBackend(name, state.backends[name], listed, now);
-    if (merged !== undefined) {
-      state.backends[name] = merged.backend;
-      changed ||= merged.changed;
-      if (merged.missing.length > 0) {
-        options.logger.warn(
-          { backend: name, versions: merged.missing },
-          'key versions in the state are missing from the backend; their data is unreadable until they are restored',
-        );
-      }
-      continue;
-    }
-    if (!options.create || !backend.autoCreate) {
-      throw new BrokerError(
-        'KEY_MISSING',
-        `backend ${name} holds no key version; set ${backend.autoCreateOption}: true on it to create version 1, or create the key in the ${backend.type} service`,
-      );
-    }
-    const created = await within(ADMIN_CALL_MS, deadline => backend.createVersion(deadline));
-    state.backends[name] = {
-      writeVersion: created.version,
-      versions: [
-        {
-          version: created.version,
-          fingerprint: created.fingerprint,
-          createdAt: created.createdAt ?? now.toISOString(),
-          state: 'active',
-        },
-      ],
-    };
-    changed = true;
+  for (const [name, { backend, listed }] of listings) {
+    const merged = await reconcileListing(name, backend, state.backends[name], listed, now, options);
+    state.backends[name] = merged.backend;
+    changed ||= merged.changed;
   }
   return { state, changed };
+}
+
+/**
+ * One backend's stored entry reconciled with its listing; version 1 is created where the
+ * backend holds none, nothing is stored and `create` allows it.
+ */
+export async function reconcileListing(
+  name: string,
+  backend: KekBackend,
+  stored: StoredBackend | undefined,
+  listed: readonly KeyVersionInfo[],
+  now: Date,
+  options: { create: boolean; logger: Logger },
+): Promise<{ backend: StoredBackend; changed: boolean }> {
+  const merged = reconcileBackend(name, stored, listed, now);
+  if (merged !== undefined) {
+    if (merged.missing.length > 0) {
+      options.logger.warn(
+        { backend: name, versions: merged.missing },
+        'key versions in the state are missing from the backend; their data is unreadable until they are restored',
+      );
+    }
+    return merged;
+  }
+  if (!options.create || !backend.autoCreate) {
+    throw new BrokerError(
+      'KEY_MISSING',
+      `backend ${name} holds no key version; set ${backend.autoCreateOption}: true on it to create version 1, or create the key in the ${backend.type} service`,
+    );
+  }
+  const created = await within(ADMIN_CALL_MS, deadline => backend.createVersion(deadline));
+  return { backend: { writeVersion: created.version, versions: [toStored(created, now)] }, changed: true };
 }
 
 /**

@@ -30,6 +30,19 @@ export const failoverSettingSchema = Type.Object(
   { additionalProperties: false },
 );
 
+export const MAX_THIN_SEEDS = 64;
+
+const thinSeedSchema = Type.Object(
+  {
+    keyId: Type.String({ minLength: 1, maxLength: 1024 }),
+    /** The backends whose wraps some seed of this key_id lacks. */
+    missing: Type.Array(backendNameSchema, { minItems: 1, maxItems: MAX_BACKENDS }),
+    /** When the first such seed went out. */
+    since: Type.String({ minLength: 1 }),
+  },
+  { additionalProperties: false },
+);
+
 const stateSchema = Type.Object(
   {
     format: Type.Literal(1),
@@ -51,11 +64,17 @@ const stateSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    /**
+     * key_ids whose seeds went out without some backends' wraps, so that healing survives a
+     * restart; the newest MAX_THIN_SEEDS are kept.
+     */
+    thinSeeds: Type.Optional(Type.Array(thinSeedSchema, { maxItems: MAX_THIN_SEEDS })),
   },
   { additionalProperties: false },
 );
 
 export type FailoverSetting = Static<typeof failoverSettingSchema>;
+export type ThinSeed = Static<typeof thinSeedSchema>;
 export type StoredVersion = Static<typeof versionSchema>;
 export type BrokerState = Static<typeof stateSchema>;
 
