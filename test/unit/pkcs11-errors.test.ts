@@ -3,7 +3,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pkcs11js from 'pkcs11js';
-import { ckrName, classify, type Pkcs11Failure } from '../../src/backends/pkcs11/pkcs11-errors.ts';
+import {
+  ckrName,
+  classify,
+  classifyName,
+  isRecoverable,
+  type Pkcs11Failure,
+} from '../../src/backends/pkcs11/pkcs11-errors.ts';
 
 // Names with their CK_RV values (pkcs11t.h), so the messages are the ones pkcs11js produces.
 const cases: [name: string, value: number, failure: Pkcs11Failure][] = [
@@ -15,13 +21,15 @@ const cases: [name: string, value: number, failure: Pkcs11Failure][] = [
   ['CKR_KEY_HANDLE_INVALID', 0x60, 'login'],
   ['CKR_DEVICE_REMOVED', 0x32, 'device'],
   ['CKR_DEVICE_ERROR', 0x30, 'device'],
+  ['CKR_DEVICE_MEMORY', 0x31, 'device'],
   ['CKR_TOKEN_NOT_PRESENT', 0xe0, 'device'],
   ['CKR_TOKEN_NOT_RECOGNIZED', 0xe1, 'device'],
   ['CKR_CRYPTOKI_NOT_INITIALIZED', 0x190, 'device'],
   ['CKR_SLOT_ID_INVALID', 0x3, 'device'],
+  // What SoftHSM answers for every call once the token's storage went away (issue 13).
+  ['CKR_GENERAL_ERROR', 0x5, 'device'],
   ['CKR_ENCRYPTED_DATA_INVALID', 0x40, 'data'],
   ['CKR_ENCRYPTED_DATA_LEN_RANGE', 0x41, 'data'],
-  ['CKR_GENERAL_ERROR', 0x5, 'data'],
   ['CKR_PIN_INCORRECT', 0xa0, 'pin'],
   ['CKR_PIN_LOCKED', 0xa4, 'pin'],
   ['CKR_PIN_EXPIRED', 0xa3, 'pin'],
@@ -62,6 +70,39 @@ describe('PKCS#11 error classification', () => {
       assert.equal(classify(value), 'other');
     });
   }
+
+  // An outage must answer UNAVAILABLE and start a recovery, never blame the caller's data.
+  const availability = [
+    'CKR_GENERAL_ERROR',
+    'CKR_DEVICE_ERROR',
+    'CKR_DEVICE_MEMORY',
+    'CKR_DEVICE_REMOVED',
+    'CKR_TOKEN_NOT_PRESENT',
+    'CKR_TOKEN_NOT_RECOGNIZED',
+    'CKR_SESSION_HANDLE_INVALID',
+    'CKR_SESSION_CLOSED',
+    'CKR_USER_NOT_LOGGED_IN',
+    'CKR_OBJECT_HANDLE_INVALID',
+    'CKR_KEY_HANDLE_INVALID',
+    'CKR_CRYPTOKI_NOT_INITIALIZED',
+  ];
+  for (const name of availability) {
+    it(`treats ${name} as an availability failure that starts a recovery`, () => {
+      assert.ok(isRecoverable(classify(new Error(`${name}:1`))));
+      assert.ok(isRecoverable(classifyName(name)));
+    });
+  }
+
+  it('never recovers (and so never retries) a PIN failure, data failure or unknown error', () => {
+    for (const failure of ['pin', 'data', 'other', undefined] as const)
+      assert.equal(isRecoverable(failure), false);
+  });
+
+  it('classifies a cause name as a BrokerError carries it', () => {
+    assert.equal(classifyName('CKR_PIN_INCORRECT'), 'pin');
+    assert.equal(classifyName('HSM_TOKEN_NOT_FOUND'), 'other');
+    assert.equal(classifyName(undefined), 'other');
+  });
 
   it('extracts only the CKR_ name from a longer message', () => {
     const error = new Error('C_Decrypt failed: CKR_ENCRYPTED_DATA_INVALID:64 (pin 1234)\n    at native');

@@ -1,18 +1,29 @@
 // The backend's connection to its token: the loaded module, the logged-in anchor session
 // and the pool of crypto sessions, and recovery when a session, the login or the device is
-// lost. Every HSM call runs through withSession (crypto) or withAnchor (everything else).
+// lost. Every HSM call runs through withSession (crypto), withAnchor (everything else) or
+// probe, so probes drive recovery in the background while no call arrives.
 import type graphene from 'graphene-pk11';
 import type { Pkcs11BackendConfig } from './pkcs11-schema.ts';
 import type { SecretReader } from '../../secrets.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
-import type { Deadline } from '../../deadline.ts';
-import { classify, ckrName, type Pkcs11Failure } from './pkcs11-errors.ts';
+import { withSignal, type Deadline } from '../../deadline.ts';
+import {
+  classify,
+  classifyName,
+  ckrName,
+  isRecoverable,
+  type Pkcs11Failure,
+  type RecoverableFailure,
+} from './pkcs11-errors.ts';
+import { RecoverySchedule, type RecoveryStep } from './recovery-schedule.ts';
 import { SessionPool } from './session-pool.ts';
 import { loadModule, type LoadedModule } from './module-cache.ts';
-import { closeQuietly, findSlot, openLoggedIn, openSession } from './token-session.ts';
+import { assertTokenUsable, closeQuietly, findSlot, openLoggedIn, openSession } from './token-session.ts';
 
 const MAX_QUEUED_CALLS = 4096;
+
+type Purpose = 'wrap' | 'unwrap' | 'token';
 
 interface Lease {
   readonly session: graphene.Session;
@@ -37,6 +48,9 @@ export class HsmConnection {
   /** Bumped by every recovery; leases from an older generation are destroyed on release. */
   #generation = 0;
   #recovering: Promise<void> | undefined;
+  readonly #schedule = new RecoverySchedule();
+  /** The token refused the PIN during a recovery: never tried again, tokens lock or wipe. */
+  #refused: BrokerError | undefined;
   readonly #pool: SessionPool<Lease>;
 
   constructor(config: Pkcs11BackendConfig, deps: HsmConnectionDeps) {
@@ -62,73 +76,159 @@ export class HsmConnection {
     this.#connect();
   }
 
-  /**
-   * Runs one crypto operation on a pooled session. A lost session, login or device is
-   * recovered once and the operation retried; a second failure is UNAVAILABLE.
-   */
-  async withSession<T>(
+  /** Runs one crypto operation on a pooled session. */
+  withSession<T>(
     deadline: Deadline,
     purpose: 'wrap' | 'unwrap',
     operation: (session: graphene.Session) => Promise<T>,
   ): Promise<T> {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      await this.#recovering;
-      let failure: Pkcs11Failure | undefined;
-      let caught: unknown;
-      let lease: Lease | undefined;
+    return this.#run(deadline, purpose, async () => {
+      // Opening a pooled session can itself fail when the token or library was lost.
+      const lease = await this.#pool.acquire(deadline.signal);
+      let failed = true;
       try {
-        // Opening a pooled session can itself fail when the token or library was lost.
-        lease = await this.#pool.acquire(deadline.signal);
-        return await operation(lease.session);
+        const result = await operation(lease.session);
+        failed = false;
+        return result;
       } catch (error) {
-        caught = error;
-        failure = error instanceof BrokerError ? undefined : classify(error);
+        // A session that saw a PKCS#11 error is not reused: it may be the broken part.
+        failed = !(error instanceof BrokerError);
+        throw error;
       } finally {
-        if (lease !== undefined) {
-          const stale = lease.generation !== this.#generation;
-          this.#pool.release(lease, stale || isRecoverable(failure));
-        }
+        this.#pool.release(lease, failed || lease.generation !== this.#generation);
       }
-      if (failure === 'data' && purpose === 'unwrap') {
-        throw new BrokerError(
-          'INVALID_CIPHERTEXT',
-          'the wrapped key failed authentication: tampered with, or wrapped under another key',
-          ckrName(caught),
-        );
-      }
-      if (attempt === 0 && isRecoverable(failure)) {
-        await this.#recover(failure, ckrName(caught));
-        continue;
-      }
-      throw this.#unavailable(caught);
-    }
-    throw new BrokerError('BACKEND_UNAVAILABLE', `backend ${this.#config.name}: the HSM did not recover`);
+    });
   }
 
-  /** For anchor-session work (listing, key generation, probes): recover once, then fail. */
-  async withAnchor<T>(operation: (anchor: graphene.Session) => Promise<T>): Promise<T> {
-    await this.#recovering;
-    try {
-      return await operation(this.#requireAnchor());
-    } catch (error) {
-      const failure = classify(error);
-      if (!isRecoverable(failure)) throw this.#unavailable(error);
-      await this.#recover(failure, ckrName(error));
-      try {
-        return await operation(this.#requireAnchor());
-      } catch (retryError) {
-        throw this.#unavailable(retryError);
-      }
-    }
+  /** For anchor-session work: listing and creating key objects. */
+  withAnchor<T>(deadline: Deadline, operation: (anchor: graphene.Session) => Promise<T>): Promise<T> {
+    return this.#run(deadline, 'token', () => operation(this.#requireAnchor()));
+  }
+
+  /** The health probe: the token answers and the login holds; recovers when they do not. */
+  probe(deadline: Deadline): Promise<void> {
+    return this.#run(deadline, 'token', () => Promise.resolve(this.assertUsable()));
+  }
+
+  /**
+   * Throws the token's own PKCS#11 error when it cannot serve now. A key object that is
+   * not found is only an answer when the token passes this check.
+   */
+  assertUsable(): void {
+    if (this.#slot === undefined) throw new Error('CKR_TOKEN_NOT_PRESENT: not connected');
+    assertTokenUsable(this.#slot, this.#requireAnchor());
   }
 
   async close(): Promise<void> {
-    await this.#recovering;
+    await this.#recovering?.catch(() => undefined);
     this.#pool.close();
-    if (this.#anchor !== undefined) closeQuietly(this.#anchor);
-    this.#anchor = undefined;
+    this.#closeAnchor();
     this.#module?.release();
     this.#module = undefined;
+  }
+
+  /**
+   * Runs `work` once the connection is usable. A lost session, login or device is recovered
+   * and the work tried once more; a second failure, or a recovery that fails, is UNAVAILABLE.
+   */
+  async #run<T>(deadline: Deadline, purpose: Purpose, work: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      await this.#ready(deadline);
+      try {
+        return await work();
+      } catch (error) {
+        const failure = this.#failureOf(error, purpose);
+        if (failure === 'data' && purpose === 'unwrap') {
+          throw new BrokerError(
+            'INVALID_CIPHERTEXT',
+            'the wrapped key failed authentication: tampered with, or wrapped under another key',
+            ckrName(error),
+          );
+        }
+        if (attempt > 0 || !isRecoverable(failure)) throw this.#unavailable(error);
+        await this.#recover(failure, ckrName(error), deadline);
+      }
+    }
+  }
+
+  #failureOf(error: unknown, purpose: Purpose): Pkcs11Failure | undefined {
+    if (error instanceof BrokerError) return undefined;
+    const failure = classify(error);
+    // SoftHSM answers a GCM tag mismatch and a lost token alike (CKR_GENERAL_ERROR): the
+    // ciphertext is to blame only when the token proves usable right after.
+    if (purpose === 'unwrap' && ckrName(error) === 'CKR_GENERAL_ERROR') {
+      try {
+        this.assertUsable();
+        return 'data';
+      } catch {
+        return failure;
+      }
+    }
+    return failure;
+  }
+
+  /** Waits for a recovery in progress; while the connection is broken, starts one when due. */
+  async #ready(deadline: Deadline): Promise<void> {
+    if (this.#refused !== undefined) throw this.#refused;
+    if (this.#recovering !== undefined) await withSignal(this.#recovering, deadline.signal);
+    else if (this.#schedule.broken) await this.#recover('device', this.#schedule.cause, deadline);
+  }
+
+  /** Joins the recovery in progress or starts one, unless the backoff says not yet. */
+  #recover(failure: RecoverableFailure, cause: string | undefined, deadline: Deadline): Promise<void> {
+    if (this.#recovering === undefined) {
+      const waitMs = this.#schedule.waitMs();
+      if (waitMs > 0) {
+        const last = this.#schedule.cause ?? cause;
+        return Promise.reject(
+          new BrokerError(
+            'BACKEND_UNAVAILABLE',
+            `backend ${this.#config.name}: the HSM is unavailable${last ? ` (${last})` : ''}; next recovery attempt in ${Math.ceil(waitMs)} ms`,
+            last ?? 'HSM_RECOVERING',
+          ),
+        );
+      }
+      this.#recovering = this.#attempt(failure, this.#schedule.step(failure), cause).finally(() => {
+        this.#recovering = undefined;
+      });
+    }
+    return withSignal(this.#recovering, deadline.signal);
+  }
+
+  async #attempt(failure: RecoverableFailure, step: RecoveryStep, cause: string | undefined): Promise<void> {
+    const attempt = this.#schedule.failures + 1;
+    this.#deps.logger.warn({ failure, cause, step, attempt }, 'recovering HSM connection');
+    this.#generation++;
+    this.#deps.onRecover();
+    this.#pool.discardIdle();
+    try {
+      if (step === 'reset') {
+        this.#closeAnchor();
+        // Never finalized under another backend or with a call in flight (crashes libraries).
+        const reset = await this.#requireModule().reset(() => this.#pool.leased === 0);
+        if (!reset) this.#deps.logger.warn('HSM library not reset: shared with another backend, or busy');
+        this.#connect();
+      } else if (!this.#usable()) {
+        this.#closeAnchor();
+        this.#connect();
+      }
+      this.assertUsable();
+    } catch (error) {
+      const failed = this.#unavailable(error);
+      if (failed.code === 'HSM_LOGIN_FAILED' && classifyName(failed.causeName) === 'pin') {
+        this.#refused = failed;
+        throw failed;
+      }
+      this.#schedule.failed(failed.causeName);
+      this.#deps.logger.warn(
+        { cause: failed.causeName, attempt, retryInMs: this.#schedule.waitMs() },
+        'HSM connection not recovered',
+      );
+      // Token not found or login failed here means the token is away, not misconfigured.
+      throw new BrokerError('BACKEND_UNAVAILABLE', failed.message, failed.causeName ?? failed.code);
+    }
+    this.#schedule.succeeded();
+    this.#deps.logger.info({ step, attempts: attempt }, 'HSM connection recovered');
   }
 
   /** Finds the token, opens the anchor session and logs in. */
@@ -139,29 +239,24 @@ export class HsmConnection {
     this.#anchor = openLoggedIn(slot, this.#config, this.#deps.readSecret);
   }
 
+  #usable(): boolean {
+    try {
+      this.assertUsable();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  #closeAnchor(): void {
+    if (this.#anchor !== undefined) closeQuietly(this.#anchor);
+    this.#anchor = undefined;
+  }
+
   #openSession(): graphene.Session {
     if (this.#slot === undefined)
       throw new BrokerError('BACKEND_UNAVAILABLE', `backend ${this.#config.name} is not open`);
     return openSession(this.#slot);
-  }
-
-  #recover(failure: 'session' | 'login' | 'device', cause: string | undefined): Promise<void> {
-    this.#recovering ??= (async () => {
-      this.#deps.logger.warn({ failure, cause }, 'recovering HSM connection');
-      this.#generation++;
-      this.#deps.onRecover();
-      this.#pool.discardIdle();
-      if (this.#anchor !== undefined) closeQuietly(this.#anchor);
-      this.#anchor = undefined;
-      if (failure === 'device') await this.#requireModule().reset(() => this.#pool.leased === 0);
-      this.#connect();
-    })().finally(() => {
-      this.#recovering = undefined;
-    });
-    return this.#recovering.catch((error: unknown) => {
-      // A wrong PIN discovered during recovery is as fatal as at start: never loop on it.
-      throw error instanceof BrokerError ? error : this.#unavailable(error);
-    });
   }
 
   #requireAnchor(): graphene.Session {
@@ -175,6 +270,7 @@ export class HsmConnection {
     return this.#module;
   }
 
+  /** BrokerErrors pass through; anything else is UNAVAILABLE, named by its CKR_ name only. */
   #unavailable(error: unknown): BrokerError {
     if (error instanceof BrokerError) return error;
     const name = ckrName(error);
@@ -184,8 +280,4 @@ export class HsmConnection {
       name ?? 'HSM_ERROR',
     );
   }
-}
-
-function isRecoverable(failure: Pkcs11Failure | undefined): failure is 'session' | 'login' | 'device' {
-  return failure === 'session' || failure === 'login' || failure === 'device';
 }

@@ -1,7 +1,9 @@
 // The key versions in the token. Each version is its own AES-256 secret key object
 // (non-extractable, sensitive), labelled `<keyLabel>-v<N>` with a CKA_ID of the version
 // number plus random bytes; its fingerprint is the token serial and that CKA_ID. Found key
-// handles are cached until the connection recovers, when they may no longer be valid.
+// handles are cached until the connection recovers, when they may no longer be valid. A
+// token that lost its storage finds no objects without failing, so a search result counts
+// only when the token passes its check right after.
 import { randomBytes } from 'node:crypto';
 import graphene from 'graphene-pk11';
 import type { KeyVersionInfo } from '../kek.ts';
@@ -16,6 +18,8 @@ export interface KeyVersionsOptions {
   readonly logger: Logger;
   /** The serial of the token as last connected, for fingerprints. */
   readonly tokenSerial: () => string;
+  /** Throws the token's PKCS#11 error when it cannot serve (hsm-connection.ts assertUsable). */
+  readonly assertTokenUsable: () => void;
 }
 
 export class KeyVersions {
@@ -75,6 +79,8 @@ export class KeyVersions {
     if (cached !== undefined) return cached;
     const found = session.find({ class: ObjectClass.SECRET_KEY, label: this.#labelFor(Number(version)) });
     if (found.length === 0) {
+      // During an outage this is UNAVAILABLE (the token's error), never a permanent answer.
+      this.#options.assertTokenUsable();
       throw new BrokerError(
         'UNKNOWN_KEY_VERSION',
         `backend ${this.#options.backendName}: the token holds no key for version ${version}`,
@@ -95,6 +101,7 @@ export class KeyVersions {
     const keys: graphene.SecretKey[] = [];
     for (let index = 0; index < found.length; index++)
       keys.push(found.items(index).toType<graphene.SecretKey>());
+    this.#options.assertTokenUsable();
     return keys;
   }
 

@@ -8,8 +8,11 @@ import { BrokerError } from '../../errors.ts';
 
 export interface LoadedModule {
   readonly module: graphene.Module;
-  /** Finalize and initialize again after a device error, once in-flight calls are done. */
-  reset(isIdle: () => boolean): Promise<void>;
+  /**
+   * Finalize and initialize again after a device error, once in-flight calls are done.
+   * False when it was not done: another backend uses the library, or calls stayed in flight.
+   */
+  reset(isIdle: () => boolean): Promise<boolean>;
   release(): void;
 }
 
@@ -19,7 +22,8 @@ interface Entry {
 }
 
 const loaded = new Map<string, Entry>();
-const RESET_IDLE_WAIT_MS = 3000;
+/** How long a reset waits for calls in flight to end before it gives up (until the next attempt). */
+export const RESET_IDLE_WAIT_MS = 3000;
 const RESET_POLL_MS = 10;
 
 export function loadModule(path: string): LoadedModule {
@@ -48,16 +52,18 @@ export function loadModule(path: string): LoadedModule {
     async reset(isIdle) {
       // Finalizing under another user, or with an operation in flight, crashes some
       // libraries; in those cases only sessions are re-opened.
-      if (shared.users > 1) return;
+      if (shared.users > 1) return false;
       for (let waited = 0; !isIdle() && waited < RESET_IDLE_WAIT_MS; waited += RESET_POLL_MS)
         await delay(RESET_POLL_MS);
-      if (!isIdle()) return;
+      if (!isIdle()) return false;
       try {
         shared.module.finalize();
       } catch {
         // Already finalized by the failure itself.
       }
+      // Throws while the token's storage is still away; the next attempt initializes again.
       shared.module.initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+      return true;
     },
     release() {
       if (released) return;

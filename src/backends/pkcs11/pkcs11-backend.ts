@@ -5,8 +5,8 @@ import type { KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../
 import type { Pkcs11BackendConfig } from './pkcs11-schema.ts';
 import type { SecretReader } from '../../secrets.ts';
 import type { Logger } from '../../log.ts';
+import type { Deadline } from '../../deadline.ts';
 import { HsmConnection } from './hsm-connection.ts';
-import { assertLoggedIn } from './token-session.ts';
 import { KeyVersions } from './key-versions.ts';
 import { AES_GCM_MECHANISM, invalidWrapped, openAesGcm, sealAesGcm } from './aes-gcm.ts';
 
@@ -33,6 +33,7 @@ export class Pkcs11Backend implements KekBackend {
       backendName: config.name,
       logger,
       tokenSerial: () => this.#hsm.tokenSerial,
+      assertTokenUsable: () => this.#hsm.assertUsable(),
     });
   }
 
@@ -41,12 +42,12 @@ export class Pkcs11Backend implements KekBackend {
     return Promise.resolve();
   }
 
-  listVersions(): Promise<KeyVersionInfo[]> {
-    return this.#hsm.withAnchor(anchor => Promise.resolve(this.#versions.list(anchor)));
+  listVersions(deadline: Deadline): Promise<KeyVersionInfo[]> {
+    return this.#hsm.withAnchor(deadline, anchor => Promise.resolve(this.#versions.list(anchor)));
   }
 
-  createVersion(): Promise<KeyVersionInfo> {
-    return this.#hsm.withAnchor(anchor => Promise.resolve(this.#versions.create(anchor)));
+  createVersion(deadline: Deadline): Promise<KeyVersionInfo> {
+    return this.#hsm.withAnchor(deadline, anchor => Promise.resolve(this.#versions.create(anchor)));
   }
 
   wrap(request: WrapRequest): Promise<Buffer> {
@@ -63,12 +64,12 @@ export class Pkcs11Backend implements KekBackend {
     );
   }
 
-  /** C_GetSessionInfo on the anchor: no crypto, but it notices a lost login or device. */
-  probe(): Promise<void> {
-    return this.#hsm.withAnchor(anchor => {
-      assertLoggedIn(anchor);
-      return Promise.resolve();
-    });
+  /**
+   * C_GetTokenInfo and C_GetSessionInfo: no crypto, but they notice a lost token, login or
+   * device, and a probe on a broken connection is what recovers it while no call arrives.
+   */
+  probe(deadline: Deadline): Promise<void> {
+    return this.#hsm.probe(deadline);
   }
 
   async close(): Promise<void> {

@@ -1,18 +1,23 @@
 // Classifies PKCS#11 return values into what the backend should do about them. Only the
 // CKR_ name leaves this module (as a log-safe cause); never the library's message.
+//
+// Everything but 'data' and 'pin' is an availability failure: the call answers UNAVAILABLE
+// and feeds the backend's breaker. Only 'session', 'login' and 'device' start a recovery.
 
 export type Pkcs11Failure =
   /** The session handle is gone: replace the session. */
   | 'session'
   /** Logged out or object handles invalid (SoftHSM reports a logout this way): re-login, re-find keys. */
   | 'login'
-  /** Device or library state lost: finalize, initialize, re-open. */
+  /** Device, token or library state lost: re-open, and reset the library if that does not help. */
   | 'device'
   /** The ciphertext did not authenticate or decrypt: the caller's data is bad. */
   | 'data'
   /** PIN problems: never retried, a token may lock or wipe itself. */
   | 'pin'
   | 'other';
+
+export type RecoverableFailure = 'session' | 'login' | 'device';
 
 const failureByName: Record<string, Pkcs11Failure> = {
   CKR_SESSION_HANDLE_INVALID: 'session',
@@ -23,14 +28,18 @@ const failureByName: Record<string, Pkcs11Failure> = {
   CKR_KEY_HANDLE_INVALID: 'login',
   CKR_DEVICE_REMOVED: 'device',
   CKR_DEVICE_ERROR: 'device',
+  CKR_DEVICE_MEMORY: 'device',
   CKR_TOKEN_NOT_PRESENT: 'device',
   CKR_TOKEN_NOT_RECOGNIZED: 'device',
   CKR_CRYPTOKI_NOT_INITIALIZED: 'device',
   CKR_SLOT_ID_INVALID: 'device',
+  // The spec's "unrecoverable" error, and what SoftHSM answers for every call on a token
+  // whose storage went away, until the library is initialized again. SoftHSM also reports a
+  // GCM tag mismatch this way; the connection tells the two apart by checking the token
+  // (hsm-connection.ts), never by this name alone.
+  CKR_GENERAL_ERROR: 'device',
   CKR_ENCRYPTED_DATA_INVALID: 'data',
   CKR_ENCRYPTED_DATA_LEN_RANGE: 'data',
-  // SoftHSM reports a GCM tag mismatch as a general error (SymDecrypt in SoftHSM.cpp).
-  CKR_GENERAL_ERROR: 'data',
   CKR_PIN_INCORRECT: 'pin',
   CKR_PIN_LOCKED: 'pin',
   CKR_PIN_EXPIRED: 'pin',
@@ -45,6 +54,14 @@ export function ckrName(error: unknown): string | undefined {
 }
 
 export function classify(error: unknown): Pkcs11Failure {
-  const name = ckrName(error);
+  return classifyName(ckrName(error));
+}
+
+/** The class of a CKR_ name, as carried by a BrokerError's causeName. */
+export function classifyName(name: string | undefined): Pkcs11Failure {
   return (name === undefined ? undefined : failureByName[name]) ?? 'other';
+}
+
+export function isRecoverable(failure: Pkcs11Failure | undefined): failure is RecoverableFailure {
+  return failure === 'session' || failure === 'login' || failure === 'device';
 }

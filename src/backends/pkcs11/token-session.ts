@@ -60,8 +60,18 @@ export function openLoggedIn(
   return anchor;
 }
 
+/**
+ * Throws the token's own error when it cannot serve: C_GetTokenInfo notices a token whose
+ * storage went away (SoftHSM: CKR_GENERAL_ERROR, while its sessions still look logged in and
+ * C_FindObjects finds nothing), and the anchor's session state a lost login.
+ */
+export function assertTokenUsable(slot: graphene.Slot, anchor: graphene.Session): void {
+  slot.getToken();
+  assertLoggedIn(anchor);
+}
+
 /** Throws a CKR_USER_NOT_LOGGED_IN error when the session's user is no longer logged in. */
-export function assertLoggedIn(session: graphene.Session): void {
+function assertLoggedIn(session: graphene.Session): void {
   const info = session.lib.C_GetSessionInfo(session.handle);
   if (info.state !== CKS_RW_USER_FUNCTIONS && info.state !== CKS_RO_USER_FUNCTIONS) {
     throw new Error('CKR_USER_NOT_LOGGED_IN: session is not logged in');
