@@ -50,7 +50,10 @@ export interface KekBackend {
   readonly autoCreateOption: string;
   /** Present when the service can rotate keys on its own. */
   readonly externalRotation?: ExternalRotation | undefined;
-  /** Connect and authenticate. Fails fast on configuration errors (wrong PIN, no token). */
+  /**
+   * Connect and authenticate. Fails fast on configuration errors (wrong PIN, no token). After
+   * a failure it may be called again (the service came back); `close` is final.
+   */
   open(): Promise<void>;
   listVersions(deadline: Deadline): Promise<KeyVersionInfo[]>;
   /** Creates a new key version in the service. */

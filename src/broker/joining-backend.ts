@@ -64,17 +64,13 @@ export class JoiningBackend implements KekBackend {
   }
 
   async #connectOnce(deadline: Deadline): Promise<KeyVersionInfo[]> {
-    try {
-      await this.#inner.open();
-      const listed = await this.#inner.listVersions(deadline);
-      await this.#onJoin?.(this, listed);
-      this.#connected = true;
-      return listed;
-    } catch (error) {
-      // A half-open client (a refused login leaves HTTP agents behind) is closed before the next try.
-      await this.#inner.close().catch(() => undefined);
-      throw error;
-    }
+    // open() may be tried again after a failure (the KEK contract); close() is final, so a
+    // backend that failed to connect is left as it is until the next try.
+    await this.#inner.open();
+    const listed = await this.#inner.listVersions(deadline);
+    await this.#onJoin?.(this, listed);
+    this.#connected = true;
+    return listed;
   }
 
   open(): Promise<void> {

@@ -3,6 +3,8 @@
 // or sealed, serves Status, Encrypt and Decrypt through the HSM with the key_id it had, and
 // takes OpenBao back (then heals the thin seed) once it returns, with no restart.
 import assert from 'node:assert/strict';
+import { renameSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { createKmsV2Client, type KmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import { startBrokerProcess } from '../helpers/broker-process.ts';
@@ -87,4 +89,42 @@ describe('start during a backend outage (wrap: all, SoftHSM + OpenBao)', () => {
       assert.equal(broker.child.exitCode, null, 'the broker never restarted');
     });
   }
+
+  it('starts with the HSM token gone, serves through OpenBao, and takes the HSM back when the token returns', async (t: TestContext) => {
+    const token = createToken();
+    defer(t, () => token.remove());
+    const server = await startTransitServer(t);
+    const config = await writeFailoverConfig(t, token, server, { keyLabel: 'kek-start-hsm' });
+    const env = { ...server.env, SOFTHSM2_CONF: token.conf };
+
+    const first = await startBrokerProcess(config.path, env);
+    const firstClient = createKmsV2Client(config.socket, CLIENT_TIMEOUT_MS);
+    const before = await encryptOne(firstClient);
+    firstClient.close();
+    await first.stop();
+
+    const tokens = join(token.dir, 'tokens');
+    renameSync(tokens, `${tokens}.away`);
+    let restored = false;
+    defer(t, () => (restored ? undefined : renameSync(`${tokens}.away`, tokens)));
+    const broker = await startBrokerProcess(config.path, env);
+    defer(t, () => broker.stop());
+    const client = createKmsV2Client(config.socket, CLIENT_TIMEOUT_MS);
+    defer(t, () => client.close());
+
+    assert.equal((await client.status()).key_id, before.keyId);
+    assert.equal((await client.status()).healthz, 'ok', 'OpenBao alone can take writes');
+    assert.deepEqual(await decryptOne(client, before), before.seed);
+    const thin = await encryptOne(client);
+    assert.deepEqual(wrapsOf(thin), ['vault']);
+
+    renameSync(`${tokens}.away`, tokens);
+    restored = true;
+    await broker.waitForLog(record => record.msg === 'backend joined' && record.backend === 'hsm');
+    await statusUntil(client, current => current.key_id !== before.keyId, 'a new key_id once healed');
+    const full = await encryptOne(client);
+    assert.deepEqual(wrapsOf(full), ['hsm', 'vault']);
+    for (const sealed of [before, thin, full])
+      assert.deepEqual(await decryptOne(client, sealed), sealed.seed);
+  });
 });

@@ -71,9 +71,16 @@ export class HsmConnection {
     return this.#tokenSerial;
   }
 
+  /** Loads the library and connects; a failed open leaves nothing loaded, so it can be tried again. */
   open(): void {
     this.#module = loadModule(this.#config.module);
-    this.#connect();
+    try {
+      this.#connect();
+    } catch (error) {
+      this.#module.release();
+      this.#module = undefined;
+      throw error;
+    }
   }
 
   /** Runs one crypto operation on a pooled session. */
