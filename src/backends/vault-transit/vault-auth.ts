@@ -123,7 +123,7 @@ export class VaultAuth {
 
   async #useStaticToken(deadline: Deadline): Promise<{ seconds: number; renewable: boolean }> {
     const token = this.#readSecret(
-      { file: this.#auth.tokenFile, env: this.#auth.tokenEnv },
+      { file: this.#auth.tokenFile, env: this.#auth.tokenEnv, envKey: 'auth.tokenEnv' },
       `backend ${this.#backend} Vault token`,
     );
     this.#http.setToken(token);
