@@ -174,7 +174,7 @@ export function brokerErrorFor(error: unknown, context: FailureContext): BrokerE
     case 'other':
       return new BrokerError(
         'BACKEND_UNAVAILABLE',
-        `backend ${backend}: the ${service} request failed (${failure.cause})`,
+        `backend ${backend}: the request to ${service} failed (${failure.cause})`,
         failure.cause,
       );
   }

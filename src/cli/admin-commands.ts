@@ -1,6 +1,7 @@
 // CLI commands over the admin API: status, backends, keys, rotate, retire, restore,
 // failover. Human tables by default, `--json` for scripts. Exit codes: 0 done, 1 the broker
-// refused or failed the request, 2 usage, 3 the broker could not be reached.
+// refused or failed the request, 2 usage, 3 the broker could not be reached; `status` also
+// says how healthy the broker is (see statusCommand).
 import { BrokerError } from '../errors.ts';
 import {
   request,
@@ -21,9 +22,20 @@ interface StatusBody {
   kmsApiVersion: string;
   writeVersions: Record<string, string>;
   failover: { order: string[]; wrap: string };
+  degraded: string[];
+  underReplicatedKeyIds: string[];
   uptimeSeconds: number;
   version: string;
 }
+
+/** `status` exits 1 when Status is not healthy (the apiserver's writes fail). */
+const EXIT_UNHEALTHY = 1;
+/**
+ * `status` exits 5 when the broker serves but a backend is down or seeds went out without
+ * some backends' wraps: nothing fails yet, and the next outage may. A distinct code, so that
+ * a monitoring script can page on it without parsing text.
+ */
+const EXIT_DEGRADED = 5;
 interface BackendsBody {
   backends: {
     name: string;
@@ -74,15 +86,22 @@ function print(options: OutputOptions, body: unknown, human: () => string): void
   process.stdout.write(options.json === true ? `${JSON.stringify(body, null, 2)}\n` : human());
 }
 
-export async function statusCommand(options: OutputOptions): Promise<void> {
+/**
+ * Prints Status, and returns the exit code that sums it up: 0 all healthy, 1 not healthy,
+ * EXIT_DEGRADED serving while degraded.
+ */
+export async function statusCommand(options: OutputOptions): Promise<number> {
   const { body } = await call(resolveTarget(options, 'viewer'), 'GET', '/v1/status');
   const status = body as StatusBody;
+  const { degraded, underReplicatedKeyIds } = status;
   print(options, status, () =>
     table(
       ['FIELD', 'VALUE'],
       [
         ['key_id', status.keyId],
         ['healthz', status.healthz],
+        ['degraded', degraded.length === 0 ? '-' : `${degraded.join(' ')} (see kms-broker backends)`],
+        ['under-replicated', underReplicatedKeyIds.join(' ') || '-'],
         [
           'write versions',
           Object.entries(status.writeVersions)
@@ -95,6 +114,8 @@ export async function statusCommand(options: OutputOptions): Promise<void> {
       ],
     ),
   );
+  if (status.healthz !== 'ok') return EXIT_UNHEALTHY;
+  return degraded.length > 0 || underReplicatedKeyIds.length > 0 ? EXIT_DEGRADED : 0;
 }
 
 export async function backendsCommand(options: OutputOptions): Promise<void> {

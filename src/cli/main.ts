@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The kms-broker command line: serve and verify on the KMS socket, encryption-config from the
 // config file; everything else over the admin API. Exit codes: 0 done, 1 refused or failed,
-// 2 usage, 3 broker unreachable.
+// 2 usage, 3 broker unreachable, 4 serve needs an operator, 5 status: serving but degraded.
 import { Command, CommanderError, Option } from 'commander';
 import { toBrokerError, type ErrorCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
@@ -91,9 +91,12 @@ program
     ),
   );
 
-adminCommand('status', 'key_id, health, write versions and failover').action(async (options: OutputOptions) =>
-  (await commands()).statusCommand(options),
-);
+adminCommand(
+  'status',
+  'key_id, health, write versions and failover; exit 1 unhealthy, 5 degraded (a backend down, thin seeds)',
+).action(async (options: OutputOptions) => {
+  process.exitCode = await (await commands()).statusCommand(options);
+});
 adminCommand('backends', 'health, breaker state and errors per backend').action(
   async (options: OutputOptions) => (await commands()).backendsCommand(options),
 );

@@ -10,12 +10,13 @@ import { backendKind, type BackendType } from '../backends/kinds.ts';
 import { BrokerError } from '../errors.ts';
 import type { FileReader } from '../file-reader.ts';
 import { checkConfigFiles } from './config-files.ts';
-import { describeSchemaErrors } from './schema-errors.ts';
+import { schemaProblems } from './schema-errors.ts';
 import { backendHeadSchema, configSchema, type BrokerConfig } from './schema.ts';
 
 const MAX_SOCKET_PATH_BYTES = 107;
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true });
+// verbose: errors carry their schema, whose property names suggest the key a typo meant.
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, verbose: true });
 const validateTop = ajv.compile(configSchema);
 const validateHead = ajv.compile(backendHeadSchema);
 
@@ -72,23 +73,30 @@ export function parseConfig(text: string, source = 'config'): BrokerConfig {
 
 export function validateConfig(raw: unknown, source = 'config'): BrokerConfig {
   const candidate: unknown = structuredClone(raw ?? {});
-  if (!validateTop(candidate)) fail(source, validateTop.errors, '');
-  const config = candidate as Omit<BrokerConfig, 'backends'> & { backends: unknown[] };
-  config.backends.forEach((backend, index) => {
-    const at = `/backends/${index}`;
-    if (!validateHead(backend)) fail(source, onlyHeadErrors(validateHead.errors), at);
-    const kind = backendKind((backend as { type: BackendType }).type);
-    // ajv keeps what it compiled by schema, so a kind's schema compiles once, when configured.
-    const validate = ajv.compile<Static<TObject>>(kind.schema);
-    if (!validate(backend)) fail(source, validate.errors, at);
-    const violation = kind.check(backend);
-    if (violation !== undefined) {
-      const path = violation.path === undefined ? '' : `.${violation.path}`;
-      throw invalid(source, `backends[${index}]${path}: ${violation.message}`);
-    }
-  });
-  checkCrossReferences(config as BrokerConfig, source);
-  return deepFreeze(config as BrokerConfig);
+  // Every problem at once: the top level's and each backend's, so that one edit fixes all.
+  const problems = validateTop(candidate) ? [] : schemaProblems(validateTop.errors, '');
+  const backends = (candidate as { backends?: unknown }).backends;
+  if (Array.isArray(backends))
+    backends.forEach((backend, index) => problems.push(...backendProblems(backend, index)));
+  if (problems.length === 1) throw invalid(source, problems[0] ?? '');
+  if (problems.length > 1) throw invalid(source, `${problems.length} problems:\n  ${problems.join('\n  ')}`);
+  const config = candidate as BrokerConfig;
+  checkCrossReferences(config, source);
+  return deepFreeze(config);
+}
+
+/** What is wrong with one backend: its common fields, then its kind's schema, then its kind's rules. */
+function backendProblems(backend: unknown, index: number): string[] {
+  const at = `/backends/${index}`;
+  if (!validateHead(backend)) return schemaProblems(onlyHeadErrors(validateHead.errors), at);
+  const kind = backendKind((backend as { type: BackendType }).type);
+  // ajv keeps what it compiled by schema, so a kind's schema compiles once, when configured.
+  const validate = ajv.compile<Static<TObject>>(kind.schema);
+  if (!validate(backend)) return schemaProblems(validate.errors, at);
+  const violation = kind.check(backend);
+  if (violation === undefined) return [];
+  const path = violation.path === undefined ? '' : `.${violation.path}`;
+  return [`backends[${index}]${path}: ${violation.message}`];
 }
 
 /** The head schema allows other keys; only its own complaints are relevant. */
@@ -124,10 +132,6 @@ function checkCrossReferences(config: BrokerConfig, source: string): void {
       `socket: the path is ${socketBytes} bytes; unix sockets allow at most ${MAX_SOCKET_PATH_BYTES}`,
     );
   }
-}
-
-function fail(source: string, errors: ErrorObject[] | null | undefined, prefix: string): never {
-  throw invalid(source, describeSchemaErrors(errors, prefix));
 }
 
 /** Whether `host:port` binds a loopback address only. */

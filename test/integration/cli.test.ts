@@ -2,9 +2,15 @@
 // people, JSON for scripts, exit codes scripts can rely on, one-line errors.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { CLI, startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
-import { writeConfig, type TestConfig } from '../helpers/config.ts';
+import { pkcs11Backend, vaultBackend, writeConfig, type TestConfig } from '../helpers/config.ts';
+import { enableTransit, startDevServer, type BaoServer } from '../helpers/openbao.ts';
 import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 import { createKmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 
@@ -154,5 +160,80 @@ describe('kms-broker CLI over the admin API', () => {
     const usage = await cli(['retire', 'hsm']);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /missing required argument 'version'/);
+  });
+});
+
+describe('kms-broker status while a backend is down', () => {
+  let token: SoftHsmToken;
+  let vault: BaoServer;
+  let config: TestConfig;
+  let broker: BrokerProcess;
+
+  before(async () => {
+    token = createToken();
+    vault = await startDevServer();
+    await enableTransit(vault);
+    const dir = mkdtempSync(join(tmpdir(), 'kmsb-cli-'));
+    const tokenFile = `${dir}/vault-token`;
+    writeFileSync(tokenFile, vault.rootToken, { mode: 0o600 });
+    config = writeConfig(
+      undefined,
+      {
+        backends: [pkcs11Backend(token), vaultBackend(vault.address, { method: 'token', tokenFile })],
+        failover: { order: ['hsm', 'vault'], wrap: 'all' },
+        health: { probeIntervalMs: 200, failureThreshold: 1 },
+      },
+      dir,
+    );
+    broker = await startBrokerProcess(config.path, token.env);
+  });
+  after(async () => {
+    await broker.stop();
+    await vault.stop();
+    token.remove();
+  });
+
+  it('exits 0 while all is well, and 5 with the degraded backend and the thin key_id in the table', async () => {
+    const healthy = await cli(['status', '--config', config.path]);
+    assert.equal(healthy.code, 0, healthy.stderr);
+    assert.match(healthy.stdout, /^degraded\s+-$/m);
+    assert.match(healthy.stdout, /^under-replicated\s+-$/m);
+
+    await vault.stop();
+    // Seeds written now carry the HSM's wrap only: under-replicated, yet served.
+    const client = createKmsV2Client(config.socket);
+    let keyId: string;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const status = await cli(['status', '--config', config.path, '--json']);
+        if (status.code === 5 || attempt === 50) break;
+        await sleep(100);
+      }
+      keyId = (await client.encrypt(randomBytes(32))).key_id;
+    } finally {
+      client.close();
+    }
+
+    const degraded = await cli(['status', '--config', config.path]);
+    assert.equal(degraded.code, 5, degraded.stdout + degraded.stderr);
+    assert.match(degraded.stdout, /^healthz\s+ok$/m);
+    assert.match(degraded.stdout, /^degraded\s+vault \(see kms-broker backends\)$/m);
+    assert.match(degraded.stdout, new RegExp(`^under-replicated\\s+${keyId}$`, 'm'));
+    assert.equal(degraded.stderr, '');
+
+    const json = await cli(['status', '--config', config.path, '--json']);
+    assert.equal(json.code, 5);
+    const body = JSON.parse(json.stdout) as { degraded: string[]; underReplicatedKeyIds: string[] };
+    assert.deepEqual(body.degraded, ['vault']);
+    assert.deepEqual(body.underReplicatedKeyIds, [keyId]);
+  });
+
+  it('exits 1 when Status is not healthy: the only writer is down', async () => {
+    const set = await cli(['failover', 'set', 'vault', '--wrap', 'first', '--config', config.path]);
+    assert.equal(set.code, 0, set.stderr);
+    const unhealthy = await cli(['status', '--config', config.path]);
+    assert.equal(unhealthy.code, 1, unhealthy.stdout + unhealthy.stderr);
+    assert.match(unhealthy.stdout, /^healthz\s+unhealthy backends: vault \(/m);
+    assert.equal(unhealthy.stderr, '');
   });
 });

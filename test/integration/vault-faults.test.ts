@@ -44,6 +44,11 @@ interface VaultBrokerConfig {
   readonly statePath: string;
 }
 
+/** `text` as a RegExp source that matches it literally (an address's dots). */
+function literal(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
 /** A raft-backed OpenBao with Transit mounted and the broker's least-privilege policy. */
 async function startVault(t: TestContext): Promise<SealableBaoServer> {
   const server = await startFileServer();
@@ -212,7 +217,9 @@ describe('Vault Transit backend under faults', () => {
     assert.equal((await client.status()).key_id, keyId, 'key_id does not change with momentary health');
 
     // A sealed Vault answers 503 at once: the bounded retries must not wait out the 2.5 s budget.
-    const unavailable = /^BACKEND_UNAVAILABLE: backend vault: Vault is unavailable \(VAULT_SEALED\)$/;
+    const unavailable = new RegExp(
+      `^BACKEND_UNAVAILABLE: backend vault: Vault at ${literal(server.address)} is unavailable \\(VAULT_SEALED\\)$`,
+    );
     const encryptMs = await expectFastFailure(
       client.encrypt(randomBytes(32)),
       GrpcStatus.UNAVAILABLE,
@@ -297,7 +304,9 @@ describe('Vault Transit backend under faults', () => {
     await expectFastFailure(
       client.encrypt(randomBytes(32)),
       GrpcStatus.UNAVAILABLE,
-      /^BACKEND_UNAVAILABLE: backend vault: Vault is unavailable \(ECONNREFUSED\)$/,
+      new RegExp(
+        `^BACKEND_UNAVAILABLE: backend vault: Vault at ${literal(server.address)} is unavailable \\(ECONNREFUSED\\)$`,
+      ),
       2000,
       'encrypt while Vault is down',
     );
@@ -354,7 +363,9 @@ describe('Vault Transit backend under faults', () => {
     assert.ok(ms < 5000, `start-up failed only after ${Math.round(ms)} ms`);
     assert.match(
       broker.text.join('\n'),
-      /kms-broker: BACKEND_UNAVAILABLE: backend vault: cannot log in to Vault \(VAULT_SEALED\)/,
+      new RegExp(
+        `kms-broker: BACKEND_UNAVAILABLE: backend vault: cannot log in to Vault at ${literal(server.address)} \\(VAULT_SEALED\\)`,
+      ),
     );
     assert.equal(existsSync(config.socket), false, 'no socket is left behind');
     assert.equal(existsSync(config.statePath), false, 'no state is written for a failed start');

@@ -224,6 +224,78 @@ describe('Vault Transit backend on OpenBao', () => {
     );
   });
 
+  it('names the mount, not createIfMissing, when no Transit engine is mounted at mount:', async () => {
+    // The policy was written for the configured mount, but the engine was never enabled there.
+    await writePolicy(server, 'unmounted', BROKER_POLICY('unmounted', 'kek', { createIfMissing: true }));
+    const token = await createToken(server, {
+      policies: ['unmounted'],
+      ttl: '1h',
+      renewable: true,
+      noDefaultPolicy: true,
+    });
+    const config = writeConfig(undefined, {
+      backends: [
+        vaultBackend(
+          server.address,
+          { method: 'token', tokenFile: secretFile(dir, 'token-unmounted', token) },
+          { mount: 'unmounted', createIfMissing: true },
+        ),
+      ],
+      failover: { order: ['vault'] },
+    });
+    const broker = spawnBroker(config.path, process.env);
+    assert.equal(await broker.exited, 1);
+    const output = broker.text.join('\n');
+    assert.match(
+      output,
+      /KEY_MISSING: backend vault: Vault has no secrets engine mounted at unmounted\/; enable the transit engine there \(bao secrets enable -path=unmounted transit\), or correct mount: in the config/,
+    );
+    assert.doesNotMatch(output, /createIfMissing/);
+  });
+
+  it('names the configured address when Vault cannot be reached: refused, reset, DNS, TLS', async () => {
+    const token = await brokerToken();
+    const resetter = createServer(socket => socket.destroy());
+    await new Promise<void>(resolve => resetter.listen(0, '127.0.0.1', resolve));
+    const refused = createServer();
+    await new Promise<void>(resolve => refused.listen(0, '127.0.0.1', resolve));
+    const refusedPort = (refused.address() as { port: number }).port;
+    await new Promise(resolve => refused.close(resolve));
+    const cases: [address: string, cause: RegExp][] = [
+      [`http://127.0.0.1:${refusedPort}`, /ECONNREFUSED/],
+      [`http://127.0.0.1:${(resetter.address() as { port: number }).port}`, /ECONNRESET|EPIPE/],
+      ['http://vault.no-such-host.invalid:8200', /ENOTFOUND|EAI_AGAIN/],
+      // TLS spoken to a plain-HTTP listener: the handshake fails.
+      [server.address.replace('http://', 'https://'), /EPROTO|ERR_SSL_/],
+    ];
+    try {
+      await Promise.all(
+        cases.map(async ([address, cause], index) => {
+          const config = writeConfig(undefined, {
+            backends: [
+              vaultBackend(address, {
+                method: 'token',
+                tokenFile: secretFile(dir, `token-addr-${index}`, token),
+              }),
+            ],
+            failover: { order: ['vault'] },
+          });
+          const broker = spawnBroker(config.path, process.env);
+          assert.equal(await broker.exited, 1, address);
+          const output = broker.text.join('\n');
+          const named = output.match(
+            /BACKEND_UNAVAILABLE: backend vault: cannot log in to Vault at (\S+) \((\S+)\)/,
+          );
+          assert.equal(named?.[1], address, output);
+          assert.match(named?.[2] ?? '', cause, output);
+          assert.ok(!(output + JSON.stringify(broker.logs)).includes(token));
+        }),
+      );
+    } finally {
+      resetter.close();
+    }
+  });
+
   it('says which capability the policy lacks when OpenBao denies a call', async () => {
     await writePolicy(
       server,

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { parseConfig, validateConfig } from '../../src/config/load.ts';
+import { BrokerError } from '../../src/errors.ts';
+import { readSecret } from '../../src/secrets.ts';
 import type { Pkcs11BackendConfig } from '../../src/backends/pkcs11/pkcs11-schema.ts';
 import type { VaultTransitBackendConfig } from '../../src/backends/vault-transit/vault-transit-schema.ts';
 import { brokerError } from './expect-error.ts';
@@ -192,7 +194,7 @@ describe('config loading', () => {
       {
         name: 'a relative socket path',
         change: raw => (raw.socket = 'run/kms.sock'),
-        expected: 'socket: must match pattern',
+        expected: 'socket: must be an absolute path (starting with /)',
       },
       {
         name: 'an uppercase backend name',
@@ -406,4 +408,139 @@ describe('vault-transit backend config', () => {
       assert.throws(() => validateConfig(withVault(backend)), brokerError('CONFIG_INVALID', expected));
     });
   }
+});
+
+describe('config errors report every problem, with the key that caused it', () => {
+  function message(raw: unknown): string {
+    try {
+      validateConfig(raw);
+    } catch (error) {
+      assert.ok(error instanceof BrokerError && error.code === 'CONFIG_INVALID', String(error));
+      return error.message;
+    }
+    assert.fail('the config was accepted');
+  }
+
+  it('lists every problem at once, top level and each backend, each with its key path', () => {
+    const raw = minimal();
+    raw.timeouts = { callMs: 'fast' };
+    raw.foo = 1;
+    Object.assign(firstBackend(raw), { sessions: '4' });
+    raw.backends.push({ ...firstBackend(raw), name: 'Bad_Name', sessions: 4 });
+    assert.equal(
+      message(raw),
+      [
+        'config: 4 problems:',
+        '  foo: unknown key',
+        '  timeouts.callMs: must be integer',
+        '  backends[0].sessions: must be integer',
+        '  backends[1].name: must match pattern "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"',
+      ].join('\n'),
+    );
+  });
+
+  it('names the misspelt key beside the required key it stands for', () => {
+    const raw = minimal();
+    const backend = firstBackend(raw);
+    backend.keyLable = backend.keyLabel;
+    delete backend.keyLabel;
+    assert.equal(
+      message(raw),
+      "config: backends[0]: unknown key 'keyLable'; required key 'keyLabel' is missing (did you mean it?)",
+    );
+  });
+
+  it('names an unrelated unknown key beside a missing one, and suggests an optional key a typo meant', () => {
+    const raw = minimal();
+    const backend = firstBackend(raw);
+    backend.tokenLable = backend.tokenLabel;
+    delete backend.tokenLabel;
+    delete backend.keyLabel;
+    assert.equal(
+      message(raw),
+      "config: backends[0]: unknown key 'tokenLable' (did you mean tokenLabel?); required key 'keyLabel' is missing",
+    );
+  });
+});
+
+describe('a secret written where its file or variable name belongs is never echoed', () => {
+  const secret = 's3cret-1234';
+  const cases: { name: string; backend: (raw: Raw) => void; expected: string }[] = [
+    {
+      name: 'a PIN in pinEnv',
+      backend: raw => {
+        delete firstBackend(raw).pinFile;
+        firstBackend(raw).pinEnv = secret;
+      },
+      expected: 'backends[0].pinEnv: must be the name of an environment variable',
+    },
+    {
+      name: 'a PIN in pinFile',
+      backend: raw => (firstBackend(raw).pinFile = secret),
+      expected: 'backends[0].pinFile: must be an absolute path (starting with /)',
+    },
+    {
+      name: 'a Vault token in tokenEnv',
+      backend: raw => {
+        raw.backends = [
+          {
+            name: 'vault',
+            type: 'vault-transit',
+            address: 'https://vault.example:8200',
+            key: 'kek',
+            auth: { method: 'token', tokenEnv: secret },
+          },
+        ];
+        raw.failover = { order: ['vault'] };
+      },
+      expected: 'backends[0].auth.tokenEnv: must be the name of an environment variable',
+    },
+    {
+      name: 'an AppRole secret_id in secretIdFile',
+      backend: raw => {
+        raw.backends = [
+          {
+            name: 'vault',
+            type: 'vault-transit',
+            address: 'https://vault.example:8200',
+            key: 'kek',
+            auth: { method: 'approle', roleId: 'r', secretIdFile: secret },
+          },
+        ];
+        raw.failover = { order: ['vault'] };
+      },
+      expected: 'backends[0].auth.secretIdFile: must be an absolute path (starting with /)',
+    },
+  ];
+  for (const { name, backend, expected } of cases) {
+    it(name, () => {
+      const raw = minimal();
+      backend(raw);
+      assert.throws(
+        () => validateConfig(raw),
+        (error: unknown) => {
+          assert.ok(error instanceof BrokerError && error.code === 'CONFIG_INVALID', String(error));
+          assert.ok(error.message.includes(expected), error.message);
+          assert.ok(!error.message.includes(secret), error.message);
+          return true;
+        },
+      );
+    });
+  }
+
+  it('a PIN that happens to be a valid variable name, when the variable is not set', () => {
+    const pin = 'Hsm2024pin';
+    delete process.env[pin];
+    assert.throws(
+      () => readSecret({ env: pin, envKey: 'pinEnv' }, 'backend hsm PIN'),
+      (error: unknown) => {
+        assert.ok(error instanceof BrokerError && error.code === 'SECRET_UNREADABLE', String(error));
+        assert.equal(
+          error.message,
+          'backend hsm PIN: the environment variable that pinEnv names is not set; set it to the secret, or correct pinEnv',
+        );
+        return true;
+      },
+    );
+  });
 });

@@ -39,7 +39,10 @@ export function openLoggedIn(
 ): graphene.Session {
   const anchor = openSession(slot);
   try {
-    const pin = readSecret({ file: config.pinFile, env: config.pinEnv }, `backend ${config.name} PIN`);
+    const pin = readSecret(
+      { file: config.pinFile, env: config.pinEnv, envKey: 'pinEnv' },
+      `backend ${config.name} PIN`,
+    );
     anchor.login(pin, UserType.USER);
   } catch (error) {
     const name = ckrName(error);

@@ -7,7 +7,7 @@ import { startDeadline, type Deadline } from '../../deadline.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { BackendCallError } from '../call-policy.ts';
-import type { VaultHttp } from './vault-http.ts';
+import { vaultService, type VaultHttp } from './vault-http.ts';
 
 interface AuthResponse {
   auth?: { client_token?: string; lease_duration?: number; renewable?: boolean };
@@ -39,6 +39,8 @@ export class VaultAuth {
   readonly #http: VaultHttp;
   readonly #auth: VaultAuthConfig;
   readonly #backend: string;
+  /** "Vault at <address>", for errors that must say which server failed. */
+  readonly #service: string;
   readonly #readSecret: SecretReader;
   readonly #logger: Logger;
   #timer: NodeJS.Timeout | undefined;
@@ -55,6 +57,7 @@ export class VaultAuth {
     this.#http = http;
     this.#auth = config.auth;
     this.#backend = config.name;
+    this.#service = vaultService(config.address);
     this.#readSecret = deps.readSecret;
     this.#logger = deps.logger;
   }
@@ -120,7 +123,7 @@ export class VaultAuth {
 
   async #useStaticToken(deadline: Deadline): Promise<{ seconds: number; renewable: boolean }> {
     const token = this.#readSecret(
-      { file: this.#auth.tokenFile, env: this.#auth.tokenEnv },
+      { file: this.#auth.tokenFile, env: this.#auth.tokenEnv, envKey: 'auth.tokenEnv' },
       `backend ${this.#backend} Vault token`,
     );
     this.#http.setToken(token);
@@ -217,7 +220,7 @@ export class VaultAuth {
     const cause = error instanceof BackendCallError ? error.cause : 'VAULT_CLIENT_ERROR';
     return new BrokerError(
       'BACKEND_UNAVAILABLE',
-      `backend ${this.#backend}: cannot log in to Vault (${cause})`,
+      `backend ${this.#backend}: cannot log in to ${this.#service} (${cause})`,
       cause,
     );
   }

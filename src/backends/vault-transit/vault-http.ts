@@ -1,7 +1,8 @@
 // A typed layer over node-vault: keep-alive connections, TLS from files, and every request
 // run by the backend's remote caller (a bound on concurrent requests, bounded retries of
 // transient failures inside the caller's deadline). Failures leave classified by HTTP status
-// or socket error, never by Vault's message text, save the one word that tells a sealed Vault.
+// or socket error, never by Vault's message text, save the words that tell a sealed Vault and
+// a path no engine is mounted at.
 import http from 'node:http';
 import https from 'node:https';
 import nodeVault from 'node-vault';
@@ -12,7 +13,17 @@ import { BackendCallError } from '../call-policy.ts';
 import { httpStatusOf, ownStatusFailure, type StatusMeanings } from '../http-status.ts';
 import type { RemoteCaller, ServiceFailures } from '../remote-caller.ts';
 
-export const VAULT_SERVICE = 'Vault';
+/** The cause of a 404 for a path under no mount: the engine is not enabled there. */
+export const NO_MOUNT = 'VAULT_NO_MOUNT';
+
+/**
+ * Vault as errors name it: with its address, so that an operator sees which server could not
+ * be reached. Scheme, host and port only: credentials written into the address stay out.
+ */
+export function vaultService(address: string): string {
+  const url = new URL(address);
+  return `Vault at ${url.protocol}//${url.host}`;
+}
 
 export interface VaultHttp {
   read<T>(path: string, deadline: Deadline): Promise<T>;
@@ -75,6 +86,10 @@ export const vaultFailures: ServiceFailures = {
     // A sealed Vault answers 503 like any outage; the word tells operators what to do.
     if (status === 503 && /sealed/i.test((error as Error).message))
       return new BackendCallError('unavailable', 'VAULT_SEALED');
+    // Vault answers 404 both for a missing key (no text) and for a path no engine is mounted
+    // at ("no handler for route"); only the text tells a wrong `mount:` from a missing key.
+    if (status === 404 && /no handler for route/i.test((error as Error).message))
+      return new BackendCallError('not-found', NO_MOUNT);
     return ownStatusFailure(status, vaultStatuses);
   },
   unexplained: 'VAULT_CLIENT_ERROR',

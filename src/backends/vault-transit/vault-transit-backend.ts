@@ -10,7 +10,7 @@ import type { Logger } from '../../log.ts';
 import type { BackendDeps } from '../backend-kind.ts';
 import { VaultAuth, type Need } from './vault-auth.ts';
 import { createRemoteCaller, type RemoteCaller } from '../remote-caller.ts';
-import { createVaultHttp, VAULT_SERVICE, vaultFailures, type VaultHttp } from './vault-http.ts';
+import { createVaultHttp, NO_MOUNT, vaultFailures, vaultService, type VaultHttp } from './vault-http.ts';
 import type { Deadline } from '../../deadline.ts';
 
 const TRANSIT_MECHANISM = 'transit';
@@ -53,7 +53,7 @@ export class VaultTransitBackend implements KekBackend {
     this.#logger = deps.logger.child({ backend: config.name });
     this.#caller = createRemoteCaller({
       backend: config.name,
-      service: VAULT_SERVICE,
+      service: vaultService(config.address),
       maxConcurrency: config.maxConcurrency,
       requestTimeoutMs: config.requestTimeoutMs,
       failures: vaultFailures,
@@ -91,7 +91,10 @@ export class VaultTransitBackend implements KekBackend {
         this.#http.read<KeyResponse>(this.#paths.keys, deadline),
       );
     } catch (error) {
-      if (error instanceof BrokerError && error.code === 'KEY_MISSING') return [];
+      // No key: none of its versions exist (createIfMissing may make one). No mount: a wrong
+      // `mount:` or a disabled engine, which no key creation can mend.
+      if (error instanceof BrokerError && error.code === 'KEY_MISSING' && error.causeName !== NO_MOUNT)
+        return [];
       throw error;
     }
     const data = response.data ?? {};
@@ -221,10 +224,18 @@ export class VaultTransitBackend implements KekBackend {
         permission: `"${need.capability}" on path "${need.path}"`,
         // Vault's 404 and 400 say which path it has nothing at, or refused.
         refine: failure => {
+          if (failure.cause === NO_MOUNT) {
+            const { mount } = this.#config;
+            return new BrokerError(
+              'KEY_MISSING',
+              `backend ${this.name}: Vault has no secrets engine mounted at ${mount}/; enable the transit engine there (bao secrets enable -path=${mount} transit), or correct mount: in the config`,
+              failure.cause,
+            );
+          }
           if (failure.kind === 'not-found')
             return new BrokerError(
               'KEY_MISSING',
-              `backend ${this.name}: Vault has nothing at ${need.path}; is the Transit mount or key missing?`,
+              `backend ${this.name}: Vault has nothing at ${need.path}; the Transit key ${this.#config.key} is missing`,
               failure.cause,
             );
           if (failure.kind === 'rejected')
