@@ -45,6 +45,20 @@ export const errorCatalog = {
   FORBIDDEN: { grpc: GrpcCode.PERMISSION_DENIED, http: 403, title: 'The token may not do this' },
   STATE_WRITE_FAILED: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'The state file could not be written' },
   INVALID_REQUEST: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, title: 'Request violates a limit' },
+  // The admin listener's own refusals of a request it cannot or will not read; HTTP only.
+  URI_TOO_LONG: { grpc: GrpcCode.INVALID_ARGUMENT, http: 414, title: 'A path segment is too long' },
+  HEADERS_TOO_LARGE: { grpc: GrpcCode.INVALID_ARGUMENT, http: 431, title: 'Request headers are too large' },
+  BODY_TOO_LARGE: { grpc: GrpcCode.INVALID_ARGUMENT, http: 413, title: 'Request body is too large' },
+  REQUEST_TIMEOUT: {
+    grpc: GrpcCode.DEADLINE_EXCEEDED,
+    http: 408,
+    title: 'The request did not arrive in time',
+  },
+  HOST_NOT_ALLOWED: {
+    grpc: GrpcCode.PERMISSION_DENIED,
+    http: 421,
+    title: 'The Host header names another server',
+  },
   INVALID_CIPHERTEXT: {
     grpc: GrpcCode.INVALID_ARGUMENT,
     http: 400,

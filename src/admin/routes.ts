@@ -1,11 +1,10 @@
 // The admin API's routes. Reads need a viewer or admin token, changes an admin token;
 // every change writes an audit record (who, what, before, after, outcome).
-import type { TLSSocket } from 'node:tls';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { AdminService, FailoverSetting } from '../broker/ports.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
-import type { Logger } from '../log.ts';
-import { requireRole, type Authenticator, type Caller, type Role } from './auth.ts';
+import { callerOf, type AccessDeps } from './access.ts';
+import type { Caller } from './auth.ts';
 import { sendProblem } from './problem.ts';
 import {
   backendParams,
@@ -27,11 +26,9 @@ export interface MetricsSource {
   text(): Promise<string>;
 }
 
-export interface RouteDeps {
+export interface RouteDeps extends Omit<AccessDeps, 'checkHost'> {
   readonly admin: AdminService;
   readonly metrics: MetricsSource;
-  readonly authenticate: Authenticator;
-  readonly audit: Logger;
   /** Whether the KMS socket is being served (for /readyz). */
   readonly isServing: () => boolean;
   readonly metricsAuth: boolean;
@@ -47,22 +44,6 @@ const problems = { 400: problem, 401: problem, 403: problem };
 
 export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   const { admin } = deps;
-  const authorize = (request: FastifyRequest, role: Role): Caller => {
-    const caller = deps.authenticate(request.headers.authorization);
-    try {
-      requireRole(caller, role);
-    } catch (error) {
-      // An attempted change by a token that may not make it is worth an audit record too.
-      deps.audit.warn(
-        { actor: caller.name, action: `${request.method} ${request.url}`, outcome: 'FORBIDDEN' },
-        'admin change refused',
-      );
-      throw error;
-    }
-    const subject = clientSubject(request);
-    return subject === undefined ? caller : { ...caller, name: `${caller.name} (${subject})` };
-  };
-
   /** Runs a change and writes its audit record, whatever the outcome. */
   const audited = async <T>(
     caller: Caller,
@@ -100,59 +81,54 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
 
   app.get(
     '/metrics',
-    { schema: { summary: 'Prometheus metrics', security: deps.metricsAuth ? [{ bearer: [] }] : [] } },
-    async (request, reply) => {
-      if (deps.metricsAuth) authorize(request, 'viewer');
-      return reply.type(deps.metrics.contentType).send(await deps.metrics.text());
+    {
+      config: deps.metricsAuth ? { role: 'viewer' } : {},
+      schema: { summary: 'Prometheus metrics', security: deps.metricsAuth ? [{ bearer: [] }] : [] },
     },
+    async (_request, reply) => reply.type(deps.metrics.contentType).send(await deps.metrics.text()),
   );
 
   app.get(
     '/v1/status',
     {
+      config: { role: 'viewer' },
       schema: {
         summary: 'key_id, health and write versions',
         querystring: emptyQuery,
         response: { 200: statusSchema, ...problems },
       },
     },
-    request => {
-      authorize(request, 'viewer');
-      return { ...admin.status(), version: deps.version };
-    },
+    () => ({ ...admin.status(), version: deps.version }),
   );
 
   app.get(
     '/v1/backends',
     {
+      config: { role: 'viewer' },
       schema: {
         summary: 'Health and breaker state per backend',
         response: { 200: backendsSchema, ...problems },
       },
     },
-    request => {
-      authorize(request, 'viewer');
-      return { backends: admin.backends() };
-    },
+    () => ({ backends: admin.backends() }),
   );
 
   app.get(
     '/v1/keys',
     {
+      config: { role: 'viewer' },
       schema: {
         summary: 'Key versions per backend, with their role and usage',
         response: { 200: keysSchema, ...problems },
       },
     },
-    request => {
-      authorize(request, 'viewer');
-      return { backends: admin.keys() };
-    },
+    () => ({ backends: admin.keys() }),
   );
 
   app.post(
     '/v1/backends/:name/rotate',
     {
+      config: { role: 'admin' },
       schema: {
         summary: 'Create a new key version; it becomes the write version',
         params: backendParams,
@@ -160,7 +136,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       },
     },
     async request => {
-      const caller = authorize(request, 'admin');
+      const caller = callerOf(request);
       const { name } = request.params as { name: string };
       const before = admin.status().keyId;
       const result = await audited(caller, 'rotate', { backend: name, keyIdBefore: before }, () =>
@@ -174,6 +150,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     app.post(
       `/v1/backends/:name/versions/:version/${action}`,
       {
+        config: { role: 'admin' },
         schema: {
           summary:
             action === 'retire'
@@ -190,7 +167,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
         },
       },
       async request => {
-        const caller = authorize(request, 'admin');
+        const caller = callerOf(request);
         const { name, version } = request.params as { name: string; version: string };
         const force = action === 'retire' && (request.query as { force?: boolean }).force === true;
         const result = await audited(
@@ -207,13 +184,13 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   app.get(
     '/v1/failover',
     {
+      config: { role: 'viewer' },
       schema: {
         summary: 'The failover setting, with its ETag',
         response: { 200: failoverSchema, ...problems },
       },
     },
-    (request, reply) => {
-      authorize(request, 'viewer');
+    (_request, reply) => {
       const { setting, etag } = admin.failover();
       void reply.header('etag', etag);
       return setting;
@@ -223,6 +200,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   app.put(
     '/v1/failover',
     {
+      config: { role: 'admin' },
       schema: {
         summary: 'Change the failover setting (If-Match: the ETag from GET; 412 on a lost update)',
         body: failoverSchema,
@@ -236,7 +214,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       },
     },
     async (request, reply) => {
-      const caller = authorize(request, 'admin');
+      const caller = callerOf(request);
       const etag = request.headers['if-match'];
       if (etag === undefined)
         throw new BrokerError('PRECONDITION_REQUIRED', 'send If-Match with the ETag from GET /v1/failover');
@@ -248,12 +226,4 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       return { ...result.after, keyId: result.keyId };
     },
   );
-}
-
-/** The verified client certificate's subject, when mTLS is on. */
-function clientSubject(request: FastifyRequest): string | undefined {
-  const socket = request.raw.socket as Partial<TLSSocket>;
-  if (socket.authorized !== true || socket.getPeerCertificate === undefined) return undefined;
-  const subject = socket.getPeerCertificate().subject as { CN?: string } | undefined;
-  return subject?.CN === undefined ? undefined : `CN=${subject.CN}`;
 }

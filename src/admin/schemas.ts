@@ -3,9 +3,10 @@
 import { Type } from '@sinclair/typebox';
 import { backendNameSchema as backendName, failoverSettingSchema } from '../broker/ports.ts';
 import { BREAKER_STATES } from '../metrics.ts';
+import { MAX_PARAM_LENGTH } from './limits.ts';
 
 const strict = { additionalProperties: false } as const;
-const versionName = Type.String({ minLength: 1, maxLength: 128 });
+const versionName = Type.String({ minLength: 1, maxLength: MAX_PARAM_LENGTH });
 
 export const problemSchema = Type.Object(
   {

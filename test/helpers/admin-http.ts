@@ -1,5 +1,5 @@
-// A small HTTP client for the admin API on its unix socket: real requests over node:http,
-// answers with the status, the headers and the body (parsed when it is JSON).
+// A small HTTP client for the admin API on its unix socket or its TCP address: real requests
+// over node:http, answers with the status, the headers and the body (parsed when it is JSON).
 import { request } from 'node:http';
 
 export interface AdminResponse {
@@ -25,7 +25,11 @@ export interface AdminClient {
   post(path: string, token?: string): Promise<AdminResponse>;
 }
 
-export function adminClient(socketPath: string): AdminClient {
+/** `where`: the admin unix socket's path, or the `http://host:port` the broker logged. */
+export function adminClient(where: string, timeoutMs = 10000): AdminClient {
+  const target = where.startsWith('http://')
+    ? { host: new URL(where).hostname.replace(/^\[|\]$/g, ''), port: Number(new URL(where).port) }
+    : { socketPath: where };
   const send = (path: string, options: AdminRequest = {}) =>
     new Promise<AdminResponse>((resolve, reject) => {
       const headers: Record<string, string> = { ...options.headers };
@@ -38,7 +42,7 @@ export function adminClient(socketPath: string): AdminClient {
       }
       if (payload !== undefined) headers['content-length'] = String(Buffer.byteLength(payload));
       const req = request(
-        { socketPath, path, method: options.method ?? 'GET', headers, timeout: 10000 },
+        { ...target, path, method: options.method ?? 'GET', headers, timeout: timeoutMs },
         res => {
           const chunks: Buffer[] = [];
           res.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -60,7 +64,7 @@ export function adminClient(socketPath: string): AdminClient {
           });
         },
       );
-      req.on('timeout', () => req.destroy(new Error(`${path}: no answer within 10 s`)));
+      req.on('timeout', () => req.destroy(new Error(`${path}: no answer within ${timeoutMs} ms`)));
       req.on('error', reject);
       req.end(payload);
     });
