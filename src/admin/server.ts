@@ -7,7 +7,7 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { BrokerConfig } from '../config/schema.ts';
 import type { FileReader } from '../file-reader.ts';
-import { prepareSocketPath } from '../socket-path.ts';
+import { listenFailure, prepareSocketPath } from '../socket-path.ts';
 import type { Logger } from '../log.ts';
 import { BrokerError } from '../errors.ts';
 import { problemHandler, sendProblem } from './problem.ts';
@@ -78,10 +78,10 @@ export async function startAdminServer(
   let address: string;
   if (config.listen.startsWith('unix://')) {
     const path = config.listen.slice('unix://'.length);
-    await prepareSocketPath(path);
+    await prepareSocketPath(path, 'admin.listen');
     const previousUmask = process.umask(0o177);
     try {
-      await app.listen({ path });
+      await app.listen({ path }).catch(failedToListen(path));
     } finally {
       process.umask(previousUmask);
     }
@@ -91,11 +91,17 @@ export async function startAdminServer(
     const separator = config.listen.lastIndexOf(':');
     const host = config.listen.slice(0, separator).replace(/^\[|\]$/g, '');
     const port = Number(config.listen.slice(separator + 1));
-    await app.listen({ host, port });
+    await app.listen({ host, port }).catch(failedToListen(config.listen));
     const bound = app.server.address();
     const boundPort = typeof bound === 'object' && bound !== null ? bound.port : port;
     address = `${tls === undefined ? 'http' : 'https'}://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
   }
   logger.info({ address }, 'admin API listening');
   return { address, close: () => app.close() };
+}
+
+function failedToListen(address: string): (error: NodeJS.ErrnoException) => never {
+  return error => {
+    throw listenFailure('admin.listen', address, error.code);
+  };
 }

@@ -5,7 +5,7 @@ import { chmod, stat, unlink } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../log.ts';
 import { MAX_REQUEST_MESSAGE_BYTES } from './limits.ts';
-import { prepareSocketPath } from '../socket-path.ts';
+import { listenFailure, prepareSocketPath } from '../socket-path.ts';
 
 export interface ServiceBinding {
   readonly definition: grpc.ServiceDefinition;
@@ -33,7 +33,7 @@ export class KmsServer {
   }
 
   static async listen(options: KmsServerOptions): Promise<KmsServer> {
-    await prepareSocketPath(options.socketPath);
+    await prepareSocketPath(options.socketPath, 'socket');
     const server = new grpc.Server({
       'grpc.max_receive_message_length': MAX_REQUEST_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_REQUEST_MESSAGE_BYTES,
@@ -47,7 +47,11 @@ export class KmsServer {
         server.bindAsync(`unix://${options.socketPath}`, grpc.ServerCredentials.createInsecure(), error =>
           error ? reject(error) : resolve(),
         ),
-      );
+      ).catch((error: unknown) => {
+        // grpc-js keeps the errno only in its message ("[listen EACCES: permission denied …]").
+        const errno = /\blisten (E[A-Z]+)\b/.exec(String((error as Error).message))?.[1];
+        throw listenFailure('socket', options.socketPath, errno);
+      });
     } finally {
       process.umask(previousUmask);
     }

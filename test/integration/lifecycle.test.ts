@@ -137,7 +137,7 @@ describe('broker lifecycle', () => {
     try {
       const second = spawnBroker(config.path, token.env);
       assert.equal(await second.exited, 1);
-      assert.match(second.text.join('\n'), /SOCKET_IN_USE: another process is serving/);
+      assert.match(second.text.join('\n'), /SOCKET_IN_USE: socket: another process is serving/);
       assert.match(await statusKeyId(config.socket), /^kbr1-/);
     } finally {
       await first.stop();
