@@ -37,6 +37,12 @@ function exitCodeOf(error: BrokerError): number {
   return error.code === 'STATE_WRITE_FAILED' && mayPass.has(error.causeName ?? '') ? 1 : EXIT_NEEDS_OPERATOR;
 }
 
+// A reader that stops early (`kms-broker verify | head -c1`) wants no more output; it is no
+// failure of the command, whose exit code stays its own. Other write errors still throw.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+});
+
 const program = new Command()
   .name('kms-broker')
   .description('Kubernetes KMS v2 plugin fronting HSMs, Vault/OpenBao Transit and cloud KMSes')
