@@ -10,7 +10,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { BrokerConfig } from '../config/schema.ts';
 import { ConnectionGuard } from '../connection-guard.ts';
 import type { FileReader } from '../file-reader.ts';
-import { prepareSocketPath } from '../socket-path.ts';
+import { listenFailure, prepareSocketPath } from '../socket-path.ts';
 import type { Logger } from '../log.ts';
 import { BrokerError } from '../errors.ts';
 import { registerAccessHook } from './access.ts';
@@ -105,10 +105,10 @@ export async function startAdminServer(
   let address: string;
   if (isUnix) {
     const path = config.listen.slice('unix://'.length);
-    await prepareSocketPath(path);
+    await prepareSocketPath(path, 'admin.listen');
     const previousUmask = process.umask(0o177);
     try {
-      await app.listen({ path });
+      await app.listen({ path }).catch(failedToListen(path));
     } finally {
       process.umask(previousUmask);
     }
@@ -118,7 +118,7 @@ export async function startAdminServer(
     const separator = config.listen.lastIndexOf(':');
     const host = config.listen.slice(0, separator).replace(/^\[|\]$/g, '');
     const port = Number(config.listen.slice(separator + 1));
-    await app.listen({ host, port });
+    await app.listen({ host, port }).catch(failedToListen(config.listen));
     const bound = app.server.address();
     const boundPort = typeof bound === 'object' && bound !== null ? bound.port : port;
     address = `${tls === undefined ? 'http' : 'https'}://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
@@ -148,4 +148,10 @@ function guardConnections(app: FastifyInstance, isTls: boolean, logger: Logger):
     response.once('close', () => guard.idle(socket));
   });
   return guard;
+}
+
+function failedToListen(address: string): (error: NodeJS.ErrnoException) => never {
+  return error => {
+    throw listenFailure('admin.listen', address, error.code);
+  };
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // The kms-broker command line: serve and verify on the KMS socket, encryption-config from the
 // config file; everything else over the admin API. Exit codes: 0 done, 1 refused or failed,
-// 2 usage, 3 broker unreachable, 4 serve needs an operator, 5 status: serving but degraded.
+// 2 usage, 3 broker unreachable, 4 (serve) no restart can mend it, 5 (status) serving but
+// degraded.
 import { Command, CommanderError, Option } from 'commander';
-import { toBrokerError, type ErrorCode } from '../errors.ts';
+import { toBrokerError, type BrokerError, type ErrorCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { UnreachableError } from './admin-client.ts';
 import type { OutputOptions } from './admin-commands.ts';
@@ -26,8 +27,22 @@ const needsOperator: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'CONFIG_INVALID',
   'STATE_CORRUPT',
   'STATE_MISMATCH',
+  'STATE_WRITE_FAILED',
   'SOCKET_PATH_INVALID',
 ]);
+/** A full disk may be freed by others (log rotation, a cleanup): a restart later may write the state. */
+const mayPass: ReadonlySet<string> = new Set(['ENOSPC', 'EDQUOT']);
+
+function exitCodeOf(error: BrokerError): number {
+  if (!serving || !needsOperator.has(error.code)) return 1;
+  return error.code === 'STATE_WRITE_FAILED' && mayPass.has(error.causeName ?? '') ? 1 : EXIT_NEEDS_OPERATOR;
+}
+
+// A reader that stops early (`kms-broker verify | head -c1`) wants no more output; it is no
+// failure of the command, whose exit code stays its own. Other write errors still throw.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+});
 
 const program = new Command()
   .name('kms-broker')
@@ -169,6 +184,6 @@ try {
   } else {
     const brokerError = toBrokerError(error);
     process.stderr.write(`kms-broker: ${brokerError.code}: ${brokerError.message}\n`);
-    process.exitCode = serving && needsOperator.has(brokerError.code) ? EXIT_NEEDS_OPERATOR : 1;
+    process.exitCode = exitCodeOf(brokerError);
   }
 }

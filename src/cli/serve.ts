@@ -1,4 +1,5 @@
 import { startApp } from '../app.ts';
+import { exposedSecretFiles } from '../config/config-files.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { createLogger } from '../log.ts';
 
@@ -17,6 +18,21 @@ export async function serveCommand(configPath: string): Promise<void> {
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
   });
+  // SIGHUP's default action kills at once: no drain, sockets left behind. Nothing waits for
+  // it to be reloaded (the state file is watched; PINs are read again at each HSM login), and
+  // a changed config needs a restart. A terminal that closes sends it too: the broker stays.
+  process.on('SIGHUP', () =>
+    logger.warn(
+      { signal: 'SIGHUP' },
+      'signal ignored; restart the broker to apply a changed config or admin token',
+    ),
+  );
+  for (const file of exposedSecretFiles(config)) {
+    logger.warn(
+      { key: file.key, path: file.path, mode: file.mode },
+      'secret file is readable by every user of this host; chmod o-rwx it',
+    );
+  }
   const app = await startApp(config, { logger, readFile });
   logger.info({ signal: await stopRequested }, 'signal received');
   await app.shutdown();

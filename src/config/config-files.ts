@@ -4,6 +4,7 @@
 // Secret files are only checked (readable, not empty, of the right shape): their users read
 // them again, since they may be rotated. No message ever quotes a file's contents.
 import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { statSync } from 'node:fs';
 import type { FileKind } from '../backends/backend-kind.ts';
 import { backendKind } from '../backends/kinds.ts';
 import { BrokerError } from '../errors.ts';
@@ -23,28 +24,41 @@ export type CheckedFiles = ReadonlyMap<string, Buffer>;
 type ShapeCheck = (text: string, contents: Buffer) => string | undefined;
 
 /** What each kind must hold (named in messages), how that is checked, and whether it is kept. */
-const kinds: Record<FileKind, { readonly holds: string; readonly check?: ShapeCheck; readonly keep?: true }> =
-  {
-    'pem-certificates': {
-      holds: 'PEM certificates (-----BEGIN CERTIFICATE-----)',
-      check: certificatesProblem,
-      keep: true,
-    },
-    'pem-private-key': {
-      holds: 'a PEM private key (-----BEGIN PRIVATE KEY-----)',
-      check: privateKeyProblem,
-      keep: true,
-    },
-    'pem-certificate-and-key': {
-      holds: 'a PEM certificate and its private key',
-      check: (text, contents) =>
-        certificatesProblem(text) ??
-        (/PRIVATE KEY-----/.test(text) ? privateKeyProblem(text, contents) : 'holds no private key'),
-    },
-    'json-credentials': { holds: 'a JSON credentials object with a "type"', check: jsonCredentialsProblem },
-    secret: { holds: 'the secret' },
-    library: { holds: 'the library' },
-  };
+interface KindRules {
+  readonly holds: string;
+  readonly check?: ShapeCheck;
+  readonly keep?: true;
+  /** A secret: others may not read it (checked by exposedSecretFiles). */
+  readonly secret?: true;
+}
+
+const kinds: Record<FileKind, KindRules> = {
+  'pem-certificates': {
+    holds: 'PEM certificates (-----BEGIN CERTIFICATE-----)',
+    check: certificatesProblem,
+    keep: true,
+  },
+  'pem-private-key': {
+    holds: 'a PEM private key (-----BEGIN PRIVATE KEY-----)',
+    check: privateKeyProblem,
+    keep: true,
+    secret: true,
+  },
+  'pem-certificate-and-key': {
+    holds: 'a PEM certificate and its private key',
+    check: (text, contents) =>
+      certificatesProblem(text) ??
+      (/PRIVATE KEY-----/.test(text) ? privateKeyProblem(text, contents) : 'holds no private key'),
+    secret: true,
+  },
+  'json-credentials': {
+    holds: 'a JSON credentials object with a "type"',
+    check: jsonCredentialsProblem,
+    secret: true,
+  },
+  secret: { holds: 'the secret', secret: true },
+  library: { holds: 'the library' },
+};
 
 /**
  * Reads and checks every file `config` names; throws one CONFIG_INVALID listing every
@@ -54,7 +68,8 @@ export function checkConfigFiles(config: BrokerConfig, read: FileReader, source:
   const reads = new Map<string, ReadResult>();
   const kept = new Map<string, Buffer>();
   const problems: string[] = [];
-  for (const file of namedFiles(config)) {
+  const files = namedFiles(config);
+  for (const file of files) {
     // One read per path, however many keys name it.
     let result = reads.get(file.path);
     if (result === undefined) {
@@ -65,6 +80,7 @@ export function checkConfigFiles(config: BrokerConfig, read: FileReader, source:
     if (problem !== undefined) problems.push(`${file.key}: ${problem}`);
     else if (kinds[file.kind].keep === true && 'contents' in result) kept.set(file.path, result.contents);
   }
+  problems.push(...keyPairProblems(files, kept));
   if (problems.length === 1) throw new BrokerError('CONFIG_INVALID', `${source}: ${problems[0]}`);
   if (problems.length > 1) {
     throw new BrokerError(
@@ -73,6 +89,61 @@ export function checkConfigFiles(config: BrokerConfig, read: FileReader, source:
     );
   }
   return kept;
+}
+
+/**
+ * A TLS key beside the certificate it must belong to (`tls.keyFile` and `tls.certFile`):
+ * a pair that does not match otherwise fails only when a listener or a client first uses it,
+ * with a message from OpenSSL that names neither.
+ */
+function keyPairProblems(files: readonly NamedFile[], kept: CheckedFiles): string[] {
+  const problems: string[] = [];
+  for (const keyFile of files) {
+    if (keyFile.kind !== 'pem-private-key' || !keyFile.key.endsWith('keyFile')) continue;
+    const certKey = keyFile.key.replace(/keyFile$/, 'certFile');
+    const certFile = files.find(file => file.key === certKey);
+    const key = kept.get(keyFile.path);
+    const cert = certFile === undefined ? undefined : kept.get(certFile.path);
+    if (certFile === undefined || key === undefined || cert === undefined) continue;
+    if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) {
+      problems.push(
+        `${keyFile.key}: ${keyFile.path} is not the private key of the certificate in ${certFile.path} (${certKey}); write the key the certificate was issued for, or its certificate`,
+      );
+    }
+  }
+  return problems;
+}
+
+/** A secret file that every user of the host may read. */
+export interface ExposedFile {
+  readonly key: string;
+  readonly path: string;
+  /** Its permission bits, in octal (`0644`). */
+  readonly mode: string;
+}
+
+/**
+ * The secret files (PINs, tokens, private keys, credentials) the config names that others
+ * may read. Reported, not refused: a Kubernetes Secret volume is 0644 unless told otherwise,
+ * and refusing would stop the apiserver's KMS plugin over a mode no one else may reach.
+ */
+export function exposedSecretFiles(
+  config: BrokerConfig,
+  modeOf: (path: string) => number = path => statSync(path).mode,
+): ExposedFile[] {
+  const exposed: ExposedFile[] = [];
+  for (const file of namedFiles(config)) {
+    if (kinds[file.kind].secret !== true) continue;
+    let mode: number;
+    try {
+      mode = modeOf(file.path);
+    } catch {
+      continue; // Checked readable at load; gone now, its user will say so.
+    }
+    if ((mode & 0o004) !== 0)
+      exposed.push({ key: file.key, path: file.path, mode: (mode & 0o7777).toString(8).padStart(4, '0') });
+  }
+  return exposed;
 }
 
 function namedFiles(config: BrokerConfig): NamedFile[] {

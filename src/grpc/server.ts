@@ -14,7 +14,7 @@ import { ConnectionGuard } from '../connection-guard.ts';
 import type { Logger } from '../log.ts';
 import { awaitPreface } from './http2-preface.ts';
 import { MAX_REQUEST_MESSAGE_BYTES } from './limits.ts';
-import { prepareSocketPath } from '../socket-path.ts';
+import { listenFailure, prepareSocketPath } from '../socket-path.ts';
 
 /**
  * Connections the KMS socket holds at most. The apiserver keeps one per KMS provider entry
@@ -64,7 +64,7 @@ export class KmsServer {
   }
 
   static async listen(options: KmsServerOptions): Promise<KmsServer> {
-    await prepareSocketPath(options.socketPath);
+    await prepareSocketPath(options.socketPath, 'socket');
     const server = new grpc.Server({
       'grpc.max_receive_message_length': MAX_REQUEST_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_REQUEST_MESSAGE_BYTES,
@@ -96,9 +96,11 @@ export class KmsServer {
     const previousUmask = process.umask(0o177);
     try {
       await new Promise<void>((resolve, reject) => {
-        listener.once('error', reject);
+        const fail = (error: NodeJS.ErrnoException) =>
+          reject(listenFailure('socket', options.socketPath, error.code));
+        listener.once('error', fail);
         listener.listen(options.socketPath, () => {
-          listener.off('error', reject);
+          listener.off('error', fail);
           resolve();
         });
       });

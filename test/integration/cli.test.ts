@@ -161,6 +161,23 @@ describe('kms-broker CLI over the admin API', () => {
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /missing required argument 'version'/);
   });
+
+  // Last: its Decrypt would count as a recent use of version 1, which a test above retires.
+  it('verifies the socket, and exits with its own code, quietly, when its output is closed early', async () => {
+    const full = await cli(['verify', '--socket', config.socket]);
+    assert.equal(full.code, 0, full.stderr);
+    assert.match(full.stdout, /^ok {3}status: .*\nok {3}encrypt: .*\nok {3}decrypt: plaintext matches\n$/);
+    // A reader gone before the first line is written, and one that leaves after one byte.
+    for (const reader of ['true', 'head -c1']) {
+      const script = `"$0" verify --socket "$1" | ${reader} >/dev/null; exit "\${PIPESTATUS[0]}"`;
+      const piped = await new Promise<Run>(resolve =>
+        execFile('bash', ['-c', script, CLI, config.socket], { timeout: 30000 }, (error, stdout, stderr) =>
+          resolve({ code: error === null ? 0 : Number(error.code), stdout, stderr }),
+        ),
+      );
+      assert.deepEqual([piped.code, piped.stderr], [0, ''], reader);
+    }
+  });
 });
 
 describe('kms-broker status while a backend is down', () => {

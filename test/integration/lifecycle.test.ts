@@ -104,6 +104,21 @@ describe('broker lifecycle', () => {
     assert.ok(broker.logs.some(record => record.msg === 'stopped'));
   });
 
+  it('logs and ignores SIGHUP, serving on; SIGTERM after it still drains and removes both sockets', async () => {
+    const config = writeConfig(token);
+    const broker = await startBrokerProcess(config.path, token.env);
+    await broker.waitForLog(record => record.msg === 'admin API listening');
+    const keyId = await statusKeyId(config.socket);
+    broker.child.kill('SIGHUP');
+    await broker.waitForLog(record => record.msg?.startsWith('signal ignored') === true);
+    assert.equal(await statusKeyId(config.socket), keyId);
+    assert.ok(existsSync(config.socket) && existsSync(config.adminSocket), 'both sockets are in place');
+    assert.equal(await broker.stop('SIGTERM'), 0);
+    assert.ok(broker.logs.some(record => record.msg === 'stopped'));
+    assert.equal(existsSync(config.socket), false);
+    assert.equal(existsSync(config.adminSocket), false);
+  });
+
   it('honours a configured socket mode', async () => {
     const config = writeConfig(token, { socketMode: '0660' });
     const broker = await startBrokerProcess(config.path, token.env);
@@ -137,7 +152,7 @@ describe('broker lifecycle', () => {
     try {
       const second = spawnBroker(config.path, token.env);
       assert.equal(await second.exited, 1);
-      assert.match(second.text.join('\n'), /SOCKET_IN_USE: another process is serving/);
+      assert.match(second.text.join('\n'), /SOCKET_IN_USE: socket: another process is serving/);
       assert.match(await statusKeyId(config.socket), /^kbr1-/);
     } finally {
       await first.stop();

@@ -10,6 +10,7 @@ import { after, describe, it } from 'node:test';
 import type { TObject, TSchema } from '@sinclair/typebox';
 import { absolutePath } from '../../src/backends/config-schema.ts';
 import { backendKinds } from '../../src/backends/kinds.ts';
+import { exposedSecretFiles } from '../../src/config/config-files.ts';
 import { loadConfigFile } from '../../src/config/load.ts';
 import { BrokerError } from '../../src/errors.ts';
 import { createCa } from '../helpers/x509.ts';
@@ -30,14 +31,15 @@ type Disk = Record<string, string | NodeJS.ErrnoException>;
 function goodDisk(): Disk {
   return {
     '/etc/kb/admin.pem': CERT,
-    '/etc/kb/admin.key': KEY,
+    // The key of the certificate above: the pairs (admin.tls, the Vault client) must match.
+    '/etc/kb/admin.key': CA_KEY,
     '/etc/kb/clients-ca.pem': CERT,
     '/etc/kb/admin-token': `${SECRET}\n`,
     '/usr/lib/libsofthsm2.so': '\x7fELF...',
     '/etc/kb/pin': `${SECRET}\n`,
     '/etc/kb/vault-ca.pem': CERT,
     '/etc/kb/vault-client.pem': CERT,
-    '/etc/kb/vault-client.key': KEY,
+    '/etc/kb/vault-client.key': CA_KEY,
     '/etc/kb/vault-token': SECRET,
     '/etc/kb/gcp-ca.pem': CERT,
     '/etc/kb/gcp.json': JSON.stringify({ type: 'service_account', private_key: SECRET }),
@@ -243,6 +245,37 @@ describe('files named in the config', () => {
     assert.deepEqual(
       lines.slice(1).map(line => line.trim().split(':')[0]),
       ['admin.tls.certFile', 'backends[0].pinFile', 'backends[1].auth.tokenFile', 'backends[2].caFile'],
+    );
+  });
+
+  it('refuses a TLS key that is not the key of its certificate, naming both keys and paths', () => {
+    assert.equal(
+      problems({ ...goodDisk(), '/etc/kb/admin.key': KEY, '/etc/kb/vault-client.key': KEY }),
+      [
+        '/etc/kb/config.yaml: 2 files named in the config are not usable:',
+        'admin.tls.keyFile: /etc/kb/admin.key is not the private key of the certificate in /etc/kb/admin.pem (admin.tls.certFile); write the key the certificate was issued for, or its certificate',
+        'backends[1].tls.keyFile: /etc/kb/vault-client.key is not the private key of the certificate in /etc/kb/vault-client.pem (backends[1].tls.certFile); write the key the certificate was issued for, or its certificate',
+      ].join('\n  '),
+    );
+  });
+
+  it('names the secret files every user may read, with their key, path and mode, and no others', () => {
+    const { config: loaded } = load(goodDisk()).load();
+    const modes: Record<string, number> = {
+      '/etc/kb/admin-token': 0o100644,
+      '/etc/kb/pin': 0o100640, // group-readable: the operator's choice
+      '/etc/kb/vault-client.key': 0o100604,
+      '/etc/kb/gcp.json': 0o100444,
+      '/etc/kb/admin.pem': 0o100644, // a certificate is no secret
+      '/usr/lib/libsofthsm2.so': 0o100755,
+    };
+    assert.deepEqual(
+      exposedSecretFiles(loaded, path => modes[path] ?? 0o100600),
+      [
+        { key: 'admin.tokens[0].file', path: '/etc/kb/admin-token', mode: '0644' },
+        { key: 'backends[1].tls.keyFile', path: '/etc/kb/vault-client.key', mode: '0604' },
+        { key: 'backends[2].credentialsFile', path: '/etc/kb/gcp.json', mode: '0444' },
+      ],
     );
   });
 

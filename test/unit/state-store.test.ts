@@ -1,7 +1,8 @@
 // The state file: atomic writes with tight permissions, a missing file as "no state yet",
-// a corrupt file as STATE_CORRUPT (never overwritten), and change notification by polling.
+// a corrupt file as STATE_CORRUPT (never overwritten, also when damaged while the store
+// runs), writes through a symlink to its target, and change notification by polling.
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -99,6 +100,61 @@ describe('state store', () => {
     const dir = folder();
     await fileStateStore(join(dir, 'state.json')).save(state);
     await assert.rejects(fileStateStore(dir).load(), brokerError('STATE_CORRUPT', 'EISDIR'));
+  });
+
+  it('writes through a symlinked path to its target, keeping the link, also a dangling one', async () => {
+    const dir = folder();
+    const data = join(dir, 'volume');
+    await mkdir(data, { recursive: true });
+    const link = join(dir, 'state.json');
+    await symlink(join(data, 'state.json'), link);
+    const store = fileStateStore(link);
+    await store.save(state);
+    await store.save({ ...state, generation: 3 });
+    assert.ok((await lstat(link)).isSymbolicLink(), 'the link was replaced by a file');
+    assert.equal((await fileStateStore(join(data, 'state.json')).load())?.generation, 3);
+    // The temp file lives and is renamed in the target's folder, never beside the link.
+    assert.deepEqual(await readdir(data), ['state.json']);
+    assert.deepEqual(await readdir(dir), ['state.json', 'volume']);
+    assert.equal((await fileStateStore(link).load())?.generation, 3);
+  });
+
+  it('never overwrites a file another writer damaged after its last write, and says how to fix it', async () => {
+    const dir = folder();
+    const path = join(dir, 'state.json');
+    const store = fileStateStore(path);
+    await store.save(state);
+    const garbage = '{"format": 1, "generation": 0, "backends": {"hsm": ';
+    await writeFile(path, garbage);
+    await assert.rejects(
+      store.save({ ...state, generation: 3 }),
+      brokerError(
+        'STATE_WRITE_FAILED',
+        `state file ${path} was changed by another writer and no longer holds valid state; not overwriting it: restore it from a backup, or move it away`,
+      ),
+    );
+    assert.equal(await readFile(path, 'utf8'), garbage);
+    assert.deepEqual(await readdir(dir), ['state.json']);
+    // A valid edit by another writer, and a file moved away, are written over as before.
+    await writeFile(path, JSON.stringify({ ...state, generation: 7 }));
+    await store.save({ ...state, generation: 8 });
+    await rm(path);
+    await store.save({ ...state, generation: 9 });
+    assert.equal((await store.load())?.generation, 9);
+  });
+
+  it('names the path, the errno and the fix when it cannot write', async () => {
+    const dir = folder();
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'file'), 'not a folder');
+    const path = join(dir, 'file', 'state.json');
+    await assert.rejects(
+      fileStateStore(path).save(state),
+      brokerError(
+        'STATE_WRITE_FAILED',
+        `cannot write state file ${path} (ENOTDIR); a part of the path is a file`,
+      ),
+    );
   });
 
   describe('rejects schema violations as STATE_CORRUPT naming the problem', () => {

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import type { KekBackend, KeyVersionInfo } from '../../backends/kek.ts';
 import type { BrokerConfig } from '../../config/schema.ts';
 import { within } from '../../deadline.ts';
-import { BrokerError } from '../../errors.ts';
+import { BrokerError, isBrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { ADMIN_CALL_MS } from '../state/reconcile.ts';
 import type { BrokerState, FailoverSetting, StoredVersion, ThinSeed } from '../state/state-schema.ts';
@@ -225,12 +225,13 @@ export class KeySet {
     } catch (error) {
       undo();
       this.#deps.onStateWriteFailure();
-      const code = (error as NodeJS.ErrnoException).code ?? 'error';
-      throw new BrokerError(
-        'STATE_WRITE_FAILED',
-        `the state at ${this.#deps.store.location} could not be written (${code}); nothing was changed`,
-        code,
-      );
+      // A store that says what failed (the file store: path, errno, fix) is quoted as is.
+      const known = isBrokerError(error);
+      const cause = known ? error.causeName : ((error as NodeJS.ErrnoException).code ?? 'error');
+      const reason = known
+        ? error.message
+        : `the state at ${this.#deps.store.location} could not be written (${cause})`;
+      throw new BrokerError('STATE_WRITE_FAILED', `${reason}; nothing was changed`, cause);
     }
   }
 
