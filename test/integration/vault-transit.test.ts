@@ -321,11 +321,11 @@ path "transit/keys/kek" { capabilities = ["read"] }`,
   });
 
   it('renews a short-lived token across several TTLs without a failed call', async () => {
-    // A 2 s token, renewed at two thirds of its life; calls run for 3.5 TTLs.
-    const tokenFile = secretFile(dir, 'token-short', await brokerToken(2));
+    // A 3 s token, renewed at half its life; calls run for 3 TTLs.
+    const tokenFile = secretFile(dir, 'token-short', await brokerToken(3));
     const running = await serve(server, { method: 'token', tokenFile });
     try {
-      const until = Date.now() + 7000;
+      const until = Date.now() + 9000;
       let calls = 0;
       for (let i = 0; i < 10000 && Date.now() < until; i++) {
         await roundTrip(running.client);

@@ -23,9 +23,12 @@ export interface Need {
 }
 
 const LOGIN_TIMEOUT_MS = 10000;
-/** Renew when this fraction of the lease has passed. */
-const RENEW_AT = 2 / 3;
-/** After a failed renewal or login in the background, try again this soon. */
+/**
+ * Renew when this fraction of the lease has passed: half the lease is left for a renewal
+ * that a busy control plane delays (timers fire late under load) or that fails and is retried.
+ */
+const RENEW_AT = 1 / 2;
+/** After a failed renewal or login in the background, try again this soon (sooner near expiry). */
 const RETRY_AFTER_MS = 5000;
 /** Floor for the renewal timer, so a token about to expire cannot spin it. */
 const MIN_RENEW_DELAY_MS = 200;
@@ -48,6 +51,8 @@ export class VaultAuth {
   #closed = false;
   /** The lease the last login granted, to notice renewals capped by the max TTL. */
   #loginLeaseSeconds = 0;
+  /** When the current token expires (epoch ms), to retry a failed renewal in time. */
+  #expiresAt = 0;
 
   constructor(
     http: VaultHttp,
@@ -180,6 +185,7 @@ export class VaultAuth {
       this.#logger.warn({ ttlSeconds: lease.seconds }, 'the Vault token is not renewable and will expire');
       return;
     }
+    this.#expiresAt = Date.now() + lease.seconds * 1000;
     const delayMs = Math.max(MIN_RENEW_DELAY_MS, lease.seconds * 1000 * RENEW_AT);
     this.#timer = setTimeout(() => void this.#refresh(lease.renewable), delayMs).unref();
   }
@@ -204,7 +210,13 @@ export class VaultAuth {
         { cause: error instanceof BackendCallError ? error.cause : (error as Error).name },
         'Vault token renewal failed; retrying',
       );
-      if (!this.#closed) this.#timer = setTimeout(() => void this.#refresh(false), RETRY_AFTER_MS).unref();
+      // The same kind of refresh again (a renewable token is renewed, not swapped), and soon
+      // enough that several tries fit before the token expires.
+      const retryMs = Math.max(
+        MIN_RENEW_DELAY_MS,
+        Math.min(RETRY_AFTER_MS, (this.#expiresAt - Date.now()) / 3),
+      );
+      if (!this.#closed) this.#timer = setTimeout(() => void this.#refresh(renewable), retryMs).unref();
     }
   }
 
