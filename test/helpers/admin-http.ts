@@ -1,5 +1,6 @@
 // A small HTTP client for the admin API on its unix socket or its TCP address: real requests
 // over node:http, answers with the status, the headers and the body (parsed when it is JSON).
+import assert from 'node:assert/strict';
 import { request } from 'node:http';
 
 export interface AdminResponse {
@@ -73,4 +74,31 @@ export function adminClient(where: string, timeoutMs = 10000): AdminClient {
     get: (path, token) => send(path, token === undefined ? {} : { token }),
     post: (path, token) => send(path, token === undefined ? { method: 'POST' } : { method: 'POST', token }),
   };
+}
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: string;
+}
+
+/** Asserts an RFC 9457 problem with the catalog's code, status and (optionally) detail. */
+export function problem(response: AdminResponse, status: number, code: string, detail?: RegExp): Problem {
+  assert.equal(
+    response.status,
+    status,
+    `expected ${status} ${code}, got ${response.status}: ${response.text}`,
+  );
+  assert.match(String(response.headers['content-type']), /^application\/problem\+json\b/);
+  const body = response.body as Problem;
+  assert.equal(body.type, `urn:kms-broker:error:${code}`);
+  assert.equal(body.code, code);
+  assert.equal(body.status, status);
+  assert.equal(typeof body.title, 'string');
+  assert.ok(body.title.length > 0);
+  assert.equal(typeof body.detail, 'string');
+  if (detail !== undefined) assert.match(body.detail, detail);
+  return body;
 }

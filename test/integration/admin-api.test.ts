@@ -12,7 +12,7 @@ import { stringify } from 'yaml';
 import { decodeEnvelope } from '../../src/broker/envelope.ts';
 import { errorCatalog } from '../../src/errors.ts';
 import { createKmsV2Client, type KmsV2Client } from '../../src/grpc/kms-v2-client.ts';
-import { adminClient, type AdminClient, type AdminResponse } from '../helpers/admin-http.ts';
+import { adminClient, problem, type AdminClient, type AdminResponse } from '../helpers/admin-http.ts';
 import {
   spawnBroker,
   startBrokerProcess,
@@ -78,38 +78,11 @@ interface VersionStateBody {
   forced: boolean;
 }
 
-interface Problem {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-  code: string;
-}
-
 /** The JSON body of a successful answer. */
 function json<T>(response: AdminResponse, status = 200): T {
   assert.equal(response.status, status, `expected ${status}, got ${response.status}: ${response.text}`);
   assert.match(String(response.headers['content-type']), /^application\/json\b/);
   return response.body as T;
-}
-
-/** Asserts an RFC 9457 problem with the catalog's code, status and (optionally) detail. */
-function problem(response: AdminResponse, status: number, code: string, detail?: RegExp): Problem {
-  assert.equal(
-    response.status,
-    status,
-    `expected ${status} ${code}, got ${response.status}: ${response.text}`,
-  );
-  assert.match(String(response.headers['content-type']), /^application\/problem\+json\b/);
-  const body = response.body as Problem;
-  assert.equal(body.type, `urn:kms-broker:error:${code}`);
-  assert.equal(body.code, code);
-  assert.equal(body.status, status);
-  assert.equal(typeof body.title, 'string');
-  assert.ok(body.title.length > 0);
-  assert.equal(typeof body.detail, 'string');
-  if (detail !== undefined) assert.match(body.detail, detail);
-  return body;
 }
 
 /** Starts `kms-broker serve` and resolves once both the KMS socket and the admin API serve. */

@@ -4,31 +4,10 @@
 // DNS-rebinding page cannot read /metrics or /readyz. Real `kms-broker serve` processes.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { adminClient, type AdminClient, type AdminResponse } from '../helpers/admin-http.ts';
+import { adminClient, problem, type AdminClient } from '../helpers/admin-http.ts';
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
 import { writeConfig, type TestConfig } from '../helpers/config.ts';
 import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
-
-interface Problem {
-  type: string;
-  status: number;
-  code: string;
-  detail: string;
-}
-
-function problem(response: AdminResponse, status: number, code: string): Problem {
-  assert.equal(
-    response.status,
-    status,
-    `expected ${status} ${code}, got ${response.status}: ${response.text}`,
-  );
-  assert.match(String(response.headers['content-type']), /^application\/problem\+json\b/);
-  const body = response.body as Problem;
-  assert.equal(body.type, `urn:kms-broker:error:${code}`);
-  assert.equal(body.code, code);
-  assert.equal(body.status, status);
-  return body;
-}
 
 /** Starts a broker and resolves with the admin address it logged. */
 async function serve(
