@@ -19,6 +19,7 @@ import { expectGrpcError } from '../helpers/grpc.ts';
 import { createToken } from '../helpers/softhsm.ts';
 import { defer } from '../helpers/test-scope.ts';
 import { expectAdoptedOnceStable } from '../helpers/rotation-adoption.ts';
+import { headerOf } from '../helpers/envelopes.ts';
 
 const ACCESS_KEY_ID = 'LTAI-broker-test';
 const ACCESS_KEY_SECRET = 'broker-secret-do-not-log-0815';
@@ -116,8 +117,7 @@ describe('Alibaba Cloud KMS backend (in-process fake of the 2016-01-20 API)', ()
     assert.equal(status.healthz, 'ok');
     const { ciphertext, key_id } = await roundTrip(running.client);
     assert.equal(key_id, status.key_id);
-    const envelope = decodeEnvelope(ciphertext);
-    assert.deepEqual(envelope.header, {
+    assert.deepEqual(headerOf(ciphertext), {
       backend: 'ali',
       keyVersion: fake.primaryVersion(keyId),
       mechanism: 'alibaba-kms',

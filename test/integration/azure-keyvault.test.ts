@@ -33,6 +33,7 @@ import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 import { defer } from '../helpers/test-scope.ts';
 import { expectAdoptedOnceStable } from '../helpers/rotation-adoption.ts';
 import { startDeadline } from '../../src/deadline.ts';
+import { headerOf } from '../helpers/envelopes.ts';
 
 const VERSION = /^[0-9a-f]{32}$/;
 
@@ -189,7 +190,11 @@ describe('Azure Key Vault backend on the Key Vault emulator', () => {
       assert.ok(first);
       assert.equal(first.key_id, status.key_id);
       const envelope = decodeEnvelope(first.ciphertext);
-      assert.deepEqual(envelope.header, { backend: 'azure', keyVersion: version, mechanism: 'RSA-OAEP-256' });
+      assert.deepEqual(headerOf(first.ciphertext), {
+        backend: 'azure',
+        keyVersion: version,
+        mechanism: 'RSA-OAEP-256',
+      });
       assert.equal(envelope.wrapped.length, 384, 'RSA-3072 OAEP output');
       assert.ok(first.ciphertext.length <= 1024);
       t.diagnostic(`envelope for a 32-byte DEK, RSA-3072: ${first.ciphertext.length} bytes`);

@@ -27,6 +27,7 @@ import { expectGrpcError } from '../helpers/grpc.ts';
 import { createToken } from '../helpers/softhsm.ts';
 import { defer } from '../helpers/test-scope.ts';
 import { expectAdoptedOnceStable } from '../helpers/rotation-adoption.ts';
+import { headerOf } from '../helpers/envelopes.ts';
 
 const run = promisify(execFile);
 /** The broker's budget per KMS call in these tests, and the client's, far beyond it. */
@@ -106,8 +107,7 @@ describe('Google Cloud KMS backend on the Cloud KMS fake', () => {
     assert.equal(status.healthz, 'ok');
     const { ciphertext, key_id } = await roundTrip(client);
     assert.equal(key_id, status.key_id);
-    const envelope = decodeEnvelope(ciphertext);
-    assert.deepEqual(envelope.header, { backend: 'gcp', keyVersion: '1', mechanism: 'gcp-kms' });
+    assert.deepEqual(headerOf(ciphertext), { backend: 'gcp', keyVersion: '1', mechanism: 'gcp-kms' });
     assert.ok(ciphertext.length <= 1024);
     process.stdout.write(`# gcp-kms envelope for a 32-byte seed: ${ciphertext.length} bytes\n`);
 

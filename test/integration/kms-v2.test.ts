@@ -9,6 +9,7 @@ import { startBrokerProcess, type BrokerProcess } from '../helpers/broker-proces
 import { writeConfig } from '../helpers/config.ts';
 import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 import { expectGrpcError, rawUnaryCall } from '../helpers/grpc.ts';
+import { headerOf } from '../helpers/envelopes.ts';
 
 describe('KMS v2 on a SoftHSM token', () => {
   let token: SoftHsmToken;
@@ -59,7 +60,11 @@ describe('KMS v2 on a SoftHSM token', () => {
   it('records backend, key version and mechanism in the envelope', async () => {
     const encrypted = await client.encrypt(randomBytes(32));
     const envelope = decodeEnvelope(encrypted.ciphertext);
-    assert.deepEqual(envelope.header, { backend: 'hsm', keyVersion: '1', mechanism: 'aes-gcm' });
+    assert.deepEqual(headerOf(encrypted.ciphertext), {
+      backend: 'hsm',
+      keyVersion: '1',
+      mechanism: 'aes-gcm',
+    });
     assert.equal(envelope.wrapped.length, 12 + 32 + 16);
   });
 

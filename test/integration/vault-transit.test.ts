@@ -27,6 +27,7 @@ import {
   type BaoServer,
 } from '../helpers/openbao.ts';
 import { expectAdoptedOnceStable } from '../helpers/rotation-adoption.ts';
+import { headerOf } from '../helpers/envelopes.ts';
 
 const run = promisify(execFile);
 const POLICY = 'kms-broker';
@@ -107,7 +108,7 @@ describe('Vault Transit backend on OpenBao', () => {
       const { ciphertext, key_id } = await roundTrip(running.client);
       assert.equal(key_id, status.key_id);
       const envelope = decodeEnvelope(ciphertext);
-      assert.deepEqual(envelope.header, { backend: 'vault', keyVersion: '1', mechanism: 'transit' });
+      assert.deepEqual(headerOf(ciphertext), { backend: 'vault', keyVersion: '1', mechanism: 'transit' });
       assert.match(envelope.wrapped.toString(), /^vault:v1:/);
       assert.ok(ciphertext.length <= 1024);
     } finally {
