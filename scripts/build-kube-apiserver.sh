@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control-plane binaries the end-to-end tests need, from the Go
-# module proxy (no prebuilt downloads): kube-apiserver and kubectl from k8s.io/kubernetes,
-# and etcd from go.etcd.io/etcd/server/v3, at the versions pinned in test/e2e/kube/go.mod.
+# module proxy (no prebuilt downloads): kube-apiserver, kube-controller-manager (its
+# storage-version-migrator controller runs the StorageVersionMigrations `kms-broker migrate`
+# creates) and kubectl from k8s.io/kubernetes, and etcd from go.etcd.io/etcd/server/v3, at the versions pinned in test/e2e/kube/go.mod.
 #
-# Output: $KUBE_CACHE_DIR/<kubernetes version>/bin/{kube-apiserver,kubectl,etcd}
+# Output: $KUBE_CACHE_DIR/<kubernetes version>/bin/{kube-apiserver,kube-controller-manager,kubectl,etcd}
 #         (default KUBE_CACHE_DIR: ~/.cache/kms-broker/kube, outside the clone so that every
 #         clone on the machine, CI's fresh one included, shares it). Only the first run pays:
 #         when all three binaries exist and report the pinned versions, it only prints them.
@@ -36,15 +37,17 @@ bin="$cache/bin"
 
 # Version strings the binaries print; empty if the binary is missing or broken.
 apiserver_version() { "$bin/kube-apiserver" --version 2>/dev/null | awk '{ print $2 }' || true; }
+controller_manager_version() { "$bin/kube-controller-manager" --version 2>/dev/null | awk '{ print $2 }' || true; }
 kubectl_version() { "$bin/kubectl" version --client 2>/dev/null | awk '/^Client Version:/ { print $3 }' || true; }
 etcd_bin_version() { "$bin/etcd" --version 2>/dev/null | awk '/^etcd Version:/ { print "v" $3 }' || true; }
 report() {
-  echo "kube: kube-apiserver $(apiserver_version), kubectl $(kubectl_version), etcd $(etcd_bin_version)"
+  echo "kube: kube-apiserver $(apiserver_version), kube-controller-manager $(controller_manager_version), kubectl $(kubectl_version), etcd $(etcd_bin_version)"
   echo "kube: bin=$bin"
 }
 
 if [ "${KUBE_FORCE:-0}" != 1 ] &&
   [ "$(apiserver_version)" = "$kube_version" ] &&
+  [ "$(controller_manager_version)" = "$kube_version" ] &&
   [ "$(kubectl_version)" = "$kube_version" ] &&
   [ "$(etcd_bin_version)" = "$etcd_version" ]; then
   echo "kube: cached, nothing to build"
@@ -88,7 +91,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
 done
 
-echo "kube: building kube-apiserver and kubectl $kube_version, etcd $etcd_version into $bin"
+echo "kube: building kube-apiserver, kube-controller-manager and kubectl $kube_version, etcd $etcd_version into $bin"
 echo "kube: $("$go" version), go build -p $jobs, GOMAXPROCS=$jobs, nice -n $nice_level; first run: about 10-20 min"
 started=$(date +%s)
 build() { # name package ldflags
@@ -103,10 +106,12 @@ build() { # name package ldflags
   echo "kube: built $name in $(($(date +%s) - t0)) s ($(du -m "$bin/$name" | cut -f1) MiB)"
 }
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
+build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$ldflags"
 build kubectl k8s.io/kubernetes/cmd/kubectl "$ldflags"
 build etcd go.etcd.io/etcd/server/v3 "-s -w"
 
 [ "$(apiserver_version)" = "$kube_version" ] || die "$bin/kube-apiserver --version says '$(apiserver_version)', expected $kube_version"
+[ "$(controller_manager_version)" = "$kube_version" ] || die "$bin/kube-controller-manager --version says '$(controller_manager_version)', expected $kube_version"
 [ "$(kubectl_version)" = "$kube_version" ] || die "$bin/kubectl version --client says '$(kubectl_version)', expected $kube_version"
 [ "$(etcd_bin_version)" = "$etcd_version" ] || die "$bin/etcd --version says '$(etcd_bin_version)', expected $etcd_version"
 
