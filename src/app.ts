@@ -103,6 +103,8 @@ export async function startApp(config: BrokerConfig, appDeps: AppDeps): Promise<
     await broker.close();
     throw error;
   }
+  // One line that says every listener serves: what supervisors and tests wait for.
+  deps.logger.info({ socket: config.socket, admin: admin?.address ?? null }, 'broker ready');
   const kms = server;
   let stopping: Promise<void> | undefined;
   return {

@@ -31,6 +31,16 @@ export const errorCatalog = {
     http: 409,
     title: 'Key version is still needed',
   },
+  NO_USAGE_EVIDENCE: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 409,
+    title: 'No usage scan shows the key version is unneeded',
+  },
+  SCAN_OUTDATED: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 409,
+    title: 'A newer usage scan is already recorded',
+  },
   PRECONDITION_FAILED: {
     grpc: GrpcCode.FAILED_PRECONDITION,
     http: 412,

@@ -30,3 +30,5 @@ export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 export const MAX_BODY_BYTES = 64 * 1024;
 /** A path segment: the longest key version the schemas accept. */
 export const MAX_PARAM_LENGTH = 128;
+/** A usage scan's body: its counts are bounded (broker/usage-scan.ts) to well under this. */
+export const MAX_SCAN_BODY_BYTES = 1024 * 1024;

@@ -2,10 +2,11 @@
 // every change writes an audit record (who, what, before, after, outcome).
 import type { FastifyInstance } from 'fastify';
 import type { AdminService, FailoverSetting } from '../broker/ports.ts';
-import { BrokerError, toBrokerError } from '../errors.ts';
+import { BrokerError } from '../errors.ts';
 import { callerOf, type AccessDeps } from './access.ts';
-import type { Caller } from './auth.ts';
 import { sendProblem } from './problem.ts';
+import { auditedBy, problem, problems } from './route-support.ts';
+import { registerUsageRoutes } from './usage-routes.ts';
 import {
   backendParams,
   backendsSchema,
@@ -35,34 +36,9 @@ export interface RouteDeps extends Omit<AccessDeps, 'checkHost'> {
   readonly version: string;
 }
 
-/** An error response as the OpenAPI document should describe it: problem+json. */
-const problem = {
-  description: 'problem+json',
-  content: { 'application/problem+json': { schema: { $ref: 'Problem#' } } },
-};
-const problems = { 400: problem, 401: problem, 403: problem };
-
 export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   const { admin } = deps;
-  /** Runs a change and writes its audit record, whatever the outcome. */
-  const audited = async <T>(
-    caller: Caller,
-    action: string,
-    target: Record<string, unknown>,
-    change: () => Promise<T>,
-  ): Promise<T> => {
-    try {
-      const result = await change();
-      deps.audit.info({ actor: caller.name, action, target, result, outcome: 'ok' }, 'admin change');
-      return result;
-    } catch (error) {
-      deps.audit.warn(
-        { actor: caller.name, action, target, outcome: toBrokerError(error).code },
-        'admin change refused',
-      );
-      throw error;
-    }
-  };
+  const audited = auditedBy(deps.audit);
 
   app.get('/healthz', { schema: { summary: 'The process is alive (no auth)', security: [] } }, () => ({
     status: 'ok',
@@ -226,4 +202,5 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       return { ...result.after, keyId: result.keyId };
     },
   );
+  registerUsageRoutes(app, admin, audited);
 }

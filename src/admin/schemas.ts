@@ -1,7 +1,7 @@
 // Request and response schemas of the admin API. Routes validate with them and the OpenAPI
 // document is generated from them: one source.
 import { Type } from '@sinclair/typebox';
-import { backendNameSchema as backendName, failoverSettingSchema } from '../broker/ports.ts';
+import { backendNameSchema as backendName, failoverSettingSchema, usageScanSchema } from '../broker/ports.ts';
 import { BREAKER_STATES } from '../metrics.ts';
 import { MAX_PARAM_LENGTH } from './limits.ts';
 
@@ -81,3 +81,40 @@ export const backendParams = Type.Object({ name: backendName }, strict);
 export const versionParams = Type.Object({ name: backendName, version: versionName }, strict);
 export const retireQuery = Type.Object({ force: Type.Optional(Type.Boolean({ default: false })) }, strict);
 export const emptyQuery = Type.Object({}, strict);
+
+const judgement = Type.Object({
+  backend: Type.String(),
+  version: Type.String(),
+  stage: Type.Union(
+    ['write', 'retired', 're-seeding', 'awaiting-scan', 'needed', 'unclear', 'retirable'].map(stage =>
+      Type.Literal(stage),
+    ),
+  ),
+  writeEndedAt: Type.Optional(Type.String()),
+  scanNeededAfter: Type.Optional(Type.String()),
+  neededBy: Type.Optional(
+    Type.Object({ objects: Type.Integer(), resources: Type.Record(Type.String(), Type.Integer()) }),
+  ),
+});
+
+export const scanRecordedSchema = Type.Object({
+  scannedAt: Type.String(),
+  revision: Type.String(),
+  objects: Type.Integer(),
+});
+
+export const usageSchema = Type.Object({
+  lastScan: Type.Union([usageScanSchema, Type.Null()]),
+  versions: Type.Array(judgement),
+});
+
+export const rotationSchema = Type.Object({
+  keyId: Type.String(),
+  stage: Type.Union(
+    ['steady', 're-seeding', 'awaiting-scan', 'needed', 'unclear', 'retirable'].map(stage =>
+      Type.Literal(stage),
+    ),
+  ),
+  versions: Type.Array(judgement),
+  lastScan: Type.Optional(scanRecordedSchema),
+});

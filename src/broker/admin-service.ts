@@ -4,7 +4,8 @@ import type { KekBackend } from '../backends/kek.ts';
 import type { HealthMonitor } from './health/health-monitor.ts';
 import type { KeySet } from './keys/key-set.ts';
 import type { UsageLog } from './keys/usage.ts';
-import type { AdminService, BackendView, KmsService, VersionView } from './ports.ts';
+import type { VersionJudgement } from './keys/retirement.ts';
+import type { AdminService, BackendView, KmsService, RotationView, VersionView } from './ports.ts';
 import type { ThinSeeds } from './thin-seeds.ts';
 
 export interface AdminServiceDeps {
@@ -20,6 +21,10 @@ export interface AdminServiceDeps {
 export function createAdminService(deps: AdminServiceDeps): AdminService {
   const { keys, health } = deps;
   const names = () => [...deps.backends.keys()];
+  const judgements = () =>
+    Object.entries(keys.stored()).flatMap(([name, entry]) =>
+      entry.versions.map(version => keys.judge(name, version)),
+    );
 
   return {
     status() {
@@ -81,7 +86,29 @@ export function createAdminService(deps: AdminServiceDeps): AdminService {
     rotate: backend => keys.rotate(backend),
     retire: (backend, version, options) => keys.retire(backend, version, options),
     restore: (backend, version) => keys.restore(backend, version),
+    recordScan: scan => keys.recordScan(scan),
+    usage: () => ({ lastScan: keys.lastScan(), versions: judgements() }),
+    rotation() {
+      const versions = judgements().filter(({ stage }) => stage !== 'write' && stage !== 'retired');
+      const scan = keys.lastScan();
+      return {
+        keyId: deps.kms.status().keyId,
+        stage: leastAdvanced(versions),
+        versions,
+        ...(scan !== undefined && {
+          lastScan: { scannedAt: scan.scannedAt, revision: scan.revision, objects: scan.objects },
+        }),
+      };
+    },
     failover: () => ({ setting: keys.failover, etag: keys.failoverEtag }),
     setFailover: (setting, etag) => keys.setFailover(setting, etag),
   };
+}
+
+/** The stages a version passes after a rotation, in order. */
+const ROTATION_STAGES = ['re-seeding', 'awaiting-scan', 'needed', 'unclear', 'retirable'] as const;
+
+function leastAdvanced(versions: readonly VersionJudgement[]): RotationView['stage'] {
+  for (const stage of ROTATION_STAGES) if (versions.some(version => version.stage === stage)) return stage;
+  return 'steady';
 }

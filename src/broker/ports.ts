@@ -2,10 +2,14 @@
 // decoded-wrap entry of KMS v1), src/admin an admin service. Neither reaches the key set,
 // the health monitor or the state store behind them.
 import type { BreakerState } from '../metrics.ts';
+import type { VersionJudgement, VersionStage } from './keys/retirement.ts';
 import type { FailoverSetting } from './state/state-schema.ts';
+import type { UsageScan } from './usage-scan.ts';
 
 export { backendNameSchema } from '../backends/config-schema.ts';
 export { failoverSettingSchema, type FailoverSetting } from './state/state-schema.ts';
+export { usageScanSchema, type UsageScan } from './usage-scan.ts';
+export type { VersionJudgement, VersionStage } from './keys/retirement.ts';
 
 export interface CallContext {
   readonly uid: string;
@@ -77,6 +81,24 @@ export interface VersionView {
 
 export type VersionState = 'active' | 'retired';
 
+/** What stored data needs of every key version, by the newest usage scan. */
+export interface UsageView {
+  readonly lastScan: UsageScan | undefined;
+  readonly versions: readonly VersionJudgement[];
+}
+
+/**
+ * Where a rotation stands, for dashboards: the versions that stopped writing and are not
+ * retired yet, each with its stage, and the least advanced of them as the whole's stage
+ * (`steady` when there is none).
+ */
+export interface RotationView {
+  readonly keyId: string;
+  readonly stage: 'steady' | Exclude<VersionStage, 'write' | 'retired'>;
+  readonly versions: readonly VersionJudgement[];
+  readonly lastScan?: { readonly scannedAt: string; readonly revision: string; readonly objects: number };
+}
+
 export interface AdminService {
   status(): AdminStatus;
   backends(): BackendView[];
@@ -88,6 +110,10 @@ export interface AdminService {
     options: { force: boolean },
   ): Promise<{ before: VersionState; after: VersionState }>;
   restore(backend: string, version: string): Promise<{ before: VersionState; after: VersionState }>;
+  /** Keeps a usage scan of the cluster's etcd (SCAN_OUTDATED when a newer one is kept). */
+  recordScan(scan: UsageScan): Promise<void>;
+  usage(): UsageView;
+  rotation(): RotationView;
   failover(): { setting: FailoverSetting; etag: string };
   /** Changes the failover setting if `etag` still names the current one (PRECONDITION_FAILED otherwise). */
   setFailover(

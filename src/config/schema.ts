@@ -92,8 +92,17 @@ export const configSchema = Type.Object(
     kmsV1: Type.Object({ enabled: Type.Boolean({ default: true }) }, { ...strict, default: {} }),
     retirement: Type.Object(
       {
-        /** A version a Decrypt needed within this window is not retired without force. */
-        idleWindowMs: Type.Integer({ minimum: 0, default: 30 * 24 * 3600 * 1000 }),
+        /**
+         * How long apiservers may go on writing under a version after it stopped being the
+         * write version (they re-seed when their Status poll, about once a minute, sees the new
+         * key_id): only a usage scan that began this long after proves what needs it.
+         */
+        scanAfterWriteMs: Type.Integer({ minimum: 0, maximum: 86400000, default: 90000 }),
+        /**
+         * Accepted so that configs of earlier releases still load; retirement is judged by usage
+         * scans now, not by when a Decrypt last needed a version.
+         */
+        idleWindowMs: Type.Optional(Type.Integer({ minimum: 0 })),
       },
       { ...strict, default: {} },
     ),

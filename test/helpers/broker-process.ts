@@ -94,11 +94,11 @@ export function spawnBroker(configPath: string, env: NodeJS.ProcessEnv): BrokerP
   };
 }
 
-/** Starts a broker and resolves once it serves its socket. */
+/** Starts a broker and resolves once it serves its socket and, when enabled, its admin API. */
 export async function startBrokerProcess(configPath: string, env: NodeJS.ProcessEnv): Promise<BrokerProcess> {
   const broker = spawnBroker(configPath, env);
   try {
-    await broker.waitForLog(record => record.msg === 'serving KMS on unix socket');
+    await broker.waitForLog(record => record.msg === 'broker ready');
   } catch (error) {
     await broker.stop('SIGKILL');
     throw error;

@@ -22,6 +22,7 @@ import {
 import { pkcs11Backend, writeConfig, type TestConfig } from '../helpers/config.ts';
 import { expectGrpcError } from '../helpers/grpc.ts';
 import { addToken, createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
+import { recordScan, usageScan } from '../helpers/usage-scans.ts';
 import { createCa } from '../helpers/x509.ts';
 
 // ---------------------------------------------------------------------------------------
@@ -426,12 +427,14 @@ describe('admin API of a running broker', () => {
   let broker: BrokerProcess;
   let admin: AdminClient;
   let kms: KmsV2Client;
-  /** A Decrypt within this window keeps a version from being retired without force. */
-  const idleWindowMs = 3600000;
+  /** Scans must begin after each other: each a millisecond after the last at least. */
+  let lastScanAt = 0;
+  const scanAt = () => new Date((lastScanAt = Math.max(Date.now() + 1000, lastScanAt + 1)));
 
   before(async () => {
     token = createToken();
-    config = writeConfig(token, { retirement: { idleWindowMs } });
+    // A version that stopped writing is judged by the next scan at once.
+    config = writeConfig(token, { retirement: { scanAfterWriteMs: 0 } });
     broker = await startServing(config.path, token.env);
     admin = adminClient(config.adminSocket);
     kms = createKmsV2Client(config.socket);
@@ -623,7 +626,14 @@ describe('admin API of a running broker', () => {
     });
 
     it('lets the viewer token read every resource', async () => {
-      for (const path of ['/v1/status', '/v1/backends', '/v1/keys', '/v1/failover']) {
+      for (const path of [
+        '/v1/status',
+        '/v1/backends',
+        '/v1/keys',
+        '/v1/failover',
+        '/v1/usage',
+        '/v1/rotation',
+      ]) {
         assert.equal((await admin.get(path, config.viewerToken)).status, 200, path);
         assert.equal((await admin.get(path, config.adminToken)).status, 200, path);
       }
@@ -724,30 +734,48 @@ describe('admin API of a running broker', () => {
       assert.equal(roleOf(await keys(), 'hsm', version), 'write');
     });
 
-    it('refuses to retire a version a Decrypt needed within the window as 409 naming the Decrypt; force retires it, audited', async () => {
+    it('refuses to retire a version no scan has judged, or one a scan shows needed, as 409 saying what to run; force retires it, audited', async () => {
       const item = await encryptOne(kms);
       await rotate();
-      await decryptsTo(kms, item);
       const mark = broker.logs.length;
-
+      problem(
+        await versionAction(item.keyVersion, 'retire'),
+        409,
+        'NO_USAGE_EVIDENCE',
+        new RegExp(
+          `^version ${item.keyVersion} of backend hsm stopped writing at .*Run \`kms-broker usage\``,
+        ),
+      );
+      await recordScan(
+        admin,
+        config.adminToken,
+        usageScan(scanAt(), [
+          [{ backend: 'hsm', version: item.keyVersion }, 12, { secrets: 10, configmaps: 2 }],
+        ]),
+      );
       problem(
         await versionAction(item.keyVersion, 'retire'),
         409,
         'VERSION_IN_USE',
         new RegExp(
-          `^version ${item.keyVersion} of backend hsm was needed by a Decrypt at \\S+, within the retirement window of ${idleWindowMs} ms`,
+          `^version ${item.keyVersion} of backend hsm is still needed by 12 stored objects with no other readable wrap \\(secrets 10, configmaps 2\\) in the usage scan of \\S+ \\(etcd revision 7\\); run \`kms-broker migrate\``,
         ),
       );
-      const usage = (await keys()).backends.hsm?.find(entry => entry.version === item.keyVersion);
-      assert.equal(usage?.role, 'active');
-      assert.ok(usage.lastDecryptAt !== undefined, 'the Decrypt is recorded');
-      assert.ok(usage.decryptsSinceStart >= 1);
+      const rotation = json<{
+        stage: string;
+        versions: { version: string; stage: string; neededBy?: unknown }[];
+      }>(await admin.get('/v1/rotation', config.viewerToken));
+      assert.equal(rotation.stage, 'needed');
+      assert.deepEqual(rotation.versions.find(version => version.version === item.keyVersion)?.neededBy, {
+        objects: 12,
+        resources: { secrets: 10, configmaps: 2 },
+      });
       const refused = await auditRecord(
         broker,
         mark,
         r => r.action === 'retire' && (r.target as { version?: string }).version === item.keyVersion,
       );
-      assert.equal(refused.outcome, 'VERSION_IN_USE');
+      assert.equal(refused.outcome, 'NO_USAGE_EVIDENCE');
 
       const forced = json<VersionStateBody>(await versionAction(item.keyVersion, 'retire?force=true'));
       assert.deepEqual(forced, { backend: 'hsm', version: item.keyVersion, state: 'retired', forced: true });
@@ -764,6 +792,42 @@ describe('admin API of a running broker', () => {
         /^KEY_VERSION_RETIRED: /,
       );
       json<VersionStateBody>(await versionAction(item.keyVersion, 'restore'));
+    });
+
+    it('records a usage scan, serves it with a verdict per version, and refuses a malformed or older scan with problem+json', async () => {
+      const { writeVersions } = await status();
+      const write = writeVersions.hsm ?? '';
+      const scan = usageScan(scanAt(), [[{ backend: 'hsm', version: write }, 4]]);
+      await recordScan(admin, config.adminToken, scan);
+      const usage = json<{ lastScan: unknown; versions: { version: string; stage: string }[] }>(
+        await admin.get('/v1/usage', config.viewerToken),
+      );
+      assert.deepEqual(usage.lastScan, scan);
+      assert.equal(usage.versions.find(version => version.version === write)?.stage, 'write');
+
+      const older = { ...scan, scannedAt: new Date(Date.parse(scan.scannedAt) - 60000).toISOString() };
+      const outdated = await admin.request('/v1/usage/scans', {
+        method: 'POST',
+        token: config.adminToken,
+        body: older,
+      });
+      problem(outdated, 409, 'SCAN_OUTDATED', /a newer usage scan .* is already recorded/);
+      const malformed = await admin.request('/v1/usage/scans', {
+        method: 'POST',
+        token: config.adminToken,
+        body: { ...scan, revision: 'latest' },
+      });
+      problem(malformed, 400, 'INVALID_REQUEST', /revision/);
+      const viewer = await admin.request('/v1/usage/scans', {
+        method: 'POST',
+        token: config.viewerToken,
+        body: scan,
+      });
+      problem(viewer, 403, 'FORBIDDEN');
+      assert.deepEqual(
+        json<{ lastScan: unknown }>(await admin.get('/v1/usage', config.viewerToken)).lastScan,
+        scan,
+      );
     });
 
     it('refuses a failover change with a stale ETag as 412 and without If-Match as 428, changing nothing', async () => {
@@ -831,8 +895,13 @@ describe('admin API of a running broker', () => {
       const mark = broker.logs.length;
       const keyIdBefore = (await kms.status()).key_id;
       const rotated = await rotate();
-      // Nothing was written under `rotated.version`, so no Decrypt needed it.
-      await rotate();
+      // Nothing was written under `rotated.version`: a scan after it shows nothing needs it.
+      const newest = await rotate();
+      await recordScan(
+        admin,
+        config.adminToken,
+        usageScan(scanAt(), [[{ backend: 'hsm', version: newest.version }, 1]]),
+      );
       json<VersionStateBody>(await versionAction(rotated.version, 'retire'));
       json<VersionStateBody>(await versionAction(rotated.version, 'restore'));
       const { etag, setting } = await failover();

@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { adminClient } from '../helpers/admin-http.ts';
+import { recordScan, usageScan } from '../helpers/usage-scans.ts';
 import { CLI, startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
 import { pkcs11Backend, vaultBackend, writeConfig, type TestConfig } from '../helpers/config.ts';
 import { enableTransit, startDevServer, type BaoServer } from '../helpers/openbao.ts';
@@ -36,7 +38,8 @@ describe('kms-broker CLI over the admin API', () => {
 
   before(async () => {
     token = createToken();
-    config = writeConfig(token);
+    // Version 1 stops writing at the rotation below; a scan after it counts at once.
+    config = writeConfig(token, { retirement: { scanAfterWriteMs: 0 } });
     broker = await startBrokerProcess(config.path, token.env);
   });
   after(async () => {
@@ -91,7 +94,19 @@ describe('kms-broker CLI over the admin API', () => {
     );
   });
 
-  it('retires and restores a version; refuses the write version with exit 1 and one clear line', async () => {
+  it('retires a version once a scan shows nothing needs it, and restores it; refuses the write version with exit 1 and one clear line', async () => {
+    const unproven = await cli(['retire', 'hsm', '1', '--config', config.path]);
+    assert.equal(unproven.code, 1);
+    assert.match(
+      unproven.stderr,
+      /^kms-broker: NO_USAGE_EVIDENCE: version 1 of backend hsm stopped writing at .*no usage scan is recorded\. Run `kms-broker usage` after \S+ and retire again\n$/,
+    );
+    const scannedAt = new Date(Date.now() + 1000);
+    await recordScan(
+      adminClient(config.adminSocket),
+      config.adminToken,
+      usageScan(scannedAt, [[{ backend: 'hsm', version: '2' }, 3]]),
+    );
     const retired = await cli(['retire', 'hsm', '1', '--config', config.path]);
     assert.equal(retired.code, 0, retired.stderr);
     assert.equal(retired.stdout, 'hsm version 1 is retired\n');
@@ -103,7 +118,7 @@ describe('kms-broker CLI over the admin API', () => {
     assert.equal(refused.stdout, '');
     assert.equal(
       refused.stderr,
-      'kms-broker: VERSION_IN_USE: version 2 is the write version of backend hsm; rotate before retiring it\n',
+      'kms-broker: VERSION_IN_USE: version 2 of backend hsm is its write version; rotate before retiring it\n',
     );
   });
 

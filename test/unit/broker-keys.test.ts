@@ -10,6 +10,7 @@ import { fileStateStore } from '../../src/broker/state/file-state-store.ts';
 import { isOwnKeyId } from '../../src/broker/keys/key-id.ts';
 import { startCore, withCore, memoryStateStore, until, type Core } from '../helpers/core-broker.ts';
 import { MemoryBackend } from '../helpers/memory-backend.ts';
+import { usageScan as scan } from '../helpers/usage-scans.ts';
 import { brokerError } from './expect-error.ts';
 
 const uid = 'unit';
@@ -145,22 +146,130 @@ describe('broker core: retirement', () => {
     });
   });
 
-  it('refuses a version a Decrypt needed within the window unless forced; a retired one no longer unwraps', async () => {
+  it('refuses a version no scan has judged yet, and one a scan shows still needed, unless forced', async () => {
     await withCore({}, async core => {
       const sealed = await core.broker.kms.encrypt(randomBytes(32), { uid });
-      await core.broker.kms.decrypt(sealed, { uid });
       await core.broker.admin.rotate('hsm');
       await assert.rejects(
         core.broker.admin.retire('hsm', '1', { force: false }),
-        brokerError('VERSION_IN_USE', 'needed by a Decrypt'),
+        brokerError(
+          'NO_USAGE_EVIDENCE',
+          /stopped writing at \S+, and apiservers may write under it until \S+ .*no usage scan is recorded/,
+        ),
       );
-      assert.deepEqual(await core.broker.admin.retire('hsm', '1', { force: true }), {
-        before: 'active',
-        after: 'retired',
-      });
+      assert.equal(core.broker.admin.rotation().stage, 're-seeding');
+      // A scan that began before the version's last possible write proves nothing about it.
+      await core.broker.admin.recordScan(scan(new Date(), [[{ backend: 'hsm', version: '2' }, 0]]));
+      await assert.rejects(
+        core.broker.admin.retire('hsm', '1', { force: false }),
+        brokerError('NO_USAGE_EVIDENCE', /the usage scan of \S+ \(etcd revision 7\) began before it/),
+      );
+      assert.deepEqual(
+        await core.broker.admin.retire('hsm', '1', { force: true }),
+        { before: 'active', after: 'retired' },
+        'force overrides missing evidence',
+      );
       await assert.rejects(core.broker.kms.decrypt(sealed, { uid }), brokerError('KEY_VERSION_RETIRED'));
       await core.broker.admin.restore('hsm', '1');
       assert.equal((await core.broker.kms.decrypt(sealed, { uid })).length, 32);
+    });
+  });
+
+  it('retires by the newest scan: refused while objects need the version alone, allowed once none does', async () => {
+    await withCore(
+      { names: ['hsm', 'vault'], config: { retirement: { scanAfterWriteMs: 0 } } },
+      async core => {
+        await core.broker.admin.rotate('hsm');
+        const needed = scan(new Date(Date.now() + 1000), [
+          [{ backend: 'hsm', version: '1' }, 5, { secrets: 4, configmaps: 1 }],
+          // Also wrapped by vault's version 1: readable without hsm's version 1.
+          [
+            [
+              { backend: 'hsm', version: '1' },
+              { backend: 'vault', version: '1' },
+            ],
+            100,
+          ],
+        ]);
+        await core.broker.admin.recordScan(needed);
+        await assert.rejects(
+          core.broker.admin.retire('hsm', '1', { force: false }),
+          brokerError(
+            'VERSION_IN_USE',
+            /still needed by 5 stored objects with no other readable wrap \(secrets 4, configmaps 1\) in the usage scan of .*kms-broker migrate/,
+          ),
+        );
+        assert.equal(core.broker.admin.rotation().stage, 'needed');
+        // An older scan never replaces the newer evidence.
+        await assert.rejects(
+          core.broker.admin.recordScan({ ...needed, scannedAt: new Date(Date.now() - 60000).toISOString() }),
+          brokerError('SCAN_OUTDATED'),
+        );
+        await assert.rejects(
+          core.broker.admin.recordScan({
+            ...needed,
+            scannedAt: new Date(Date.now() + 3600000).toISOString(),
+          }),
+          brokerError('INVALID_REQUEST', 'in the future'),
+        );
+        await core.broker.admin.recordScan(
+          scan(new Date(Date.now() + 2000), [
+            [
+              [
+                { backend: 'hsm', version: '2' },
+                { backend: 'vault', version: '1' },
+              ],
+              105,
+            ],
+          ]),
+        );
+        const rotation = core.broker.admin.rotation();
+        assert.equal(rotation.stage, 'retirable');
+        assert.deepEqual(
+          rotation.versions.map(({ backend, version, stage }) => [backend, version, stage]),
+          [['hsm', '1', 'retirable']],
+        );
+        assert.deepEqual(await core.broker.admin.retire('hsm', '1', { force: false }), {
+          before: 'active',
+          after: 'retired',
+        });
+        assert.equal(core.broker.admin.rotation().stage, 'steady');
+        // Now vault's version 1 is the only readable wrap of what hsm's version 1 also wrapped.
+        await core.broker.admin.rotate('vault');
+        await core.broker.admin.recordScan(
+          scan(new Date(Date.now() + 3000), [
+            [
+              [
+                { backend: 'hsm', version: '1' },
+                { backend: 'vault', version: '1' },
+              ],
+              3,
+            ],
+          ]),
+        );
+        await assert.rejects(
+          core.broker.admin.retire('vault', '1', { force: false }),
+          brokerError('VERSION_IN_USE', 'still needed by 3 stored objects'),
+        );
+      },
+    );
+  });
+
+  it('will not call a version unneeded while the scan found values it could not decode', async () => {
+    await withCore({ config: { retirement: { scanAfterWriteMs: 0 } } }, async core => {
+      await core.broker.admin.rotate('hsm');
+      await core.broker.admin.recordScan({
+        ...scan(new Date(Date.now() + 1000), []),
+        undecodable: { objects: 2, resources: { secrets: 2 } },
+      });
+      await assert.rejects(
+        core.broker.admin.retire('hsm', '1', { force: false }),
+        brokerError(
+          'NO_USAGE_EVIDENCE',
+          "found 2 values under the broker's provider that did not decode (secrets 2)",
+        ),
+      );
+      assert.equal(core.broker.admin.usage().lastScan?.undecodable.objects, 2);
     });
   });
 

@@ -92,7 +92,7 @@ describe('config loading', () => {
       tokens: [],
       metricsAuth: false,
     });
-    assert.deepEqual(config.retirement, { idleWindowMs: 30 * 24 * 3600 * 1000 });
+    assert.deepEqual(config.retirement, { scanAfterWriteMs: 90000 });
     assert.deepEqual(config.kmsV1, { enabled: true });
   });
 

@@ -24,7 +24,7 @@ const state: BrokerState = {
   format: 1,
   generation: 0,
   backends: {
-    primary: { writeVersion: '2', versions: [stored('1'), stored('2')] },
+    primary: { writeVersion: '2', versions: [{ ...stored('1'), writeEndedAt: T1 }, stored('2')] },
     secondary: { writeVersion: '1', versions: [stored('1', 'other-fp')] },
   },
 };
@@ -132,9 +132,22 @@ describe('KeyRegistry', () => {
       createdAt: now.toISOString(),
       state: 'active',
     });
-    // Older versions stay readable.
-    assert.deepEqual(registry.version('primary', '1'), stored('1'));
+    // Older versions stay readable; the one that wrote until now says so.
+    assert.deepEqual(registry.version('primary', '1'), { ...stored('1'), writeEndedAt: T1 });
+    assert.deepEqual(registry.version('primary', '2'), { ...stored('2'), writeEndedAt: now.toISOString() });
     assert.equal(registry.toState().backends.primary?.writeVersion, '3');
+  });
+
+  it('gives versions of an older state that do not write the load time as the end of their writes', () => {
+    const legacy = structuredClone(state);
+    delete legacy.backends.primary?.versions[0]?.writeEndedAt;
+    const registry = new KeyRegistry(legacy, { order: ['primary'], wrap: 'first' }, now);
+    assert.equal(registry.version('primary', '1')?.writeEndedAt, now.toISOString());
+    assert.equal(
+      registry.version('primary', '2')?.writeEndedAt,
+      undefined,
+      'the write version has not ended',
+    );
   });
 
   it('setWriteVersion keeps a backend-provided createdAt and can add a first version', () => {
@@ -225,7 +238,10 @@ describe('reconcileBackend', () => {
   it('adopts extra listed versions as active without changing the write version', () => {
     const result = reconcileBackend('primary', primary, [listed('1'), listed('2'), listed('3')], now);
     assert.deepEqual(result, {
-      backend: { writeVersion: '2', versions: [stored('1'), stored('2'), stored('3')] },
+      backend: {
+        writeVersion: '2',
+        versions: [{ ...stored('1'), writeEndedAt: T1 }, stored('2'), stored('3')],
+      },
       changed: true,
       missing: [],
     });

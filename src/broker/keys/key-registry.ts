@@ -4,6 +4,7 @@
 import type { KeyVersionInfo } from '../../backends/kek.ts';
 import { BrokerError } from '../../errors.ts';
 import type { BrokerState, FailoverSetting, StoredVersion, ThinSeed } from '../state/state-schema.ts';
+import type { UsageScan } from '../usage-scan.ts';
 import { reconcileBackend, toStored } from '../state/reconcile.ts';
 import { deriveKeyId, type WriteKey } from './key-id.ts';
 
@@ -22,9 +23,14 @@ export class KeyRegistry {
   #activeWriter: string | undefined;
   #snapshot: WriteSnapshot;
 
-  /** `failover` is the effective setting (config, or a run-time change that still applies). */
-  constructor(state: BrokerState, failover: FailoverSetting) {
+  /**
+   * `failover` is the effective setting (config, or a run-time change that still applies).
+   * A state written before versions recorded when they stopped writing gets `now` for each
+   * that does not write: the cautious guess, as only a later scan then proves what needs it.
+   */
+  constructor(state: BrokerState, failover: FailoverSetting, now = new Date()) {
     this.#state = structuredClone(state);
+    for (const entry of Object.values(this.#state.backends)) markWriteEnded(entry, now);
     this.#failover = structuredClone(failover);
     this.#snapshot = this.#derive();
   }
@@ -74,6 +80,14 @@ export class KeyRegistry {
     this.#state.thinSeeds = structuredClone([...seeds]);
   }
 
+  lastScan(): UsageScan | undefined {
+    return structuredClone(this.#state.lastScan);
+  }
+
+  setLastScan(scan: UsageScan): void {
+    this.#state.lastScan = structuredClone(scan);
+  }
+
   /** A new generation is a new key_id over the same keys: the apiserver re-seeds. */
   bumpGeneration(): void {
     this.#state.generation++;
@@ -111,6 +125,9 @@ export class KeyRegistry {
     }
     const record = known ?? toStored(info, now);
     const versions = entry?.versions ?? [];
+    const previous = versions.find(version => version.version === entry?.writeVersion);
+    if (previous !== undefined && previous !== record) previous.writeEndedAt = now.toISOString();
+    delete record.writeEndedAt;
     this.#state.backends[backend] = {
       writeVersion: info.version,
       versions: known === undefined ? [...versions, record] : versions,
@@ -131,13 +148,15 @@ export class KeyRegistry {
   }
 
   /**
-   * Merges a fresh listing of one backend: versions created elsewhere are adopted as active.
+   * Merges a fresh listing of one backend: versions created elsewhere are adopted as active
+   * (another writer may have used them: they count as written until now).
    * Returns whether anything changed.
    */
   adoptListed(backend: string, listed: readonly KeyVersionInfo[], now: Date): boolean {
     const merged = reconcileBackend(backend, this.#state.backends[backend], listed, now);
     if (merged === undefined || !merged.changed) return false;
     this.#state.backends[backend] = structuredClone(merged.backend);
+    markWriteEnded(this.#state.backends[backend], now);
     this.#snapshot = this.#derive();
     return true;
   }
@@ -174,4 +193,10 @@ export class KeyRegistry {
       throw new BrokerError('KEY_MISSING', 'no backend of the failover order has a known key version yet');
     return { keyId: deriveKeyId(writeKeys, this.#state.generation), wrap, writeKeys };
   }
+}
+
+/** Gives every version that does not write, and does not say since when, `now`. */
+function markWriteEnded(entry: BrokerState['backends'][string], now: Date): void {
+  for (const version of entry.versions)
+    if (version.version !== entry.writeVersion) version.writeEndedAt ??= now.toISOString();
 }

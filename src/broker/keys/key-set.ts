@@ -13,6 +13,8 @@ import type { BrokerState, FailoverSetting, StoredVersion, ThinSeed } from '../s
 import type { StateStore } from '../state/state-store.ts';
 import type { KeyRegistry, WriteSnapshot } from './key-registry.ts';
 import type { SerialQueue } from './serial-queue.ts';
+import type { UsageScan } from '../usage-scan.ts';
+import { judgeVersion, refusalFor, type VersionJudgement } from './retirement.ts';
 import type { UsageLog } from './usage.ts';
 
 export interface KeySetDeps {
@@ -29,6 +31,9 @@ export interface KeySetDeps {
 }
 
 export type VersionState = StoredVersion['state'];
+
+/** How far ahead of this node's clock a scan's start may be (the scanning host's clock). */
+const MAX_CLOCK_SKEW_MS = 60_000;
 
 export class KeySet {
   readonly #deps: KeySetDeps;
@@ -91,7 +96,7 @@ export class KeySet {
 
   /**
    * Retires a version: it no longer unwraps. Refused while it is a write version, and,
-   * unless forced, while a Decrypt needed it within the retirement window.
+   * unless forced, while the newest usage scan does not show that no stored object needs it.
    */
   retire(
     backendName: string,
@@ -100,25 +105,51 @@ export class KeySet {
   ): Promise<{ before: VersionState; after: VersionState }> {
     return this.#deps.queue.run(async () => {
       const version = this.#knownVersion(backendName, versionName);
-      if (this.#registry.writeVersion(backendName)?.version === versionName) {
-        throw new BrokerError(
-          'VERSION_IN_USE',
-          `version ${versionName} is the write version of backend ${backendName}; rotate before retiring it`,
-        );
-      }
-      const { lastDecryptAt } = this.#deps.usage.view(backendName, version);
-      const windowMs = this.#deps.config.retirement.idleWindowMs;
-      const recentlyNeeded =
-        lastDecryptAt !== undefined && this.#deps.now().getTime() - Date.parse(lastDecryptAt) < windowMs;
-      if (!options.force && recentlyNeeded) {
-        throw new BrokerError(
-          'VERSION_IN_USE',
-          `version ${versionName} of backend ${backendName} was needed by a Decrypt at ${lastDecryptAt}, within the retirement window of ${windowMs} ms; rewrite the data under it first, or force`,
-        );
-      }
+      const judgement = this.judge(backendName, version);
+      const refusal = refusalFor(judgement, this.#registry.lastScan());
+      if (refusal !== undefined && (judgement.stage === 'write' || !options.force)) throw refusal;
       const before = version.state;
       await this.#commit(() => this.#registry.setVersionState(backendName, versionName, 'retired'));
       return { before, after: 'retired' as const };
+    });
+  }
+
+  /** What stored data needs of a version, by the newest usage scan. */
+  judge(backendName: string, version: StoredVersion): VersionJudgement {
+    return judgeVersion({
+      backend: backendName,
+      version,
+      isWriteVersion: this.#registry.writeVersion(backendName)?.version === version.version,
+      lastScan: this.#registry.lastScan(),
+      readable: (backend, name) =>
+        this.#deps.backends.has(backend) && this.#registry.version(backend, name)?.state === 'active',
+      scanAfterWriteMs: this.#deps.config.retirement.scanAfterWriteMs,
+      now: this.#deps.now(),
+    });
+  }
+
+  lastScan(): UsageScan | undefined {
+    return this.#registry.lastScan();
+  }
+
+  /** Keeps a usage scan as the evidence retirement is judged by; an older one is refused. */
+  recordScan(scan: UsageScan): Promise<void> {
+    return this.#deps.queue.run(async () => {
+      // A scan dated later than it ran would count as evidence for writes it never saw.
+      if (Date.parse(scan.scannedAt) > this.#deps.now().getTime() + MAX_CLOCK_SKEW_MS) {
+        throw new BrokerError(
+          'INVALID_REQUEST',
+          `scannedAt ${scan.scannedAt} is in the future by this node's clock; check the clocks of the scanning host and this node (NTP)`,
+        );
+      }
+      const kept = this.#registry.lastScan();
+      if (kept !== undefined && Date.parse(kept.scannedAt) > Date.parse(scan.scannedAt)) {
+        throw new BrokerError(
+          'SCAN_OUTDATED',
+          `a newer usage scan (${kept.scannedAt}, etcd revision ${kept.revision}) is already recorded; this one (${scan.scannedAt}) is not kept`,
+        );
+      }
+      await this.#commit(() => this.#registry.setLastScan(scan));
     });
   }
 

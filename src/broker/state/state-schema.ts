@@ -7,6 +7,7 @@ import { Ajv } from 'ajv';
 import { backendNameSchema, MAX_BACKENDS, wrapModeSchema } from '../../backends/config-schema.ts';
 import { describeSchemaErrors } from '../../config/schema-errors.ts';
 import { BrokerError } from '../../errors.ts';
+import { usageScanSchema } from '../usage-scan.ts';
 
 const versionSchema = Type.Object(
   {
@@ -17,6 +18,11 @@ const versionSchema = Type.Object(
     /** When a Decrypt last needed this version (flushed periodically, not per call). */
     lastDecryptAt: Type.Optional(Type.String({ minLength: 1 })),
     decryptCount: Type.Optional(Type.Integer({ minimum: 0 })),
+    /**
+     * When it stopped being its backend's write version. Apiservers may go on writing under it
+     * until they re-seed, so only a usage scan from some time after this proves what needs it.
+     */
+    writeEndedAt: Type.Optional(Type.String({ minLength: 1 })),
   },
   { additionalProperties: false },
 );
@@ -69,6 +75,8 @@ const stateSchema = Type.Object(
      * restart; the newest MAX_THIN_SEEDS are kept.
      */
     thinSeeds: Type.Optional(Type.Array(thinSeedSchema, { maxItems: MAX_THIN_SEEDS })),
+    /** The newest usage scan of the cluster's etcd: the evidence retirement is judged by. */
+    lastScan: Type.Optional(usageScanSchema),
   },
   { additionalProperties: false },
 );
