@@ -380,6 +380,9 @@ const SERVED_OPERATIONS = [
   'POST /v1/backends/{name}/versions/{version}/restore',
   'GET /v1/failover',
   'PUT /v1/failover',
+  'POST /v1/usage/scans',
+  'GET /v1/usage',
+  'GET /v1/rotation',
 ];
 
 function operations(document: OpenApiDocument): [string, string, OpenApiOperation][] {
@@ -429,7 +432,7 @@ describe('admin API of a running broker', () => {
   let kms: KmsV2Client;
   /** Scans must begin after each other: each a millisecond after the last at least. */
   let lastScanAt = 0;
-  const scanAt = () => new Date((lastScanAt = Math.max(Date.now() + 1000, lastScanAt + 1)));
+  const scanAt = () => new Date((lastScanAt = Math.max(Date.now(), lastScanAt + 1)));
 
   before(async () => {
     token = createToken();
@@ -539,11 +542,16 @@ describe('admin API of a running broker', () => {
       assert.equal((await kms.status()).key_id, results.find(result => result.version === newest)?.keyId);
     });
 
-    it('retires a version no Decrypt needed, so its data no longer decrypts, and restores it', async () => {
-      // A fresh version, so that no earlier Decrypt needed it.
+    it('retires a version a scan shows unneeded, so its data no longer decrypts, and restores it', async () => {
       await rotate();
       const item = await encryptOne(kms);
-      await rotate();
+      const newest = await rotate();
+      // The scan saw the stored data under the newest version only (as after a migration).
+      await recordScan(
+        admin,
+        config.adminToken,
+        usageScan(scanAt(), [[{ backend: 'hsm', version: newest.version }, 1]]),
+      );
       const retired = json<VersionStateBody>(await versionAction(item.keyVersion, 'retire'));
       assert.deepEqual(retired, {
         backend: 'hsm',
@@ -1267,11 +1275,22 @@ describe('admin changes across restarts', () => {
     }
   }
 
-  it('keeps a rotation and a retirement made through the API across a restart', async () => {
-    const config = writeConfig(token, twoBackends('persist'));
+  it('keeps a rotation, a usage scan and a retirement made through the API across a restart', async () => {
+    const config = writeConfig(token, { ...twoBackends('persist'), retirement: { scanAfterWriteMs: 0 } });
     const before = await serving(config, async (_broker, admin, kms) => {
       const old = await encryptOne(kms);
       const rotated = json<RotateBody>(await admin.post('/v1/backends/hsm/rotate', config.adminToken));
+      // Stored data under hsm's version 1 is also wrapped by hsm2's version 1, which stays readable.
+      const scan = usageScan(new Date(Date.now() + 1000), [
+        [
+          [
+            { backend: 'hsm', version: old.keyVersion },
+            { backend: 'hsm2', version: '1' },
+          ],
+          1,
+        ],
+      ]);
+      await recordScan(admin, config.adminToken, scan);
       json<VersionStateBody>(
         await admin.post(`/v1/backends/hsm/versions/${old.keyVersion}/retire`, config.adminToken),
       );
@@ -1283,10 +1302,14 @@ describe('admin changes across restarts', () => {
         ],
         hsm2: [['1', 'write']],
       });
-      return { old, rotated, keys };
+      return { old, rotated, keys, scan };
     });
     await serving(config, async (_broker, admin, kms) => {
       assert.deepEqual(roles(json<KeysBody>(await admin.get('/v1/keys', config.viewerToken))), before.keys);
+      assert.deepEqual(
+        json<{ lastScan: unknown }>(await admin.get('/v1/usage', config.viewerToken)).lastScan,
+        before.scan,
+      );
       assert.equal((await kms.status()).key_id, before.rotated.keyId);
       assert.equal(
         json<StatusBody>(await admin.get('/v1/status', config.viewerToken)).keyId,
