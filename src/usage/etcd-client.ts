@@ -156,7 +156,7 @@ function parseEndpoint(url: string): Endpoint {
 }
 
 function tlsCredentials(files: EtcdTlsFiles): grpc.ChannelCredentials {
-  const ca = readTlsFile('--etcd-cacert', files.caFile, 'the CA that signed etcd's serving certificate');
+  const ca = readTlsFile('--etcd-cacert', files.caFile, "the CA that signed etcd's serving certificate");
   const cert = readTlsFile('--etcd-cert', files.certFile, 'a client certificate etcd trusts');
   const key = readTlsFile('--etcd-key', files.keyFile, 'the private key of --etcd-cert');
   try {
