@@ -366,6 +366,35 @@ describe('kms-broker usage against an etcd that serves TLS', () => {
   });
 });
 
+describe('kms-broker usage flags', () => {
+  it('exits 1 on a bad flag value before reading anything, naming the flag', async () => {
+    for (const [args, message] of [
+      [['--rate', '0'], /INVALID_REQUEST: --rate: '0' must be/],
+      [['--page-size', '2.5'], /INVALID_REQUEST: --page-size: '2.5' must be/],
+      [['--prefix', 'registry'], /INVALID_REQUEST: --prefix: 'registry' must start and end with \//],
+      [['--etcd-endpoints', 'ftp://x'], /INVALID_REQUEST: --etcd-endpoints: 'ftp:\/\/x' must be https/],
+    ] as const) {
+      const run = await usage([
+        ...args,
+        '--no-record',
+        '--etcd-endpoints',
+        args[0] === '--etcd-endpoints' ? args[1] : 'http://127.0.0.1:1',
+      ]);
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(run.stderr, message);
+    }
+  });
+
+  it('exits 1 before scanning when it is to record but is not told where the broker is', async () => {
+    const run = await usage(['--etcd-endpoints', 'http://127.0.0.1:1']);
+    assert.equal(run.code, 1);
+    assert.match(
+      run.stderr,
+      /say where the admin API listens: --admin, KMS_BROKER_ADMIN or --config, or pass --no-record/,
+    );
+  });
+});
+
 function range<T>(count: number, make: (index: number) => T): T[] {
   return Array.from({ length: count }, (_, index) => make(index));
 }
