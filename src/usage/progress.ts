@@ -22,7 +22,7 @@ function barView(stream: NodeJS.WriteStream): ProgressView {
       format:
         'scanning etcd |{bar}| {percentage}% {value}/{total} values, revision {revision}, ETA {eta_formatted}',
       hideCursor: true,
-      clearOnComplete: true,
+      clearOnComplete: false,
       etaBuffer: 50,
     },
     cliProgress.Presets.shades_classic,
