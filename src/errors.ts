@@ -115,6 +115,24 @@ export const errorCatalog = {
     title: 'Socket is served by another process',
   },
   SOCKET_PATH_INVALID: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'Socket path is not usable' },
+  // `kms-broker usage` reading the cluster's etcd; these never travel over gRPC or HTTP.
+  ETCD_UNREACHABLE: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'etcd could not be reached' },
+  ETCD_AUTH_FAILED: {
+    grpc: GrpcCode.UNAUTHENTICATED,
+    http: 500,
+    title: 'etcd refused the client certificate, or its own was not trusted',
+  },
+  ETCD_TLS_FILE_UNREADABLE: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'An etcd TLS file could not be read',
+  },
+  ETCD_REVISION_COMPACTED: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 409,
+    title: "The scan's etcd revision was compacted before it finished",
+  },
+  ETCD_READ_FAILED: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'etcd failed a read' },
   INTERNAL: { grpc: GrpcCode.INTERNAL, http: 500, title: 'Internal error' },
 } as const satisfies Record<string, CatalogEntry>;
 

@@ -94,6 +94,20 @@ export function checkWrapsBelongTogether(envelopes: readonly ParsedEnvelope[]): 
   }
 }
 
+/**
+ * The wraps of a KMS v2 envelope beyond the first, each in the annotation named after its own
+ * backend; other annotations are not the broker's and are left alone.
+ */
+export function annotationWraps(annotations: Readonly<Record<string, Buffer>>): ParsedEnvelope[] {
+  return Object.entries(annotations).flatMap(([key, value]) => {
+    if (!key.endsWith(WRAP_ANNOTATION_SUFFIX)) return [];
+    const envelope = decodeEnvelope(value);
+    if (`${envelope.header.backend}${WRAP_ANNOTATION_SUFFIX}` !== key)
+      throw malformed(`annotation ${key} carries a wrap of another backend`);
+    return [envelope];
+  });
+}
+
 /** Serializes a header and returns the AAD that a wrap under it must bind. */
 export function headerAad(header: WrapHeader): Buffer {
   const fields = [

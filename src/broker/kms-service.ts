@@ -8,6 +8,7 @@ import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { BackendCalls } from './backend-calls.ts';
 import {
+  annotationWraps,
   bindingFor,
   checkWrapsBelongTogether,
   commitsTo,
@@ -224,17 +225,6 @@ export function createKmsService(deps: KmsServiceDeps): KmsService {
         return wraps.map(wrap => decodeEnvelope(wrap));
       }, context),
   };
-}
-
-/** The wraps beyond the first, each in the annotation named after its own backend. */
-function annotationWraps(annotations: Readonly<Record<string, Buffer>>): ParsedEnvelope[] {
-  return Object.entries(annotations).flatMap(([key, value]) => {
-    if (!key.endsWith(WRAP_ANNOTATION_SUFFIX)) return [];
-    const envelope = decodeEnvelope(value);
-    if (`${envelope.header.backend}${WRAP_ANNOTATION_SUFFIX}` !== key)
-      throw new BrokerError('INVALID_CIPHERTEXT', `annotation ${key} carries a wrap of another backend`);
-    return [envelope];
-  });
 }
 
 function firstError(results: readonly PromiseSettledResult<unknown>[]): BrokerError {

@@ -9,6 +9,7 @@ import { VERSION } from '../version.ts';
 import { UnreachableError } from './admin-client.ts';
 import type { OutputOptions } from './admin-commands.ts';
 import type { EncryptionConfigOptions } from './encryption-config.ts';
+import { USAGE_DESCRIPTION, withUsageOptions, type UsageOptions } from './usage-options.ts';
 
 // Commands load their modules when they run: `kms-broker keys` need not load the HSM,
 // Vault and gRPC stacks that `serve` needs, so scripts get answers fast.
@@ -149,6 +150,10 @@ adminCommand('restore', 'undo a retirement')
   .action(async (backend: string, version: string, options: OutputOptions) =>
     (await commands()).versionStateCommand('restore', backend, version, options),
   );
+
+withUsageOptions(adminCommand('usage', USAGE_DESCRIPTION)).action(async (options: UsageOptions) => {
+  process.exitCode = await (await import('./usage.ts')).usageCommand(options);
+});
 
 const failover = program.command('failover').description('read or change the failover order');
 withAdminOptions(

@@ -11,7 +11,7 @@ const root = new protobuf.Root().loadSync(
   { keepCase: true },
 );
 
-const WRAP_SET_MAGIC = Buffer.from('kbr\x02', 'latin1');
+export const WRAP_SET_MAGIC = Buffer.from('kbr\x02', 'latin1');
 const WrapSetType = root.lookupType('kmsbroker.envelope.v1.WrapSet');
 const MAX_WRAPS = 16;
 

@@ -1,0 +1,93 @@
+// Reads every key under a prefix in pages, all at one revision (the one the first page was
+// served at), so the scan is a consistent snapshot however long it takes, and no faster than
+// `rate` values a second, so a scan never competes with the apiserver for etcd.
+import { setTimeout as delay } from 'node:timers/promises';
+import { BrokerError } from '../errors.ts';
+import { PageTooLarge, type EtcdClient } from './etcd-client.ts';
+
+export interface PagedReadOptions {
+  readonly prefix: Buffer;
+  readonly pageSize: number;
+  /** Values a second at most. */
+  readonly rate: number;
+  /** Called with each page, in key order. */
+  readonly onPage: (
+    kvs: readonly { readonly key: Buffer; readonly value: Buffer }[],
+    progress: Progress,
+  ) => void;
+  readonly now?: () => number;
+  readonly wait?: (ms: number) => Promise<unknown>;
+}
+
+export interface Progress {
+  readonly read: number;
+  /** Keys under the prefix at the scan's revision. */
+  readonly total: number;
+  readonly revision: string;
+}
+
+export interface PagedReadResult {
+  readonly revision: string;
+  readonly read: number;
+}
+
+/** Returns the revision the scan read at and how many values it read. */
+export async function readPrefix(client: EtcdClient, options: PagedReadOptions): Promise<PagedReadResult> {
+  const now = options.now ?? (() => performance.now());
+  const wait = options.wait ?? delay;
+  const rangeEnd = prefixEnd(options.prefix);
+  // One page never holds more than a second's worth of values.
+  let limit = Math.max(1, Math.min(options.pageSize, Math.floor(options.rate)));
+  const started = now();
+  let key = options.prefix;
+  let revision = '0';
+  let total = 0;
+  let read = 0;
+  // Pages are bounded: every page advances past at least one key, and the keys at one
+  // revision are finite; the guard only stops a server that answers "more" forever.
+  for (let page = 0; ; page++) {
+    if (page > 0 && page > total + 1)
+      throw new BrokerError(
+        'ETCD_READ_FAILED',
+        'etcd kept answering that more keys follow; stopped the scan',
+      );
+    const due = started + (read / options.rate) * 1000 - now();
+    if (due > 0) await wait(due);
+    let response;
+    try {
+      response = await client.range({ key, rangeEnd, limit, revision });
+    } catch (error) {
+      // A page over the receive limit (large objects): ask for fewer keys, down to one.
+      if (error instanceof PageTooLarge && limit > 1) {
+        limit = Math.max(1, Math.floor(limit / 2));
+        page--;
+        continue;
+      }
+      if (error instanceof PageTooLarge)
+        throw new BrokerError('ETCD_READ_FAILED', 'a single stored value exceeds the 64 MiB a page may hold');
+      throw error;
+    }
+    if (revision === '0') {
+      revision = response.revision;
+      total = response.count;
+    }
+    read += response.kvs.length;
+    options.onPage(response.kvs, { read, total: Math.max(total, read), revision });
+    const last = response.kvs.at(-1);
+    if (!response.more || last === undefined) return { revision, read };
+    key = Buffer.concat([last.key, Buffer.from([0])]);
+  }
+}
+
+/** etcd's "every key with this prefix": the prefix with its last byte below 0xff incremented. */
+export function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let index = end.length - 1; index >= 0; index--) {
+    if ((end[index] as number) < 0xff) {
+      end[index] = (end[index] as number) + 1;
+      return end.subarray(0, index + 1);
+    }
+  }
+  // Only 0xff bytes: every key from the prefix on ("\0" is etcd's "to the end").
+  return Buffer.from([0]);
+}
