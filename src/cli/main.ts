@@ -9,7 +9,7 @@ import { VERSION } from '../version.ts';
 import { UnreachableError } from './admin-client.ts';
 import type { OutputOptions } from './admin-commands.ts';
 import type { EncryptionConfigOptions } from './encryption-config.ts';
-import { USAGE_DESCRIPTION, withUsageOptions, type UsageOptions } from './usage-options.ts';
+import { etcdFromConfig, USAGE_DESCRIPTION, withUsageOptions, type UsageOptions } from './usage-options.ts';
 
 // Commands load their modules when they run: `kms-broker keys` need not load the HSM,
 // Vault and gRPC stacks that `serve` needs, so scripts get answers fast.
@@ -151,9 +151,11 @@ adminCommand('restore', 'undo a retirement')
     (await commands()).versionStateCommand('restore', backend, version, options),
   );
 
-withUsageOptions(adminCommand('usage', USAGE_DESCRIPTION)).action(async (options: UsageOptions) => {
-  process.exitCode = await (await import('./usage.ts')).usageCommand(options);
-});
+withUsageOptions(adminCommand('usage', USAGE_DESCRIPTION)).action(
+  async (options: UsageOptions, command: Command) => {
+    process.exitCode = await (await import('./usage.ts')).usageCommand(etcdFromConfig(options, command));
+  },
+);
 
 const failover = program.command('failover').description('read or change the failover order');
 withAdminOptions(

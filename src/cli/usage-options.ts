@@ -1,6 +1,7 @@
 // The flags of `kms-broker usage`, kept apart from the command so that registering it loads
 // neither gRPC nor the scanner. Defaults are where kubeadm puts etcd and its client files.
 import type { Command } from 'commander';
+import { readConfigFile } from '../config/load.ts';
 import type { OutputOptions } from './admin-commands.ts';
 
 export interface UsageOptions extends OutputOptions {
@@ -40,4 +41,26 @@ export function withUsageOptions(command: Command): Command {
       'after',
       '\nNever writes to etcd and never decrypts: it reads how each value is stored. Without TLS files for\nhttp:// endpoints. The result is recorded with POST /v1/usage/scans (admin token); retirement\nof a key version is judged against the latest recorded scan.\n',
     );
+}
+
+/**
+ * The options with every etcd setting the flags left at its default taken from the broker
+ * config's `etcd` section, when --config names one: flags, then the config, then kubeadm's paths.
+ */
+export function etcdFromConfig<T extends UsageOptions>(options: T, command: Command): T {
+  const etcd = options.config === undefined ? undefined : readConfigFile(options.config).etcd;
+  if (etcd === undefined) return options;
+  const fromConfig: Partial<Record<keyof UsageOptions, string | undefined>> = {
+    etcdEndpoints: etcd.endpoints.join(','),
+    etcdCacert: etcd.caFile,
+    etcdCert: etcd.certFile,
+    etcdKey: etcd.keyFile,
+    prefix: etcd.prefix,
+  };
+  const merged = { ...options };
+  for (const [key, value] of Object.entries(fromConfig)) {
+    if (value !== undefined && command.getOptionValueSource(key) === 'default')
+      Object.assign(merged, { [key]: value });
+  }
+  return merged;
 }

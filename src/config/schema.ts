@@ -88,6 +88,26 @@ export const configSchema = Type.Object(
       },
       { ...strict, default: {} },
     ),
+    /**
+     * The cluster's etcd, for `kms-broker usage` and `rotate --complete` (read-only scans);
+     * their flags override it. The broker itself never talks to etcd, so `serve` does not
+     * read these files: the scan does, and names any it cannot.
+     */
+    etcd: Type.Optional(
+      Type.Object(
+        {
+          endpoints: Type.Array(Type.String({ pattern: '^https?://', maxLength: 256 }), {
+            minItems: 1,
+            maxItems: 16,
+          }),
+          caFile: Type.Optional(Type.String({ minLength: 1 })),
+          certFile: Type.Optional(Type.String({ minLength: 1 })),
+          keyFile: Type.Optional(Type.String({ minLength: 1 })),
+          prefix: Type.Optional(Type.String({ pattern: '^/.*/$', maxLength: 256 })),
+        },
+        strict,
+      ),
+    ),
     /** The legacy KMS v1beta1 service on the same socket (clusters still on, or leaving, KMS v1). */
     kmsV1: Type.Object({ enabled: Type.Boolean({ default: true }) }, { ...strict, default: {} }),
     retirement: Type.Object(
