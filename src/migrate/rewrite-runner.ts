@@ -52,6 +52,8 @@ interface KubeList {
 }
 
 const DEFAULT_ATTEMPTS = 8;
+/** Expired continue tokens tolerated in one run (each restarts the list) before giving up. */
+const MAX_EXPIRATIONS = 20;
 const RETRYABLE = new Set([429, 500, 502, 503, 504]);
 
 const realSleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms));
@@ -92,6 +94,7 @@ export async function rewriteResource(
   let lastDone = start?.lastDone;
   let total = resumedFrom;
   const counts = { rewritten: 0, gone: 0, conflicts: 0 };
+  let expirations = 0;
 
   const save = (done: boolean) =>
     hooks.save({
@@ -135,7 +138,7 @@ export async function rewriteResource(
     const query = new URLSearchParams({ limit: String(options.pageSize) });
     if (pageContinue !== '') query.set('continue', pageContinue);
     const response = await api.request('GET', `${resource.listPath}?${query.toString()}`);
-    if (response.status === 410 && pageContinue !== '') {
+    if (response.status === 410 && pageContinue !== '' && expirations++ < MAX_EXPIRATIONS) {
       // The continue token expired (etcd compacted past it): list from the start again and
       // skip, by list order, everything up to the last object done.
       pageContinue = '';
