@@ -92,7 +92,8 @@ function send(
   body: unknown,
   tlsOptions: https.RequestOptions,
 ): Promise<KubeResponse> {
-  const url = new URL(path, `${server}/`);
+  // Appended, not resolved: a server URL may carry a path prefix (an API proxy).
+  const url = new URL(`${server}${path}`);
   const payload = body === undefined ? undefined : JSON.stringify(body);
   const headers: Record<string, string | number> = {
     ...(tlsOptions.headers as Record<string, string> | undefined),
