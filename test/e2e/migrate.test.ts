@@ -189,6 +189,16 @@ describe('kms-broker migrate on kube-apiserver 1.37 with kube-controller-manager
     assert.match(human.stdout, /^already migrated: .*nothing to do/);
   });
 
+  step('a second rotation gets a new StorageVersionMigration (the controller now warm)', async () => {
+    const keyId = await rotate();
+    const result = await migrated();
+    const secrets = result.resources[0];
+    assert.equal(secrets?.mode, 'svm');
+    assert.equal(secrets.status, 'migrated');
+    throughput('SVM, second run on a warm kube-controller-manager', secrets, SECRETS);
+    await assertAllUnder(keyId);
+  });
+
   step('--mode rewrite re-encrypts through paged no-op updates', async () => {
     const keyId = await rotate();
     const result = await migrated('--mode', 'rewrite', '--rate', '0');
@@ -232,6 +242,9 @@ describe('kms-broker migrate on kube-apiserver 1.37 with kube-controller-manager
 
     const result = await migrated('--mode', 'rewrite', '--rate', '0');
     const secrets = result.resources[0];
+    console.log(
+      `# killed after ${left.rewritten} of ${SECRETS} (${doneBefore.length} under the new key_id in etcd); the rerun rewrote ${secrets?.rewritten}`,
+    );
     assert.equal(secrets?.resumedFrom, left.rewritten);
     assert.equal(
       secrets.rewritten,
