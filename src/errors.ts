@@ -133,6 +133,28 @@ export const errorCatalog = {
     title: "The scan's etcd revision was compacted before it finished",
   },
   ETCD_READ_FAILED: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'etcd failed a read' },
+  // `kms-broker migrate`: the command line's own failures; never over gRPC.
+  KUBECONFIG_INVALID: {
+    grpc: GrpcCode.INVALID_ARGUMENT,
+    http: 400,
+    title: 'The kubeconfig cannot be used',
+  },
+  KUBE_API_ERROR: {
+    grpc: GrpcCode.UNAVAILABLE,
+    http: 502,
+    title: 'The Kubernetes API refused or failed a call',
+  },
+  RESEED_TIMEOUT: {
+    grpc: GrpcCode.DEADLINE_EXCEEDED,
+    http: 504,
+    title: "An apiserver has not picked up the broker's key_id",
+  },
+  MIGRATION_FAILED: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'A storage migration failed' },
+  MIGRATION_STATE_CORRUPT: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'The migration state file cannot be used',
+  },
   INTERNAL: { grpc: GrpcCode.INTERNAL, http: 500, title: 'Internal error' },
 } as const satisfies Record<string, CatalogEntry>;
 

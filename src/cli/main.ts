@@ -2,7 +2,7 @@
 // The kms-broker command line: serve and verify on the KMS socket, encryption-config from the
 // config file; everything else over the admin API. Exit codes: 0 done, 1 refused or failed,
 // 2 usage, 3 broker unreachable, 4 (serve) no restart can mend it, 5 (status) serving but
-// degraded.
+// degraded, 6 (migrate) the apiservers have not picked up the key_id yet.
 import { Command, CommanderError, Option } from 'commander';
 import { toBrokerError, type BrokerError, type ErrorCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
@@ -10,6 +10,7 @@ import { UnreachableError } from './admin-client.ts';
 import type { OutputOptions } from './admin-commands.ts';
 import type { EncryptionConfigOptions } from './encryption-config.ts';
 import { etcdFromConfig, USAGE_DESCRIPTION, withUsageOptions, type UsageOptions } from './usage-options.ts';
+import type { MigrateOptions } from './migrate.ts';
 
 // Commands load their modules when they run: `kms-broker keys` need not load the HSM,
 // Vault and gRPC stacks that `serve` needs, so scripts get answers fast.
@@ -156,6 +157,30 @@ withUsageOptions(adminCommand('usage', USAGE_DESCRIPTION)).action(
     process.exitCode = await (await import('./usage.ts')).usageCommand(etcdFromConfig(options, command));
   },
 );
+adminCommand('migrate', "re-encrypt stored data under the broker's current key_id (Kubernetes API)")
+  .option('--kubeconfig <file>', 'default: $KUBECONFIG, /etc/kubernetes/admin.conf, ~/.kube/config')
+  .option('--resources <list>', 'comma-separated resources, e.g. secrets,configmaps (default: secrets)')
+  .option(
+    '--encryption-config <file>',
+    "the apiserver's EncryptionConfiguration: its resources written by kms",
+  )
+  .addOption(
+    new Option('--mode <mode>', 'svm: StorageVersionMigration; rewrite: no-op updates; auto: svm if served')
+      .choices(['auto', 'svm', 'rewrite'])
+      .default('auto'),
+  )
+  .option('--rate <objects/s>', 'rewrite: at most this many objects per second (0: no limit)', '100')
+  .option('--page-size <n>', 'rewrite: objects per list page', '250')
+  .option('--apiserver-urls <list>', "apiservers to check for the key_id (default: the kubeconfig's server)")
+  .option('--wait-timeout <s>', 'how long to wait for every apiserver to pick up the key_id', '150')
+  .option('--no-wait', 'do not wait for the apiservers to pick up the key_id')
+  .option('--migration-timeout <s>', 'svm: how long to follow one StorageVersionMigration', '1800')
+  .option('--state-file <file>', 'where progress is kept (default: ~/.cache/kms-broker/migrate-state.json)')
+  .action(async (options: MigrateOptions, command: Command) => {
+    process.exitCode = await (
+      await import('./migrate.ts')
+    ).migrateCommand(options, message => command.error(message, { exitCode: EXIT_USAGE }));
+  });
 
 const failover = program.command('failover').description('read or change the failover order');
 withAdminOptions(

@@ -22,6 +22,8 @@ export interface ApiserverOptions {
   readonly providers?: readonly Provider[];
   /** e.g. 'KMSv1=true'. */
   readonly featureGates?: string;
+  /** e.g. 'storagemigration.k8s.io/v1=false' (an apiserver without the migration API). */
+  readonly runtimeConfig?: string;
 }
 
 export interface ApiResponse {
@@ -42,9 +44,20 @@ export interface Cluster {
   waitForApiserverLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
   /** An authenticated GET on the apiserver (e.g. /healthz/kms-providers). */
   get(path: string): Promise<ApiResponse>;
+  /** The kubeconfig (system:masters token) that kubectl and the controller manager use. */
+  readonly kubeconfig: string;
+  /** The apiserver's URL, https://127.0.0.1:<port>. */
+  readonly server: string;
+  /**
+   * Starts kube-controller-manager with only the controllers StorageVersionMigrations need:
+   * storage-version-migrator-controller and the garbage collector whose object graph it reads.
+   * Resolves when the migrator has started; stopController stops it (by its PID).
+   */
+  startControllerManager(): Promise<KubeProcess>;
+  stopControllerManager(): Promise<void>;
   /** Runs kubectl against the apiserver; resolves with stdout, rejects with stderr. */
   kubectl(args: readonly string[], input?: string): Promise<string>;
-  /** Apiserver first (it ignores SIGTERM while etcd is gone), then etcd, then the files. */
+  /** Controller manager, apiserver (it ignores SIGTERM while etcd is gone), etcd, the files. */
   stop(): Promise<void>;
 }
 
@@ -136,6 +149,12 @@ async function clusterOn(dir: string, etcd: Etcd, credentials: Credentials): Pro
       req.end();
     });
 
+  let controllerManager: KubeProcess | undefined;
+  const stopControllerManager = async () => {
+    await controllerManager?.stop(10_000);
+    controllerManager = undefined;
+  };
+
   const stopApiserver = async () => {
     await apiserver?.stop(30_000);
     apiserver = undefined;
@@ -166,12 +185,41 @@ async function clusterOn(dir: string, etcd: Etcd, credentials: Credentials): Pro
       args.push(`--encryption-provider-config=${encryptionConfig}`);
     }
     if (options.featureGates !== undefined) args.push(`--feature-gates=${options.featureGates}`);
+    if (options.runtimeConfig !== undefined) args.push(`--runtime-config=${options.runtimeConfig}`);
     apiserver = startProcess('kube-apiserver', kubeBinary('kube-apiserver'), args);
     return apiserver;
   };
 
   return {
     etcd,
+    kubeconfig,
+    server,
+    async startControllerManager() {
+      await stopControllerManager();
+      const child = startProcess('kube-controller-manager', kubeBinary('kube-controller-manager'), [
+        `--kubeconfig=${kubeconfig}`,
+        '--controllers=garbage-collector-controller,storage-version-migrator-controller',
+        '--leader-elect=false',
+        '--bind-address=127.0.0.1',
+        `--secure-port=${await freePort()}`,
+        `--cert-dir=${join(dir, 'kcm-certs')}`,
+        '-v=2',
+      ]);
+      controllerManager = child;
+      try {
+        await child.waitForLine(
+          /"Starting" controller="storage-version-migrator-controller"/,
+          READY_TIMEOUT_MS,
+        );
+      } catch (error) {
+        await stopControllerManager();
+        throw new Error(`${String(error)}\n--- kube-controller-manager output ---\n${child.output()}`, {
+          cause: error,
+        });
+      }
+      return child;
+    },
+    stopControllerManager,
     async launchApiserver(options) {
       await launchApiserver(options);
     },
@@ -219,6 +267,7 @@ async function clusterOn(dir: string, etcd: Etcd, credentials: Credentials): Pro
     },
     async stop() {
       try {
+        await stopControllerManager();
         await stopApiserver();
         await etcd.stop();
       } finally {

@@ -26,7 +26,7 @@ function binDir(): string {
 }
 
 /** The path of one built binary; a clear error (never a skip) when the build has not run. */
-export function kubeBinary(name: 'kube-apiserver' | 'kubectl' | 'etcd'): string {
+export function kubeBinary(name: 'kube-apiserver' | 'kube-controller-manager' | 'kubectl' | 'etcd'): string {
   const path = join(binDir(), name);
   if (!existsSync(path))
     throw new Error(
