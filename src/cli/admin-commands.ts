@@ -66,7 +66,8 @@ interface KeysBody {
 /** A refused request, printed as one line: `kms-broker: CODE: detail`. */
 class RequestRefused extends BrokerError {}
 
-async function call(
+/** An admin API request; a refusal throws the broker's problem (code and detail) as a BrokerError. */
+export async function call(
   target: AdminTarget,
   method: string,
   path: string,

@@ -2,15 +2,23 @@
 // The kms-broker command line: serve and verify on the KMS socket, encryption-config from the
 // config file; everything else over the admin API. Exit codes: 0 done, 1 refused or failed,
 // 2 usage, 3 broker unreachable, 4 (serve) no restart can mend it, 5 (status) serving but
-// degraded, 6 (migrate) the apiservers have not picked up the key_id yet.
+// degraded, 6 (migrate, rotate --complete) the apiservers have not picked up the key_id yet.
 import { Command, CommanderError, Option } from 'commander';
 import { toBrokerError, type BrokerError, type ErrorCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { UnreachableError } from './admin-client.ts';
 import type { OutputOptions } from './admin-commands.ts';
 import type { EncryptionConfigOptions } from './encryption-config.ts';
-import { etcdFromConfig, USAGE_DESCRIPTION, withUsageOptions, type UsageOptions } from './usage-options.ts';
+import {
+  etcdFromConfig,
+  USAGE_DESCRIPTION,
+  withEtcdOptions,
+  withUsageOptions,
+  type UsageOptions,
+} from './usage-options.ts';
+import type { RotateCompleteOptions } from './rotate-complete.ts';
 import type { MigrateOptions } from './migrate.ts';
+import { withMigrateOptions } from './migrate-options.ts';
 
 // Commands load their modules when they run: `kms-broker keys` need not load the HSM,
 // Vault and gRPC stacks that `serve` needs, so scripts get answers fast.
@@ -121,18 +129,39 @@ adminCommand('keys', 'key versions per backend, with role and usage').action(asy
   (await commands()).keysCommand(options),
 );
 
-adminCommand('rotate', 'create a new key version and make it the write version (key_id changes)')
+withEtcdOptions(
+  withMigrateOptions(
+    adminCommand('rotate', 'create a new key version and make it the write version (key_id changes)'),
+    { tuning: false },
+  ),
+)
   .argument('[backend]', 'backend to rotate (default: the first in the failover order)')
   .option(
     '--offline',
     'rotate in the backend and state file directly, without a running broker (needs --config)',
   )
+  .option(
+    '--complete',
+    'then wait for the re-seed, migrate, scan etcd, and retire the old version (the other flags are for this)',
+  )
+  .option('--yes', 'with --complete: retire without asking')
   .action(
-    async (backend: string | undefined, options: OutputOptions & { offline?: boolean }, command: Command) => {
+    async (
+      backend: string | undefined,
+      options: OutputOptions & RotateCompleteOptions & { offline?: boolean; complete?: boolean },
+      command: Command,
+    ) => {
+      const usage = (message: string) => command.error(message, { exitCode: EXIT_USAGE });
+      if (options.complete === true) {
+        if (options.offline === true)
+          return usage('error: --complete needs the running broker; drop --offline');
+        process.exitCode = await (
+          await import('./rotate-complete.ts')
+        ).rotateCompleteCommand(backend, etcdFromConfig(options, command), usage);
+        return;
+      }
       if (options.offline !== true) return (await commands()).rotateCommand(backend, options);
-      // command.error prints the message; a thrown CommanderError would exit silently.
-      if (options.config === undefined)
-        return command.error('error: --offline needs --config', { exitCode: EXIT_USAGE });
+      if (options.config === undefined) return usage('error: --offline needs --config');
       return (await import('./rotate.ts')).offlineRotateCommand(options.config, backend);
     },
   );
@@ -140,7 +169,7 @@ adminCommand('rotate', 'create a new key version and make it the write version (
 adminCommand('retire', 'retire a key version: it no longer unwraps (refused while still needed)')
   .argument('<backend>')
   .argument('<version>')
-  .option('--force', 'retire even if a Decrypt needed it recently (audited)')
+  .option('--force', 'retire even without a usage scan showing nothing needs it (audited)')
   .action(async (backend: string, version: string, options: OutputOptions & { force?: boolean }) =>
     (await commands()).versionStateCommand('retire', backend, version, options),
   );
@@ -157,30 +186,14 @@ withUsageOptions(adminCommand('usage', USAGE_DESCRIPTION)).action(
     process.exitCode = await (await import('./usage.ts')).usageCommand(etcdFromConfig(options, command));
   },
 );
-adminCommand('migrate', "re-encrypt stored data under the broker's current key_id (Kubernetes API)")
-  .option('--kubeconfig <file>', 'default: $KUBECONFIG, /etc/kubernetes/admin.conf, ~/.kube/config')
-  .option('--resources <list>', 'comma-separated resources, e.g. secrets,configmaps (default: secrets)')
-  .option(
-    '--encryption-config <file>',
-    "the apiserver's EncryptionConfiguration: its resources written by kms",
-  )
-  .addOption(
-    new Option('--mode <mode>', 'svm: StorageVersionMigration; rewrite: no-op updates; auto: svm if served')
-      .choices(['auto', 'svm', 'rewrite'])
-      .default('auto'),
-  )
-  .option('--rate <objects/s>', 'rewrite: at most this many objects per second (0: no limit)', '100')
-  .option('--page-size <n>', 'rewrite: objects per list page', '250')
-  .option('--apiserver-urls <list>', "apiservers to check for the key_id (default: the kubeconfig's server)")
-  .option('--wait-timeout <s>', 'how long to wait for every apiserver to pick up the key_id', '150')
-  .option('--no-wait', 'do not wait for the apiservers to pick up the key_id')
-  .option('--migration-timeout <s>', 'svm: how long to follow one StorageVersionMigration', '1800')
-  .option('--state-file <file>', 'where progress is kept (default: ~/.cache/kms-broker/migrate-state.json)')
-  .action(async (options: MigrateOptions, command: Command) => {
-    process.exitCode = await (
-      await import('./migrate.ts')
-    ).migrateCommand(options, message => command.error(message, { exitCode: EXIT_USAGE }));
-  });
+withMigrateOptions(
+  adminCommand('migrate', "re-encrypt stored data under the broker's current key_id (Kubernetes API)"),
+  { tuning: true },
+).action(async (options: MigrateOptions, command: Command) => {
+  process.exitCode = await (
+    await import('./migrate.ts')
+  ).migrateCommand(options, message => command.error(message, { exitCode: EXIT_USAGE }));
+});
 
 const failover = program.command('failover').description('read or change the failover order');
 withAdminOptions(

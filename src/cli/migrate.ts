@@ -7,7 +7,7 @@ import { BrokerError, isBrokerError, toBrokerError } from '../errors.ts';
 import { connectKube, findKubeconfig } from '../migrate/kube-client.ts';
 import { barProgress, lineProgress, silentProgress, type Progress } from '../migrate/progress.ts';
 import { MigrateInputError, parseResourceList, resourcesFromEncryptionConfig } from '../migrate/resources.ts';
-import { runMigration, type MigrationResult } from '../migrate/run.ts';
+import { runMigration, type MigrationOptions, type MigrationResult } from '../migrate/run.ts';
 import { defaultStatePath } from '../migrate/state.ts';
 import { request, resolveTarget, UnreachableError, type AdminOptions } from './admin-client.ts';
 
@@ -54,8 +54,33 @@ function urls(list: string): string[] {
     });
 }
 
+/** runMigration's options from the flags; MigrateInputError names a bad one. */
+export function migrationSettings(options: MigrateOptions, signal: AbortSignal): MigrationOptions {
+  if (options.resources !== undefined && options.encryptionConfig !== undefined)
+    throw new MigrateInputError('--resources and --encryption-config: give one of them, not both');
+  const mode = options.mode;
+  if (mode !== 'auto' && mode !== 'svm' && mode !== 'rewrite')
+    throw new MigrateInputError(`--mode ${mode}: must be auto, svm or rewrite`);
+  const resources =
+    options.encryptionConfig !== undefined
+      ? resourcesFromEncryptionConfig(options.encryptionConfig)
+      : parseResourceList(options.resources ?? 'secrets');
+  return {
+    resources,
+    mode,
+    wait: options.wait,
+    waitTimeoutMs: number(options.waitTimeout, '--wait-timeout', 1) * 1000,
+    rate: number(options.rate, '--rate', 0),
+    pageSize: Math.floor(number(options.pageSize, '--page-size', 1)),
+    migrationTimeoutMs: number(options.migrationTimeout, '--migration-timeout', 1) * 1000,
+    statePath: options.stateFile ?? defaultStatePath(),
+    signal,
+    ...(options.apiserverUrls !== undefined && { apiservers: urls(options.apiserverUrls) }),
+  };
+}
+
 /** The broker's current key_id, from the admin API. */
-async function brokerKeyId(options: AdminOptions): Promise<string> {
+export async function brokerKeyId(options: AdminOptions): Promise<string> {
   const target = resolveTarget(options, 'viewer');
   const response = await request(target, 'GET', '/v1/status');
   const body = response.body as { keyId?: unknown; code?: string; detail?: string };
@@ -97,27 +122,7 @@ export async function migrateCommand(
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    if (options.resources !== undefined && options.encryptionConfig !== undefined)
-      throw new MigrateInputError('--resources and --encryption-config: give one of them, not both');
-    const mode = options.mode;
-    if (mode !== 'auto' && mode !== 'svm' && mode !== 'rewrite')
-      throw new MigrateInputError(`--mode ${mode}: must be auto, svm or rewrite`);
-    const resources =
-      options.encryptionConfig !== undefined
-        ? resourcesFromEncryptionConfig(options.encryptionConfig)
-        : parseResourceList(options.resources ?? 'secrets');
-    const migration = {
-      resources,
-      mode,
-      wait: options.wait,
-      waitTimeoutMs: number(options.waitTimeout, '--wait-timeout', 1) * 1000,
-      rate: number(options.rate, '--rate', 0),
-      pageSize: Math.floor(number(options.pageSize, '--page-size', 1)),
-      migrationTimeoutMs: number(options.migrationTimeout, '--migration-timeout', 1) * 1000,
-      statePath: options.stateFile ?? defaultStatePath(),
-      signal: controller.signal,
-      ...(options.apiserverUrls !== undefined && { apiservers: urls(options.apiserverUrls) }),
-    } as const;
+    const migration = migrationSettings(options, controller.signal);
     const kube = await connectKube(findKubeconfig(options.kubeconfig));
     progress =
       options.json === true

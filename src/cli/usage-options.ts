@@ -4,14 +4,22 @@ import type { Command } from 'commander';
 import { readConfigFile } from '../config/load.ts';
 import type { OutputOptions } from './admin-commands.ts';
 
-export interface UsageOptions extends OutputOptions {
+/** Where etcd is and how to reach it. */
+export interface EtcdLocation {
   readonly etcdEndpoints: string;
   readonly etcdCacert: string;
   readonly etcdCert: string;
   readonly etcdKey: string;
   readonly prefix: string;
+}
+
+/** Where etcd is, and the scan's pace. */
+export interface EtcdOptions extends EtcdLocation {
   readonly rate: string;
   readonly pageSize: string;
+}
+
+export interface UsageOptions extends OutputOptions, EtcdOptions {
   /** False with --no-record. */
   readonly record: boolean;
 }
@@ -19,7 +27,8 @@ export interface UsageOptions extends OutputOptions {
 export const USAGE_DESCRIPTION =
   'read-only scan of etcd: which key versions stored data needs; recorded in the broker (exit 3: scanned, not recorded)';
 
-export function withUsageOptions(command: Command): Command {
+/** Where etcd is and how to reach it: `usage`, and the scan of `rotate --complete`. */
+export function withEtcdOptions(command: Command): Command {
   return command
     .option('--etcd-endpoints <urls>', 'etcd client URLs, comma-separated', 'https://127.0.0.1:2379')
     .option('--etcd-cacert <file>', "CA of etcd's serving certificate", '/etc/kubernetes/pki/etcd/ca.crt')
@@ -33,9 +42,16 @@ export function withUsageOptions(command: Command): Command {
       '--prefix <prefix>',
       "the apiserver's etcd prefix (--etcd-prefix) with a trailing /",
       '/registry/',
-    )
-    .option('--rate <values>', 'values read per second at most', '2000')
-    .option('--page-size <values>', 'values per etcd read', '500')
+    );
+}
+
+/** Defaults of the scan's pace, which `rotate --complete` does not offer as flags. */
+export const SCAN_DEFAULTS = { rate: '2000', pageSize: '500' } as const;
+
+export function withUsageOptions(command: Command): Command {
+  return withEtcdOptions(command)
+    .option('--rate <values>', 'values read per second at most', SCAN_DEFAULTS.rate)
+    .option('--page-size <values>', 'values per etcd read', SCAN_DEFAULTS.pageSize)
     .option('--no-record', 'print the report only; do not record it in the broker')
     .addHelpText(
       'after',
@@ -47,10 +63,13 @@ export function withUsageOptions(command: Command): Command {
  * The options with every etcd setting the flags left at its default taken from the broker
  * config's `etcd` section, when --config names one: flags, then the config, then kubeadm's paths.
  */
-export function etcdFromConfig<T extends UsageOptions>(options: T, command: Command): T {
+export function etcdFromConfig<T extends EtcdLocation & { readonly config?: string | undefined }>(
+  options: T,
+  command: Command,
+): T {
   const etcd = options.config === undefined ? undefined : readConfigFile(options.config).etcd;
   if (etcd === undefined) return options;
-  const fromConfig: Partial<Record<keyof UsageOptions, string | undefined>> = {
+  const fromConfig: Record<keyof EtcdLocation, string | undefined> = {
     etcdEndpoints: etcd.endpoints.join(','),
     etcdCacert: etcd.caFile,
     etcdCert: etcd.certFile,

@@ -9,7 +9,7 @@ import { reportSections, type ConfiguredBackends } from '../usage/report.ts';
 import { scanUsage } from '../usage/scan.ts';
 import { request, resolveTarget, type AdminTarget } from './admin-client.ts';
 import { table } from './table.ts';
-import type { UsageOptions } from './usage-options.ts';
+import type { EtcdOptions, UsageOptions } from './usage-options.ts';
 
 const EXIT_NOT_RECORDED = 3;
 const MAX_RATE = 1_000_000;
@@ -20,18 +20,7 @@ export async function usageCommand(options: UsageOptions): Promise<number> {
   const settings = checkedSettings(options);
   // Settings that can only be wrong are refused before a scan that may take minutes.
   const target = adminTarget(options);
-  const client = createEtcdClient({
-    endpoints: settings.endpoints,
-    tls: { caFile: options.etcdCacert, certFile: options.etcdCert, keyFile: options.etcdKey },
-  });
-  const progress = progressView(process.stderr);
-  let scan: UsageScan;
-  try {
-    scan = await scanUsage(client, { ...settings, onProgress: update => progress.update(update) });
-  } finally {
-    progress.stop();
-    client.close();
-  }
+  const scan = await scanEtcd(options, settings);
   const configured = await configuredBackends(target);
   const text = options.json === true ? `${JSON.stringify(scan, null, 2)}\n` : render(scan, configured);
   process.stdout.write(text);
@@ -43,6 +32,24 @@ export async function usageCommand(options: UsageOptions): Promise<number> {
   return 0;
 }
 
+/** Reads etcd with the options' settings, showing progress on stderr. */
+export async function scanEtcd(
+  options: EtcdOptions,
+  settings = checkedSettings(options),
+): Promise<UsageScan> {
+  const client = createEtcdClient({
+    endpoints: settings.endpoints,
+    tls: { caFile: options.etcdCacert, certFile: options.etcdCert, keyFile: options.etcdKey },
+  });
+  const progress = progressView(process.stderr);
+  try {
+    return await scanUsage(client, { ...settings, onProgress: update => progress.update(update) });
+  } finally {
+    progress.stop();
+    client.close();
+  }
+}
+
 interface Settings {
   readonly endpoints: string[];
   readonly prefix: string;
@@ -50,7 +57,7 @@ interface Settings {
   readonly pageSize: number;
 }
 
-function checkedSettings(options: UsageOptions): Settings {
+function checkedSettings(options: EtcdOptions): Settings {
   const endpoints = options.etcdEndpoints
     .split(',')
     .map(endpoint => endpoint.trim())
