@@ -20,6 +20,8 @@ const KUBECTL_TIMEOUT_MS = 60_000;
 export interface ApiserverOptions {
   /** Providers for Secrets, first one writes; none: no --encryption-provider-config. */
   readonly providers?: readonly Provider[];
+  /** The resources the providers encrypt (default: secrets). */
+  readonly resources?: readonly string[];
   /** e.g. 'KMSv1=true'. */
   readonly featureGates?: string;
   /** e.g. 'storagemigration.k8s.io/v1=false' (an apiserver without the migration API). */
@@ -48,6 +50,8 @@ export interface Cluster {
   readonly kubeconfig: string;
   /** The apiserver's URL, https://127.0.0.1:<port>. */
   readonly server: string;
+  /** The EncryptionConfiguration file the apiserver was last started with. */
+  readonly encryptionConfig: string;
   /**
    * Starts kube-controller-manager with only the controllers StorageVersionMigrations need:
    * storage-version-migrator-controller and the garbage collector whose object graph it reads.
@@ -181,7 +185,7 @@ async function clusterOn(dir: string, etcd: Etcd, credentials: Credentials): Pro
       '-v=2',
     ];
     if (options.providers !== undefined) {
-      writeEncryptionConfig(encryptionConfig, options.providers);
+      writeEncryptionConfig(encryptionConfig, options.providers, options.resources);
       args.push(`--encryption-provider-config=${encryptionConfig}`);
     }
     if (options.featureGates !== undefined) args.push(`--feature-gates=${options.featureGates}`);
@@ -194,6 +198,7 @@ async function clusterOn(dir: string, etcd: Etcd, credentials: Credentials): Pro
     etcd,
     kubeconfig,
     server,
+    encryptionConfig,
     async startControllerManager() {
       await stopControllerManager();
       const child = startProcess('kube-controller-manager', kubeBinary('kube-controller-manager'), [

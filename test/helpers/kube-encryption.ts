@@ -44,12 +44,16 @@ function toYaml(provider: Provider): Record<string, unknown> {
   return provider;
 }
 
-/** Writes the file the apiserver reads with --encryption-provider-config (Secrets only). */
-export function writeEncryptionConfig(path: string, providers: readonly Provider[]): void {
+/** Writes the file the apiserver reads with --encryption-provider-config. */
+export function writeEncryptionConfig(
+  path: string,
+  providers: readonly Provider[],
+  resources: readonly string[] = ['secrets'],
+): void {
   const config = {
     apiVersion: 'apiserver.config.k8s.io/v1',
     kind: 'EncryptionConfiguration',
-    resources: [{ resources: ['secrets'], providers: providers.map(toYaml) }],
+    resources: [{ resources: [...resources], providers: providers.map(toYaml) }],
   };
   writeFileSync(path, stringify(config), { mode: 0o600 });
 }

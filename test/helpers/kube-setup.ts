@@ -14,9 +14,13 @@ export interface BrokerCluster {
   stop(): Promise<void>;
 }
 
-export async function startBrokerCluster(tokenLabel: string): Promise<BrokerCluster> {
+/** `overrides`: broker config keys to set (as writeConfig takes them). */
+export async function startBrokerCluster(
+  tokenLabel: string,
+  overrides: Record<string, unknown> = {},
+): Promise<BrokerCluster> {
   const token = createToken(tokenLabel);
-  const config = writeConfig(token);
+  const config = writeConfig(token, overrides);
   const removeFiles = () => {
     token.remove();
     rmSync(config.dir, { recursive: true, force: true });
