@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { adminClient, type AdminClient } from '../helpers/admin-http.ts';
 import { CLI } from '../helpers/broker-process.ts';
+import { runCli, type CliRun } from '../helpers/cli-run.ts';
 import { identity, kms } from '../helpers/kube-encryption.ts';
 import { decodeStored } from '../helpers/kube-etcd.ts';
 import { pollFor } from '../helpers/kube-process.ts';
@@ -82,13 +83,8 @@ describe('kms-broker migrate on kube-apiserver 1.37 with kube-controller-manager
   ];
 
   /** Runs the CLI to its end; resolves with exit code, stdout and stderr. */
-  function migrate(...extra: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    return new Promise(resolve => {
-      execFile(CLI, args(...extra), { timeout: CLI_TIMEOUT_MS }, (error, stdout, stderr) => {
-        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-        resolve({ code, stdout, stderr });
-      });
-    });
+  function migrate(...extra: string[]): Promise<CliRun> {
+    return runCli(args(...extra), { timeoutMs: CLI_TIMEOUT_MS });
   }
 
   async function migrated(...extra: string[]): Promise<MigrationResult> {

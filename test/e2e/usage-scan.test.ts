@@ -2,7 +2,7 @@
 // a real broker on SoftHSM (two backends, wrap: all, a rotation), read as one snapshot,
 // counted, printed and recorded, with the exit codes scripts rely on. etcd is never written.
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
@@ -23,25 +23,10 @@ import { freePort } from '../helpers/kube-process.ts';
 import { addToken, createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 import { identityValue, kmsV1Value, kmsV2Value, localValue } from '../helpers/stored-values.ts';
 import { createCa, issueCertificate } from '../helpers/x509.ts';
+import { runCli, type CliRun } from '../helpers/cli-run.ts';
 
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function usage(args: readonly string[]): Promise<Run> {
-  return new Promise(resolve => {
-    execFile(
-      CLI,
-      ['usage', ...args],
-      { timeout: 120_000, maxBuffer: 16 * 1024 * 1024 },
-      (error, stdout, stderr) => {
-        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
+function usage(args: readonly string[]): Promise<CliRun> {
+  return runCli(['usage', ...args], { timeoutMs: 120_000 });
 }
 
 /** What the sample writes under /registry/: 30 values, and one outside the prefix. */

@@ -1,7 +1,6 @@
 // The CLI over the admin API, against a live broker on a real SoftHSM token: tables for
 // people, JSON for scripts, exit codes scripts can rely on, one-line errors.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,25 +9,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { adminClient } from '../helpers/admin-http.ts';
 import { recordScan, usageScan } from '../helpers/usage-scans.ts';
+import { execFile } from 'node:child_process';
+import { runCli, type CliRun } from '../helpers/cli-run.ts';
 import { CLI, startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
 import { pkcs11Backend, vaultBackend, writeConfig, type TestConfig } from '../helpers/config.ts';
 import { enableTransit, startDevServer, type BaoServer } from '../helpers/openbao.ts';
 import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 import { createKmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function cli(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<Run> {
-  return new Promise(resolve => {
-    execFile(CLI, args, { env, timeout: 30000 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-      resolve({ code, stdout, stderr });
-    });
-  });
+function cli(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<CliRun> {
+  return runCli(args, { env });
 }
 
 describe('kms-broker CLI over the admin API', () => {
@@ -185,7 +175,7 @@ describe('kms-broker CLI over the admin API', () => {
     // A reader gone before the first line is written, and one that leaves after one byte.
     for (const reader of ['true', 'head -c1']) {
       const script = `"$0" verify --socket "$1" | ${reader} >/dev/null; exit "\${PIPESTATUS[0]}"`;
-      const piped = await new Promise<Run>(resolve =>
+      const piped = await new Promise<CliRun>(resolve =>
         execFile('bash', ['-c', script, CLI, config.socket], { timeout: 30000 }, (error, stdout, stderr) =>
           resolve({ code: error === null ? 0 : Number(error.code), stdout, stderr }),
         ),

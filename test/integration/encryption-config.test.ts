@@ -2,26 +2,14 @@
 // EncryptionConfiguration kube-apiserver needs for the broker's socket and call budget, and
 // every bad option ends with one clear message and the usage exit status, never half a file.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { parse } from 'yaml';
-import { CLI } from '../helpers/broker-process.ts';
+import { runCli, type CliRun } from '../helpers/cli-run.ts';
 import { writeConfig, type TestConfig } from '../helpers/config.ts';
 
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function encryptionConfig(args: readonly string[]): Promise<Run> {
-  return new Promise(resolve => {
-    execFile(CLI, ['encryption-config', ...args], { timeout: 30000 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-      resolve({ code, stdout, stderr });
-    });
-  });
+function encryptionConfig(args: readonly string[]): Promise<CliRun> {
+  return runCli(['encryption-config', ...args]);
 }
 
 /** A broker config that is never served: the command only reads it. */
