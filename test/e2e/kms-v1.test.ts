@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { scanSecrets } from '../helpers/cli-run.ts';
 import { createSecret, secretValue } from '../helpers/kube-cluster.ts';
 import { identity, kms } from '../helpers/kube-encryption.ts';
 import { decodeStored } from '../helpers/kube-etcd.ts';
@@ -52,5 +53,11 @@ describe('kube-apiserver encrypting Secrets through kms-broker (KMS v1beta1)', (
     assert.deepEqual(decodeStored(raw), { kind: 'kms-v1', provider: PROVIDER });
     assert.equal(raw.indexOf(marker), -1, 'the plaintext value is in etcd');
     assert.equal(await secretValue(cluster, 'default', 's1', 'k'), marker);
+    // kms-broker usage reads the KMS v1 value down to the broker's wrap set.
+    const scan = await scanSecrets(cluster.etcd.url);
+    assert.deepEqual(scan.formats, { 'kms-v1': 1 });
+    assert.deepEqual(scan.wrapSets, [
+      { wraps: [{ backend: 'hsm', version: '1' }], objects: 1, resources: { secrets: 1 } },
+    ]);
   });
 });

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { createSecret, rewriteAllSecrets, secretValue } from '../helpers/kube-cluster.ts';
+import { scanSecrets } from '../helpers/cli-run.ts';
 import { aescbc, identity, kms, type Provider } from '../helpers/kube-encryption.ts';
 import { decodeStored, type StoredValue } from '../helpers/kube-etcd.ts';
 import { startBrokerCluster, type BrokerCluster } from '../helpers/kube-setup.ts';
@@ -114,7 +115,17 @@ describe('migrating Secrets between identity, aescbc and kms-broker', () => {
     await migrate(local, identity, 'aescbc:key1');
     await createSecrets('cbc', 2);
     await assertAllStoredAs('aescbc:key1');
+    // kms-broker usage tells the same from etcd: every Secret under the local key, none under the broker.
+    const before = await scanSecrets(on().cluster.etcd.url);
+    assert.deepEqual(before.formats, { aescbc: written.size });
+    assert.deepEqual(before.wrapSets, []);
 
     await migrate(on().kmsBroker, local, 'kms-v2:kms-broker');
+    const after = await scanSecrets(on().cluster.etcd.url);
+    assert.deepEqual(after.formats, { 'kms-v2': written.size });
+    assert.deepEqual(
+      after.wrapSets.map(set => [set.wraps, set.objects]),
+      [[[{ backend: 'hsm', version: '1' }], written.size]],
+    );
   });
 });
