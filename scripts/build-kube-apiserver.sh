@@ -7,11 +7,12 @@
 # Output: $KUBE_CACHE_DIR/<kubernetes version>/bin/{kube-apiserver,kube-controller-manager,kubectl,etcd}
 #         (default KUBE_CACHE_DIR: ~/.cache/kms-broker/kube, outside the clone so that every
 #         clone on the machine, CI's fresh one included, shares it). Only the first run pays:
-#         when all three binaries exist and report the pinned versions, it only prints them.
+#         when all four binaries exist and report the pinned versions, it only prints them.
 # Cost of a first run on 2 cores (test/e2e/README.md): ~87 MiB of module downloads
 # (~590 MB unpacked in GOMODCACHE), ~3 GB of build cache (a private GOCACHE under the
 # cache dir, removed after a successful build), 2.4 GB peak memory, and about 17 min with
-# KUBE_BUILD_JOBS=1 or an estimated 10 min with 2 jobs.
+# KUBE_BUILD_JOBS=1 or an estimated 10 min with 2 jobs for kube-apiserver, plus about 6 min for
+# kube-controller-manager (measured with 2 jobs on a busy machine: 14 min and 6 min).
 #
 # Environment:
 #   KUBE_CACHE_DIR     where to keep the binaries (default: ${XDG_CACHE_HOME:-~/.cache}/kms-broker/kube)
@@ -92,7 +93,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 echo "kube: building kube-apiserver, kube-controller-manager and kubectl $kube_version, etcd $etcd_version into $bin"
-echo "kube: $("$go" version), go build -p $jobs, GOMAXPROCS=$jobs, nice -n $nice_level; first run: about 10-20 min"
+echo "kube: $("$go" version), go build -p $jobs, GOMAXPROCS=$jobs, nice -n $nice_level; first run: about 15-25 min"
 started=$(date +%s)
 build() { # name package ldflags
   local name=$1 pkg=$2 flags=$3 t0 rc=0

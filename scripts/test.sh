@@ -10,9 +10,9 @@ echo "== typecheck"; tsc --noEmit
 echo "== lint"; eslint .
 echo "== format"; prettier --check . >/dev/null
 # The e2e suite runs a real kube-apiserver, kubectl and etcd, built from the Go module proxy
-# on the first run (10-17 min on 2 cores) and cached outside the clone afterwards. If they
+# on the first run (15-25 min on 2 cores) and cached outside the clone afterwards. If they
 # cannot be built, say why and fall back to the conformance harness alone.
-echo "== e2e binaries: kube-apiserver, kubectl, etcd"
+echo "== e2e binaries: kube-apiserver, kube-controller-manager, kubectl, etcd"
 e2e_tests=('test/e2e/**/*.test.ts')
 kube_log=$(mktemp)
 if bash scripts/build-kube-apiserver.sh 2>&1 | tee "$kube_log"; then
