@@ -14,7 +14,7 @@ import type { StateStore } from '../state/state-store.ts';
 import type { KeyRegistry, WriteSnapshot } from './key-registry.ts';
 import type { SerialQueue } from './serial-queue.ts';
 import type { UsageScan } from '../usage-scan.ts';
-import { judgeVersion, refusalFor, type VersionJudgement } from './retirement.ts';
+import { judgeVersion, refusalFor, scanRefusal, type VersionJudgement } from './retirement.ts';
 import type { UsageLog } from './usage.ts';
 
 export interface KeySetDeps {
@@ -31,9 +31,6 @@ export interface KeySetDeps {
 }
 
 export type VersionState = StoredVersion['state'];
-
-/** How far ahead of this node's clock a scan's start may be (the scanning host's clock). */
-const MAX_CLOCK_SKEW_MS = 60_000;
 
 export class KeySet {
   readonly #deps: KeySetDeps;
@@ -135,20 +132,8 @@ export class KeySet {
   /** Keeps a usage scan as the evidence retirement is judged by; an older one is refused. */
   recordScan(scan: UsageScan): Promise<void> {
     return this.#deps.queue.run(async () => {
-      // A scan dated later than it ran would count as evidence for writes it never saw.
-      if (Date.parse(scan.scannedAt) > this.#deps.now().getTime() + MAX_CLOCK_SKEW_MS) {
-        throw new BrokerError(
-          'INVALID_REQUEST',
-          `scannedAt ${scan.scannedAt} is in the future by this node's clock; check the clocks of the scanning host and this node (NTP)`,
-        );
-      }
-      const kept = this.#registry.lastScan();
-      if (kept !== undefined && Date.parse(kept.scannedAt) > Date.parse(scan.scannedAt)) {
-        throw new BrokerError(
-          'SCAN_OUTDATED',
-          `a newer usage scan (${kept.scannedAt}, etcd revision ${kept.revision}) is already recorded; this one (${scan.scannedAt}) is not kept`,
-        );
-      }
+      const refusal = scanRefusal(scan, this.#registry.lastScan(), this.#deps.now());
+      if (refusal !== undefined) throw refusal;
       await this.#commit(() => this.#registry.setLastScan(scan));
     });
   }

@@ -112,6 +112,29 @@ export function refusalFor(
   }
 }
 
+/** How far ahead of this node's clock a scan's start may be (the scanning host's clock). */
+const MAX_CLOCK_SKEW_MS = 60_000;
+
+/** Why a scan is not kept as the new evidence, or undefined when it is. */
+export function scanRefusal(
+  scan: UsageScan,
+  kept: UsageScan | undefined,
+  now: Date,
+): BrokerError | undefined {
+  // A scan dated later than it ran would count as evidence for writes it never saw.
+  if (Date.parse(scan.scannedAt) > now.getTime() + MAX_CLOCK_SKEW_MS)
+    return new BrokerError(
+      'INVALID_REQUEST',
+      `scannedAt ${scan.scannedAt} is in the future by this node's clock; check the clocks of the scanning host and this node (NTP)`,
+    );
+  if (kept !== undefined && Date.parse(kept.scannedAt) > Date.parse(scan.scannedAt))
+    return new BrokerError(
+      'SCAN_OUTDATED',
+      `a newer usage scan (${kept.scannedAt}, etcd revision ${kept.revision}) is already recorded; this one (${scan.scannedAt}) is not kept`,
+    );
+  return undefined;
+}
+
 /** `secrets 200, configmaps 3`, the largest first, at most ten named. */
 export function describeCounts(counts: Record<string, number>): string {
   const entries = Object.entries(counts).sort((a, b) => b[1] - a[1]);
