@@ -10,6 +10,17 @@ export interface KeySet {
   readonly writeVersions: readonly { backend: string; version: string }[];
 }
 
+/** What the newest usage scan says of the versions a rotation left behind (GET /v1/rotation). */
+export interface RotationEvidence {
+  readonly lastScan?: { readonly scannedAt: string };
+  readonly versions: readonly {
+    readonly backend: string;
+    readonly version: string;
+    readonly stage: string;
+    readonly neededBy?: { readonly objects: number };
+  }[];
+}
+
 /** The states of a backend's circuit breaker (src/broker/health/breaker.ts). */
 export const BREAKER_STATES = ['closed', 'half-open', 'open'] as const;
 export type BreakerState = (typeof BREAKER_STATES)[number];
@@ -23,6 +34,7 @@ export class Metrics {
   readonly #backendLatency: Histogram<'backend' | 'operation'>;
   readonly #breaker: Gauge<'backend'>;
   #keySetSource: (() => KeySet) | undefined;
+  #rotationSource: (() => RotationEvidence) | undefined;
   readonly #lastProbeSuccess = new Map<string, number>();
   readonly #stateWriteFailures: Counter;
   readonly #underReplicated: Counter;
@@ -87,6 +99,30 @@ export class Metrics {
           this.set({ key_id_hash: createHash('sha256').update(keyId).digest('hex').slice(0, 12) }, 1);
       },
     });
+    const rotation = () => this.#rotationSource?.();
+    new Gauge({
+      name: 'kms_broker_usage_scan_timestamp_seconds',
+      help: 'When the newest recorded usage scan of etcd began (absent while none is recorded).',
+      registers,
+      collect() {
+        this.reset();
+        const scannedAt = rotation()?.lastScan?.scannedAt;
+        if (scannedAt !== undefined) this.set(Date.parse(scannedAt) / 1000);
+      },
+    });
+    new Gauge({
+      name: 'kms_broker_old_key_version_needed_objects',
+      help: 'Per key version that stopped writing and is not retired: stored objects the newest usage scan shows needing it (no other readable wrap); -1 while no scan counts for it yet.',
+      labelNames: ['backend', 'version'],
+      registers,
+      collect() {
+        this.reset();
+        for (const { backend, version, stage, neededBy } of rotation()?.versions ?? []) {
+          const counted = stage === 'needed' || stage === 'retirable' || stage === 'unclear';
+          this.set({ backend, version }, counted ? (neededBy?.objects ?? 0) : -1);
+        }
+      },
+    });
     const lastProbe = this.#lastProbeSuccess;
     new Gauge({
       name: 'kms_broker_backend_seconds_since_probe_success',
@@ -132,6 +168,11 @@ export class Metrics {
   /** Where scrapes read the current key_id and write versions from. */
   keySetFrom(source: () => KeySet): void {
     this.#keySetSource = source;
+  }
+
+  /** Where scrapes read what the newest usage scan says of the old key versions. */
+  rotationFrom(source: () => RotationEvidence): void {
+    this.#rotationSource = source;
   }
 
   stateWriteFailed(): void {

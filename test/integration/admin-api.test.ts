@@ -778,6 +778,16 @@ describe('admin API of a running broker', () => {
         objects: 12,
         resources: { secrets: 10, configmaps: 2 },
       });
+      const metrics = parseExposition((await admin.get('/metrics')).text);
+      assert.equal(
+        sampleValue(metrics, 'kms_broker_old_key_version_needed_objects', {
+          backend: 'hsm',
+          version: item.keyVersion,
+        }),
+        12,
+        'the metric an alert on an unfinished rotation reads',
+      );
+      assert.ok((sampleValue(metrics, 'kms_broker_usage_scan_timestamp_seconds', {}) ?? 0) > 0);
       const refused = await auditRecord(
         broker,
         mark,
