@@ -62,12 +62,17 @@ export async function rotateCompleteCommand(
             progress: lineProgress(line => write(`migrate: ${line}`)),
           },
         );
-        const objects = result.resources.reduce(
-          (sum, entry) => sum + (entry.objects ?? entry.rewritten ?? 0),
-          0,
+        const counted = result.resources.filter(
+          entry => entry.rewritten !== undefined || entry.objects !== undefined,
         );
         const modes = [...new Set(result.resources.map(entry => entry.mode))].join(', ');
-        return { objects, mode: result.alreadyDone ? `${modes}, done by an earlier run` : modes };
+        return {
+          resources: result.resources.map(entry => entry.resource),
+          mode: result.alreadyDone ? `${modes}, done by an earlier run` : modes,
+          ...(counted.length === result.resources.length && {
+            objects: counted.reduce((sum, entry) => sum + (entry.rewritten ?? entry.objects ?? 0), 0),
+          }),
+        };
       },
       scan: async () => {
         const scan = await scanEtcd({ ...options, ...SCAN_DEFAULTS });

@@ -14,6 +14,14 @@ export interface ScanSummary {
   readonly objects: number;
 }
 
+export interface MigrationSummary {
+  readonly resources: readonly string[];
+  /** How (StorageVersionMigration or rewrite), and whether an earlier run did it. */
+  readonly mode: string;
+  /** Objects rewritten, where the migration counts them. */
+  readonly objects?: number;
+}
+
 export interface RotationEvent {
   readonly step: RotationStep;
   readonly message: string;
@@ -24,7 +32,7 @@ export interface RotationPorts {
   rotation(): Promise<RotationView>;
   rotate(backend: string): Promise<{ version: string; keyId: string }>;
   waitForReseed(keyId: string): Promise<void>;
-  migrate(keyId: string): Promise<{ objects: number; mode: string }>;
+  migrate(keyId: string): Promise<MigrationSummary>;
   /** Scans etcd and records the scan in the broker. */
   scan(): Promise<ScanSummary>;
   usage(): Promise<{ versions: readonly VersionJudgement[] }>;
@@ -41,7 +49,7 @@ export interface RotationOutcome {
   /** The new write version, or undefined when an unfinished rotation was continued. */
   readonly rotated?: { readonly version: string; readonly keyId: string };
   readonly keyId: string;
-  readonly migrated: { readonly objects: number; readonly mode: string };
+  readonly migrated: MigrationSummary;
   readonly scan: ScanSummary;
   /** The old versions, each with what the scan found still needing it. */
   readonly versions: readonly VersionJudgement[];
@@ -90,7 +98,7 @@ export async function completeRotation(
   const migrated = await timed('migrate', () => ports.migrate(keyId));
   report(
     'migrate',
-    `re-encrypted ${migrated.objects} stored objects under the new key_id (${migrated.mode})`,
+    `re-encrypted ${migrated.resources.join(', ')} under the new key_id (${migrated.mode}${migrated.objects === undefined ? '' : `, ${migrated.objects} objects`})`,
   );
 
   // A scan counts for a version only if it began after apiservers may have stopped writing

@@ -74,7 +74,7 @@ function ports(w: World): RotationPorts & { lines: string[] } {
     },
     migrate: keyId => {
       w.calls.push(`migrate ${keyId}`);
-      return Promise.resolve({ objects: 300, mode: 'storage-version-migration' });
+      return Promise.resolve({ resources: ['secrets', 'configmaps'], mode: 'svm' });
     },
     scan: () => {
       w.calls.push(`scan at ${new Date(w.clock).toISOString()}`);
@@ -120,6 +120,7 @@ describe('rotate --complete', () => {
     assert.deepEqual(outcome.rotated, { version: '2', keyId: 'kbr1-2' });
     assert.equal(outcome.took.settle, 90000);
     assert.ok(p.lines.includes('scan: version 1 of backend hsm protects 0 stored objects: nothing needs it'));
+    assert.ok(p.lines.includes('migrate: re-encrypted secrets, configmaps under the new key_id (svm)'));
   });
 
   it('continues an unfinished rotation without creating another version, and --yes asks nothing', async () => {
