@@ -40,14 +40,13 @@ export SOFTHSM2_CONF="$demo/hsm/softhsm2.conf"
 bin/kms-broker serve --config "$demo/config.yaml" 2> "$demo/broker.log" &
 pid=$!
 echo "$pid" > "$demo/broker.pid"
-# Wait (at most 30 s) for the broker to log that it serves the socket.
+# Wait (at most 30 s) for the broker to log that it serves the socket and the admin API.
 for _ in $(seq 1 300); do
-  grep -q '"serving KMS on unix socket"' "$demo/broker.log" && break
+  grep -q '"broker ready"' "$demo/broker.log" && break
   kill -0 "$pid" 2>/dev/null || { cat "$demo/broker.log" >&2; exit 1; }
   sleep 0.1
 done
-grep -q '"serving KMS on unix socket"' "$demo/broker.log" || { echo "demo: broker did not start" >&2; cat "$demo/broker.log" >&2; exit 1; }
-for _ in $(seq 1 100); do grep -q '"admin API listening"' "$demo/broker.log" && break; sleep 0.1; done
+grep -q '"broker ready"' "$demo/broker.log" || { echo "demo: broker did not start" >&2; cat "$demo/broker.log" >&2; exit 1; }
 
 echo; echo "== kms-broker verify --socket $demo/kms.sock"
 bin/kms-broker verify --socket "$demo/kms.sock"
