@@ -17,7 +17,7 @@ import { encodeWrapSet } from '../../src/grpc/wrap-set.ts';
 import { adminClient } from '../helpers/admin-http.ts';
 import { CLI, startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
 import { pkcs11Backend, writeConfig, type TestConfig } from '../helpers/config.ts';
-import { etcdRevision, putAll, startTlsEtcd } from '../helpers/etcd-kv.ts';
+import { etcdRevision, putAll } from '../helpers/etcd-kv.ts';
 import { startEtcd, type Etcd } from '../helpers/kube-etcd.ts';
 import { freePort } from '../helpers/kube-process.ts';
 import { addToken, createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
@@ -267,7 +267,7 @@ describe('kms-broker usage against a real etcd', () => {
 
 describe('kms-broker usage against an etcd that serves TLS', () => {
   let dir: string;
-  let etcd: Awaited<ReturnType<typeof startTlsEtcd>>;
+  let etcd: Etcd;
   let files: {
     ca: string;
     cert: string;
@@ -299,7 +299,7 @@ describe('kms-broker usage against an etcd that serves TLS', () => {
     const tls = { caFile: ca.certFile, certFile: client.certFile, keyFile: client.keyFile };
     // Empty: etcd's JSON gateway would dial etcd with the server certificate, which is for
     // serverAuth only here; the scan itself needs no data to prove the handshake.
-    etcd = await startTlsEtcd(dir, server, ca.certFile, tls);
+    etcd = await startEtcd(dir, { server, clientCaFile: ca.certFile, client: tls });
   });
 
   after(async () => {

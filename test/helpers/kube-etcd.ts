@@ -1,8 +1,10 @@
-// A real etcd for the end-to-end tests, on loopback, and the tests' second pair of eyes: it
+// A real etcd for the end-to-end tests, on loopback (plain, or TLS with client certificates as
+// kubeadm lays it out), and the tests' second pair of eyes: it
 // reads what the apiserver stored through etcd's v3 JSON gateway (no etcdctl needed) and
 // says how each value is protected, down to the key_id inside a KMS v2 EncryptedObject.
-import { mkdirSync } from 'node:fs';
-import { request } from 'node:http';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
@@ -18,13 +20,39 @@ export interface Etcd {
   stop(): Promise<void>;
 }
 
-export async function startEtcd(dir: string): Promise<Etcd> {
+/** Client files for an https endpoint. */
+export interface ClientTls {
+  readonly caFile: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+/**
+ * etcd serving only TLS, with `server` as its certificate, accepting only clients whose
+ * certificate `clientCaFile` signed; `client` is what the tests' own requests present.
+ */
+export interface EtcdTls {
+  readonly server: { readonly certFile: string; readonly keyFile: string };
+  readonly clientCaFile: string;
+  readonly client: ClientTls;
+}
+
+export async function startEtcd(dir: string, tls?: EtcdTls): Promise<Etcd> {
   const [clientPort, peerPort] = [await freePort(), await freePort()];
-  const url = `http://127.0.0.1:${clientPort}`;
+  const url = `${tls === undefined ? 'http' : 'https'}://127.0.0.1:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
-  const dataDir = join(dir, 'etcd');
+  const dataDir = join(dir, tls === undefined ? 'etcd' : 'etcd-tls');
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const child = startProcess('etcd', kubeBinary('etcd'), [
+  const serverTls =
+    tls === undefined
+      ? []
+      : [
+          `--cert-file=${tls.server.certFile}`,
+          `--key-file=${tls.server.keyFile}`,
+          '--client-cert-auth=true',
+          `--trusted-ca-file=${tls.clientCaFile}`,
+        ];
+  const child = startProcess(tls === undefined ? 'etcd' : 'etcd-tls', kubeBinary('etcd'), [
     '--name=e2e',
     `--data-dir=${dataDir}`,
     `--listen-client-urls=${url}`,
@@ -32,16 +60,19 @@ export async function startEtcd(dir: string): Promise<Etcd> {
     `--listen-peer-urls=${peer}`,
     `--initial-advertise-peer-urls=${peer}`,
     `--initial-cluster=e2e=${peer}`,
+    ...serverTls,
     '--logger=zap',
     '--log-level=warn',
   ]);
-  const gateway = (path: string, body: unknown) => postJson(`${url}${path}`, body);
+  const gateway = (path: string, body: unknown) => etcdJson(`${url}${path}`, 'POST', body, tls?.client);
   try {
     await pollFor(
       'etcd /health',
       async () => {
         if (!child.running) throw new Error(`etcd exited:\n${child.output()}`);
-        const health = (await getJson(`${url}/health`)) as { health?: string };
+        const health = (await etcdJson(`${url}/health`, 'GET', undefined, tls?.client)) as {
+          health?: string;
+        };
         return health.health === 'true' ? true : undefined;
       },
       { timeoutMs: START_TIMEOUT_MS, intervalMs: 100 },
@@ -77,17 +108,25 @@ function prefixEnd(prefix: string): string {
   return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }
 
-function getJson(url: string): Promise<unknown> {
-  return httpJson(url, 'GET', undefined);
-}
-
-function postJson(url: string, body: unknown): Promise<unknown> {
-  return httpJson(url, 'POST', JSON.stringify(body));
-}
-
-function httpJson(url: string, method: string, payload: string | undefined): Promise<unknown> {
+/**
+ * One request to etcd (its v3 JSON gateway, or /health) that must answer 200 with JSON;
+ * `tls` for an https endpoint.
+ */
+export function etcdJson(url: string, method: string, body: unknown, tls?: ClientTls): Promise<unknown> {
+  const secure = url.startsWith('https:');
+  const options = {
+    method,
+    timeout: 10_000,
+    agent: false as const,
+    ...(secure &&
+      tls !== undefined && {
+        ca: readFileSync(tls.caFile),
+        cert: readFileSync(tls.certFile),
+        key: readFileSync(tls.keyFile),
+      }),
+  };
   return new Promise((resolve, reject) => {
-    const req = request(url, { method, timeout: 10_000, agent: false }, res => {
+    const req = (secure ? httpsRequest : httpRequest)(url, options, res => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('error', reject);
@@ -104,7 +143,7 @@ function httpJson(url: string, method: string, payload: string | undefined): Pro
     });
     req.on('timeout', () => req.destroy(new Error(`${method} ${url}: no answer within 10 s`)));
     req.on('error', reject);
-    req.end(payload);
+    req.end(body === undefined ? undefined : JSON.stringify(body));
   });
 }
 
