@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import { adminClient, type AdminClient } from '../helpers/admin-http.ts';
 import { CLI } from '../helpers/broker-process.ts';
 import { runCli, type CliRun } from '../helpers/cli-run.ts';
@@ -17,6 +17,7 @@ import { identity, kms } from '../helpers/kube-encryption.ts';
 import { decodeStored } from '../helpers/kube-etcd.ts';
 import { pollFor } from '../helpers/kube-process.ts';
 import { startBrokerCluster, type BrokerCluster } from '../helpers/kube-setup.ts';
+import { orderedSteps } from '../helpers/ordered-steps.ts';
 
 const SECRETS = 200;
 const CLI_TIMEOUT_MS = 300_000;
@@ -132,18 +133,7 @@ describe('kms-broker migrate on kube-apiserver 1.37 with kube-controller-manager
     );
   };
 
-  let failedStep: string | undefined;
-  function step(name: string, body: () => Promise<void>): void {
-    it(name, async () => {
-      assert.equal(failedStep, undefined, `not run: the step "${failedStep}" failed before`);
-      try {
-        await body();
-      } catch (error) {
-        failedStep = name;
-        throw error;
-      }
-    });
-  }
+  const step = orderedSteps();
 
   step(
     'after a rotation, migrate waits for the re-seed and a StorageVersionMigration moves every Secret to the new key_id',

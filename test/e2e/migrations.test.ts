@@ -4,12 +4,13 @@
 // the old provider. The steps run in order on one cluster: each starts where the last ended.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import { createSecret, rewriteAllSecrets, secretValue } from '../helpers/kube-cluster.ts';
 import { scanSecrets } from '../helpers/cli-run.ts';
 import { aescbc, identity, kms, type Provider } from '../helpers/kube-encryption.ts';
 import { decodeStored, type StoredValue } from '../helpers/kube-etcd.ts';
 import { startBrokerCluster, type BrokerCluster } from '../helpers/kube-setup.ts';
+import { orderedSteps } from '../helpers/ordered-steps.ts';
 
 describe('migrating Secrets between identity, aescbc and kms-broker', () => {
   let setup: BrokerCluster | undefined;
@@ -78,23 +79,7 @@ describe('migrating Secrets between identity, aescbc and kms-broker', () => {
     await assertAllRead();
   }
 
-  /** A step that starts where the previous one ended: after a failed step it fails at once. */
-  let failedStep: string | undefined;
-  function step(name: string, body: () => Promise<void>): void {
-    it(name, async () => {
-      assert.equal(
-        failedStep,
-        undefined,
-        `not run: it would start from the state the failed step "${failedStep}" left`,
-      );
-      try {
-        await body();
-      } catch (error) {
-        failedStep = name;
-        throw error;
-      }
-    });
-  }
+  const step = orderedSteps();
 
   step('identity → kms: plaintext Secrets are rewritten encrypted by the broker', async () => {
     await createSecrets('plain', 3);

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import { parse, stringify } from 'yaml';
 import type { UsageScan } from '../../src/broker/usage-scan.ts';
 import { adminClient, type AdminClient } from '../helpers/admin-http.ts';
@@ -14,6 +14,7 @@ import { runCli, type CliRun } from '../helpers/cli-run.ts';
 import { identity, kms } from '../helpers/kube-encryption.ts';
 import { decodeStored } from '../helpers/kube-etcd.ts';
 import { startBrokerCluster, type BrokerCluster } from '../helpers/kube-setup.ts';
+import { orderedSteps } from '../helpers/ordered-steps.ts';
 
 const SECRETS = 300;
 const CONFIGMAPS = 60;
@@ -146,21 +147,7 @@ describe('the rotation runbook on kube-apiserver 1.37 with etcd and kube-control
     }
   }
 
-  let failedStep: string | undefined;
-  function step(name: string, body: () => Promise<void>): void {
-    it(name, async t => {
-      if (failedStep !== undefined) {
-        t.skip(`an earlier step failed (${failedStep})`);
-        return;
-      }
-      try {
-        await body();
-      } catch (error) {
-        failedStep = name;
-        throw error;
-      }
-    });
-  }
+  const step = orderedSteps();
 
   step('rotate; retire is refused while no scan exists', async () => {
     const rotated = await cli('rotate', 'hsm', '--config', cliConfig, '--json');
