@@ -109,47 +109,58 @@ function summary(result: MigrationResult): string {
 }
 
 /**
- * Runs the command and resolves with its exit code; `usage` reports bad input (exit 2). Errors
- * other than bad input and the re-seed timeout propagate to main (exit 1, or 3 unreachable).
+ * Runs a command that migrates, resolving with its exit code: Ctrl-C or SIGTERM aborts the
+ * signal it is given; bad input is a usage error (exit 2); a re-seed timeout exits 6; an
+ * interruption is MIGRATION_FAILED saying how to go on (`resume`). Other errors propagate to
+ * main (exit 1, or 3 unreachable).
  */
-export async function migrateCommand(
-  options: MigrateOptions,
+export async function runMigrating(
+  run: (signal: AbortSignal) => Promise<number>,
   usage: (message: string) => never,
+  resume: string,
 ): Promise<number> {
-  let progress: Progress = silentProgress;
   const controller = new AbortController();
   const onSignal = () => controller.abort(new Error('interrupted'));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    const migration = migrationSettings(options, controller.signal);
-    const kube = await connectKube(findKubeconfig(options.kubeconfig));
-    progress =
-      options.json === true
-        ? silentProgress
-        : process.stderr.isTTY
-          ? await barProgress(process.stderr)
-          : lineProgress(line => process.stderr.write(`${line}\n`));
-    const result = await runMigration(migration, { kube, keyId: () => brokerKeyId(options), progress });
-    progress.stop();
-    process.stdout.write(options.json === true ? `${JSON.stringify(result, null, 2)}\n` : summary(result));
-    return 0;
+    return await run(controller.signal);
   } catch (error) {
-    progress.stop();
     if (error instanceof MigrateInputError) return usage(`error: ${error.message}`);
     if (error instanceof UnreachableError) throw error;
     if (isBrokerError(error) && error.code === 'RESEED_TIMEOUT') {
       process.stderr.write(`kms-broker: ${error.code}: ${error.message}\n`);
       return EXIT_RESEED_TIMEOUT;
     }
-    if (controller.signal.aborted)
-      throw new BrokerError(
-        'MIGRATION_FAILED',
-        'interrupted; what was done is kept in the state file, run migrate again to go on',
-      );
+    if (controller.signal.aborted) throw new BrokerError('MIGRATION_FAILED', `interrupted; ${resume}`);
     throw isBrokerError(error) ? error : toBrokerError(error);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+export function migrateCommand(options: MigrateOptions, usage: (message: string) => never): Promise<number> {
+  return runMigrating(
+    async signal => {
+      const migration = migrationSettings(options, signal);
+      const kube = await connectKube(findKubeconfig(options.kubeconfig));
+      const progress: Progress =
+        options.json === true
+          ? silentProgress
+          : process.stderr.isTTY
+            ? await barProgress(process.stderr)
+            : lineProgress(line => process.stderr.write(`${line}\n`));
+      let result: MigrationResult;
+      try {
+        result = await runMigration(migration, { kube, keyId: () => brokerKeyId(options), progress });
+      } finally {
+        progress.stop();
+      }
+      process.stdout.write(options.json === true ? `${JSON.stringify(result, null, 2)}\n` : summary(result));
+      return 0;
+    },
+    usage,
+    'what was done is kept in the state file, run migrate again to go on',
+  );
 }

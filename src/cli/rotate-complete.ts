@@ -6,17 +6,15 @@
 import { createInterface } from 'node:readline/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { RotationView, VersionJudgement } from '../broker/ports.ts';
-import { BrokerError, isBrokerError } from '../errors.ts';
 import { connectKube, findKubeconfig } from '../migrate/kube-client.ts';
 import { lineProgress } from '../migrate/progress.ts';
-import { MigrateInputError } from '../migrate/resources.ts';
 import { waitForReseed } from '../migrate/reseed-wait.ts';
 import { runMigration } from '../migrate/run.ts';
 import { keyIdHash } from '../migrate/state.ts';
 import { completeRotation, type RotationOutcome, type RotationPorts } from '../rotation/complete-rotation.ts';
 import { resolveTarget, type AdminTarget } from './admin-client.ts';
 import { call as adminCall } from './admin-commands.ts';
-import { EXIT_RESEED_TIMEOUT, migrationSettings, type MigrateOptions } from './migrate.ts';
+import { migrationSettings, runMigrating, type MigrateOptions } from './migrate.ts';
 import { REWRITE_DEFAULTS } from './migrate-options.ts';
 import { scanEtcd } from './usage.ts';
 import { SCAN_DEFAULTS, type EtcdLocation } from './usage-options.ts';
@@ -33,94 +31,82 @@ export async function rotateCompleteCommand(
 ): Promise<number> {
   if (options.yes !== true && process.stdin.isTTY !== true)
     return usage('error: rotate --complete asks before it retires a version; without a terminal, pass --yes');
-  const controller = new AbortController();
-  const onSignal = () => controller.abort(new Error('interrupted'));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    const migrateOptions = { ...options, ...REWRITE_DEFAULTS, wait: true };
-    const migration = migrationSettings(migrateOptions, controller.signal);
-    const target = resolveTarget(options, 'admin');
-    const backend =
-      backendArgument ?? (await call<{ order: string[] }>(target, 'GET', '/v1/failover')).order[0] ?? '';
-    const kube = await connectKube(findKubeconfig(options.kubeconfig));
-    const write = (line: string) => process.stderr.write(`${line}\n`);
-    const ports: RotationPorts = {
-      rotation: () => call<RotationView>(target, 'GET', '/v1/rotation'),
-      rotate: name => call(target, 'POST', `/v1/backends/${encodeURIComponent(name)}/rotate`),
-      waitForReseed: keyId =>
-        waitForReseed(kube, migration.apiservers ?? [kube.server], keyId, keyIdHash(keyId), {
-          timeoutMs: migration.waitTimeoutMs,
-          signal: controller.signal,
-        }),
-      migrate: async keyId => {
-        const result = await runMigration(
-          { ...migration, wait: false },
-          {
-            kube,
-            keyId: () => Promise.resolve(keyId),
-            progress: lineProgress(line => write(`migrate: ${line}`)),
-          },
-        );
-        const counted = result.resources.filter(
-          entry => entry.rewritten !== undefined || entry.objects !== undefined,
-        );
-        const modes = [...new Set(result.resources.map(entry => entry.mode))].join(', ');
-        return {
-          resources: result.resources.map(entry => entry.resource),
-          mode: result.alreadyDone ? `${modes}, done by an earlier run` : modes,
-          ...(counted.length === result.resources.length && {
-            objects: counted.reduce((sum, entry) => sum + (entry.rewritten ?? entry.objects ?? 0), 0),
-          }),
-        };
-      },
-      scan: async () => {
-        const scan = await scanEtcd({ ...options, ...SCAN_DEFAULTS });
-        await call(target, 'POST', '/v1/usage/scans', scan);
-        return { scannedAt: scan.scannedAt, revision: scan.revision, objects: scan.objects };
-      },
-      usage: () => call<{ versions: VersionJudgement[] }>(target, 'GET', '/v1/usage'),
-      retire: async (name, version) => {
-        await call(
-          target,
-          'POST',
-          `/v1/backends/${encodeURIComponent(name)}/versions/${encodeURIComponent(version)}/retire`,
-        );
-      },
-      confirm: async question => {
-        const terminal = createInterface({ input: process.stdin, output: process.stderr });
-        try {
-          return /^y(es)?$/i.test(
-            (await terminal.question(`${question} [y/N] `, { signal: controller.signal })).trim(),
-          );
-        } finally {
-          terminal.close();
-        }
-      },
-      waitUntil: at =>
-        delay(Math.max(0, at.getTime() - Date.now()), undefined, { signal: controller.signal }),
-      now: () => new Date(),
-      report: event => write(`${event.step}: ${event.message}`),
-    };
-    const outcome = await completeRotation(backend, ports, { yes: options.yes === true });
-    process.stdout.write(options.json === true ? `${JSON.stringify(outcome, null, 2)}\n` : summary(outcome));
-    return outcome.result === 'stopped' ? EXIT_STOPPED : 0;
-  } catch (error) {
-    if (error instanceof MigrateInputError) return usage(`error: ${error.message}`);
-    if (isBrokerError(error) && error.code === 'RESEED_TIMEOUT') {
-      process.stderr.write(`kms-broker: ${error.code}: ${error.message}\n`);
-      return EXIT_RESEED_TIMEOUT;
-    }
-    if (controller.signal.aborted)
-      throw new BrokerError(
-        'MIGRATION_FAILED',
-        'interrupted; run rotate --complete again to go on where it stopped',
+  return runMigrating(
+    signal => rotateComplete(backendArgument, options, signal),
+    usage,
+    'run rotate --complete again to go on where it stopped',
+  );
+}
+
+async function rotateComplete(
+  backendArgument: string | undefined,
+  options: RotateCompleteOptions,
+  signal: AbortSignal,
+): Promise<number> {
+  const migrateOptions = { ...options, ...REWRITE_DEFAULTS, wait: true };
+  const migration = migrationSettings(migrateOptions, signal);
+  const target = resolveTarget(options, 'admin');
+  const backend =
+    backendArgument ?? (await call<{ order: string[] }>(target, 'GET', '/v1/failover')).order[0] ?? '';
+  const kube = await connectKube(findKubeconfig(options.kubeconfig));
+  const write = (line: string) => process.stderr.write(`${line}\n`);
+  const ports: RotationPorts = {
+    rotation: () => call<RotationView>(target, 'GET', '/v1/rotation'),
+    rotate: name => call(target, 'POST', `/v1/backends/${encodeURIComponent(name)}/rotate`),
+    waitForReseed: keyId =>
+      waitForReseed(kube, migration.apiservers ?? [kube.server], keyId, keyIdHash(keyId), {
+        timeoutMs: migration.waitTimeoutMs,
+        signal: signal,
+      }),
+    migrate: async keyId => {
+      const result = await runMigration(
+        { ...migration, wait: false },
+        {
+          kube,
+          keyId: () => Promise.resolve(keyId),
+          progress: lineProgress(line => write(`migrate: ${line}`)),
+        },
       );
-    throw error;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
+      const counted = result.resources.filter(
+        entry => entry.rewritten !== undefined || entry.objects !== undefined,
+      );
+      const modes = [...new Set(result.resources.map(entry => entry.mode))].join(', ');
+      return {
+        resources: result.resources.map(entry => entry.resource),
+        mode: result.alreadyDone ? `${modes}, done by an earlier run` : modes,
+        ...(counted.length === result.resources.length && {
+          objects: counted.reduce((sum, entry) => sum + (entry.rewritten ?? entry.objects ?? 0), 0),
+        }),
+      };
+    },
+    scan: async () => {
+      const scan = await scanEtcd({ ...options, ...SCAN_DEFAULTS });
+      await call(target, 'POST', '/v1/usage/scans', scan);
+      return { scannedAt: scan.scannedAt, revision: scan.revision, objects: scan.objects };
+    },
+    usage: () => call<{ versions: VersionJudgement[] }>(target, 'GET', '/v1/usage'),
+    retire: async (name, version) => {
+      await call(
+        target,
+        'POST',
+        `/v1/backends/${encodeURIComponent(name)}/versions/${encodeURIComponent(version)}/retire`,
+      );
+    },
+    confirm: async question => {
+      const terminal = createInterface({ input: process.stdin, output: process.stderr });
+      try {
+        return /^y(es)?$/i.test((await terminal.question(`${question} [y/N] `, { signal: signal })).trim());
+      } finally {
+        terminal.close();
+      }
+    },
+    waitUntil: at => delay(Math.max(0, at.getTime() - Date.now()), undefined, { signal: signal }),
+    now: () => new Date(),
+    report: event => write(`${event.step}: ${event.message}`),
+  };
+  const outcome = await completeRotation(backend, ports, { yes: options.yes === true });
+  process.stdout.write(options.json === true ? `${JSON.stringify(outcome, null, 2)}\n` : summary(outcome));
+  return outcome.result === 'stopped' ? EXIT_STOPPED : 0;
 }
 
 /** The body of an admin API answer (refusals throw). */
