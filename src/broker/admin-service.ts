@@ -21,9 +21,10 @@ export interface AdminServiceDeps {
 export function createAdminService(deps: AdminServiceDeps): AdminService {
   const { keys, health } = deps;
   const names = () => [...deps.backends.keys()];
-  const judgements = () =>
+  /** Every version judged against one copy of the newest scan (a copy costs up to ~1 MiB). */
+  const judgements = (scan = keys.lastScan()) =>
     Object.entries(keys.stored()).flatMap(([name, entry]) =>
-      entry.versions.map(version => keys.judge(name, version)),
+      entry.versions.map(version => keys.judge(name, version, scan)),
     );
 
   return {
@@ -87,10 +88,13 @@ export function createAdminService(deps: AdminServiceDeps): AdminService {
     retire: (backend, version, options) => keys.retire(backend, version, options),
     restore: (backend, version) => keys.restore(backend, version),
     recordScan: scan => keys.recordScan(scan),
-    usage: () => ({ lastScan: keys.lastScan(), versions: judgements() }),
+    usage() {
+      const lastScan = keys.lastScan();
+      return { lastScan, versions: judgements(lastScan) };
+    },
     rotation() {
-      const versions = judgements().filter(({ stage }) => stage !== 'write' && stage !== 'retired');
       const scan = keys.lastScan();
+      const versions = judgements(scan).filter(({ stage }) => stage !== 'write' && stage !== 'retired');
       return {
         keyId: deps.kms.status().keyId,
         stage: leastAdvanced(versions),

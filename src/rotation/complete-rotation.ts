@@ -79,7 +79,8 @@ export async function completeRotation(
   };
   const report = (step: RotationStep, message: string) => ports.report({ step, message });
 
-  const unfinished = (await ports.rotation()).versions.filter(version => version.backend === backend);
+  const before = await ports.rotation();
+  const unfinished = before.versions.filter(version => version.backend === backend);
   let rotated: RotationOutcome['rotated'];
   if (unfinished.length === 0) {
     rotated = await timed('rotate', () => ports.rotate(backend));
@@ -90,7 +91,7 @@ export async function completeRotation(
       `continuing the unfinished rotation of ${backend}: version ${names(unfinished)} not retired yet; no new version is created`,
     );
   }
-  const { keyId } = await ports.rotation();
+  const keyId = rotated?.keyId ?? before.keyId;
 
   await timed('re-seed', () => ports.waitForReseed(keyId));
   report('re-seed', `every apiserver encrypts under key_id ${keyId}`);

@@ -102,8 +102,9 @@ export class KeySet {
   ): Promise<{ before: VersionState; after: VersionState }> {
     return this.#deps.queue.run(async () => {
       const version = this.#knownVersion(backendName, versionName);
-      const judgement = this.judge(backendName, version);
-      const refusal = refusalFor(judgement, this.#registry.lastScan());
+      const scan = this.#registry.lastScan();
+      const judgement = this.judge(backendName, version, scan);
+      const refusal = refusalFor(judgement, scan);
       if (refusal !== undefined && (judgement.stage === 'write' || !options.force)) throw refusal;
       const before = version.state;
       await this.#commit(() => this.#registry.setVersionState(backendName, versionName, 'retired'));
@@ -111,13 +112,16 @@ export class KeySet {
     });
   }
 
-  /** What stored data needs of a version, by the newest usage scan. */
-  judge(backendName: string, version: StoredVersion): VersionJudgement {
+  /**
+   * What stored data needs of a version, by the newest usage scan (or `scan`, a copy of it
+   * taken once to judge many versions).
+   */
+  judge(backendName: string, version: StoredVersion, scan = this.#registry.lastScan()): VersionJudgement {
     return judgeVersion({
       backend: backendName,
       version,
       isWriteVersion: this.#registry.writeVersion(backendName)?.version === version.version,
-      lastScan: this.#registry.lastScan(),
+      lastScan: scan,
       readable: (backend, name) =>
         this.#deps.backends.has(backend) && this.#registry.version(backend, name)?.state === 'active',
       scanAfterWriteMs: this.#deps.config.retirement.scanAfterWriteMs,
