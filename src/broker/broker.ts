@@ -60,6 +60,7 @@ export class Broker {
       logger,
       now,
       onStateWriteFailure: () => metrics.stateWriteFailed(),
+      onCommitted: () => deps.stateStore.shared?.advertisedChanged(),
     });
     this.#keys = keys;
     const health = new HealthMonitor(

@@ -192,7 +192,7 @@ describe('KeyRegistry', () => {
     const registry = new KeyRegistry(state, { order: ['primary'], wrap: 'first' });
     const next = structuredClone(state);
     (next.backends.primary as BrokerState['backends'][string]).writeVersion = '1';
-    registry.replace(next);
+    registry.replace(next, { order: ['primary'], wrap: 'first' });
     assert.equal(registry.current.writeKeys[0]?.version, '1');
     assert.equal(
       registry.current.keyId,

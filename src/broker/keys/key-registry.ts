@@ -19,8 +19,6 @@ export interface WriteSnapshot {
 export class KeyRegistry {
   #state: BrokerState;
   #failover: FailoverSetting;
-  /** With wrap: first, the backend that writes now (the first healthy one); not persisted. */
-  #activeWriter: string | undefined;
   #snapshot: WriteSnapshot;
 
   /**
@@ -66,8 +64,8 @@ export class KeyRegistry {
   }
 
   /** With wrap: first, moves writes to another backend of the order (key_id changes). */
-  setActiveWriter(backend: string | undefined): void {
-    this.#activeWriter = backend;
+  setActiveWriter(backend: string): void {
+    this.#state.writer = backend;
     this.#snapshot = this.#derive();
   }
 
@@ -141,9 +139,13 @@ export class KeyRegistry {
     return entry?.versions.find(version => version.version === entry.writeVersion);
   }
 
-  /** Replaces the whole state (another process changed the store, or a listing added versions). */
-  replace(state: BrokerState): void {
+  /**
+   * Replaces the whole state (another process changed the store, or a listing added versions),
+   * with the failover setting in force under it.
+   */
+  replace(state: BrokerState, failover: FailoverSetting): void {
     this.#state = structuredClone(state);
+    this.#failover = structuredClone(failover);
     this.#snapshot = this.#derive();
   }
 
@@ -165,11 +167,9 @@ export class KeyRegistry {
   checkpoint(): () => void {
     const state = structuredClone(this.#state);
     const failover = this.#failover;
-    const activeWriter = this.#activeWriter;
     return () => {
       this.#state = state;
       this.#failover = failover;
-      this.#activeWriter = activeWriter;
       this.#snapshot = this.#derive();
     };
   }
@@ -187,7 +187,7 @@ export class KeyRegistry {
         ? []
         : [{ backend, version: version.version, fingerprint: version.fingerprint }];
     });
-    const active = known.find(key => key.backend === this.#activeWriter) ?? known[0];
+    const active = known.find(key => key.backend === this.#state.writer) ?? known[0];
     const writeKeys = wrap === 'all' ? known : active === undefined ? [] : [active];
     if (writeKeys.length === 0)
       throw new BrokerError('KEY_MISSING', 'no backend of the failover order has a known key version yet');

@@ -28,6 +28,8 @@ export interface KeySetDeps {
   readonly now: () => Date;
   /** Told about every state write that failed. */
   readonly onStateWriteFailure: () => void;
+  /** Told after every change that was persisted and applied. */
+  readonly onCommitted: () => void;
 }
 
 export type VersionState = StoredVersion['state'];
@@ -234,18 +236,29 @@ export class KeySet {
   }
 
   /**
-   * Applies a change to the registry and persists it; undoes it when the write fails.
-   * Runs inside the queue (its callers hold it).
+   * Persists a change, then applies it: the change is worked out on the registry and taken
+   * back at once (synchronously, so no KMS call sees it), and applied again only when the
+   * store took it. A shared store may hold it for seconds while peers confirm a new key_id;
+   * until then Status keeps advertising the old one. Runs inside the queue (its callers hold it).
    */
   async #commit(change: () => void): Promise<void> {
     const undo = this.#registry.checkpoint();
-    change();
+    let redo: () => void;
+    let next: { state: BrokerState; keyId: string };
     try {
-      await this.#deps.store.save(this.#registry.toState());
-    } catch (error) {
+      change();
+      next = { state: this.#registry.toState(), keyId: this.#registry.current.keyId };
+      redo = this.#registry.checkpoint();
+    } finally {
       undo();
+    }
+    try {
+      await this.#deps.store.save(next.state, next.keyId);
+    } catch (error) {
       this.#deps.onStateWriteFailure();
-      // A store that says what failed (the file store: path, errno, fix) is quoted as is.
+      // A shared store's own refusals (a conflict, etcd unreachable, a peer that cannot
+      // unwrap) are quoted as they are; a write that failed is said to have changed nothing.
+      if (isBrokerError(error) && error.code !== 'STATE_WRITE_FAILED') throw error;
       const known = isBrokerError(error);
       const cause = known ? error.causeName : ((error as NodeJS.ErrnoException).code ?? 'error');
       const reason = known
@@ -253,6 +266,8 @@ export class KeySet {
         : `the state at ${this.#deps.store.location} could not be written (${cause})`;
       throw new BrokerError('STATE_WRITE_FAILED', `${reason}; nothing was changed`, cause);
     }
+    redo();
+    this.#deps.onCommitted();
   }
 
   async #makeWriteVersion(

@@ -55,7 +55,8 @@ export class StateSync {
     });
     const failover = resolveFailover(result.state, deps.config, deps.logger);
     const registry = new KeyRegistry(result.state, failover.setting);
-    if (result.changed || stored === undefined || failover.dropped) await deps.store.save(registry.toState());
+    if (result.changed || stored === undefined || failover.dropped)
+      await deps.store.save(registry.toState(), registry.current.keyId);
     return new StateSync(deps, registry);
   }
 
@@ -72,7 +73,10 @@ export class StateSync {
     this.#unwatch?.();
   }
 
-  /** Re-reads the store (another writer changed it) and re-lists every backend's versions. */
+  /**
+   * Re-reads the store (another writer changed it) and re-lists every backend's versions. A
+   * shared store's state was committed by peers that listed and confirmed it: it is taken as is.
+   */
   reload(): Promise<void> {
     return this.#deps.queue.run(async () => {
       const { store, now, logger } = this.#deps;
@@ -82,15 +86,19 @@ export class StateSync {
           // The state vanished under a running broker (a file deleted by hand, a wiped
           // folder): the registry in memory is the better record, retired versions and all.
           stored = this.#registry.toState();
-          await store.save(stored);
+          await store.save(stored, this.#registry.current.keyId);
           logger.warn({ path: store.location }, 'state file disappeared; rewrote it from memory');
+        }
+        if (store.shared !== undefined) {
+          this.#replace(stored);
+          return;
         }
         const result = await reconcileListings(stored, await this.#listReachable(), now(), {
           create: false,
           logger,
         });
         this.#replace(result.state);
-        if (result.changed) await store.save(result.state);
+        if (result.changed) await store.save(result.state, this.#registry.current.keyId);
       } catch (error) {
         const brokerError = toBrokerError(error);
         logger.error(
@@ -121,7 +129,7 @@ export class StateSync {
         },
       );
       state.backends[backend.name] = merged.backend;
-      if (merged.changed) await this.#deps.store.save(state);
+      if (merged.changed) await this.#deps.store.save(state, this.#keyIdOf(state));
       this.#replace(state);
       this.#deps.logger.info({ backend: backend.name }, 'backend joined');
     });
@@ -130,8 +138,13 @@ export class StateSync {
   /** Merges a listing of one backend (taken by a Decrypt that met a new version) and persists it. */
   adoptListing(backend: string, listed: readonly KeyVersionInfo[]): Promise<void> {
     return this.#deps.queue.run(async () => {
-      if (this.#registry.adoptListed(backend, listed, this.#deps.now()))
-        await this.#deps.store.save(this.#registry.toState());
+      const undo = this.#registry.checkpoint();
+      if (!this.#registry.adoptListed(backend, listed, this.#deps.now())) return;
+      const state = this.#registry.toState();
+      const keyId = this.#registry.current.keyId;
+      undo();
+      await this.#deps.store.save(state, keyId);
+      this.#replace(state);
     });
   }
 
@@ -152,9 +165,19 @@ export class StateSync {
     return listings;
   }
 
+  /** The key_id a state advertises under the failover setting in force. */
+  #keyIdOf(state: BrokerState): string {
+    const probe = new KeyRegistry(state, this.#failoverFor(structuredClone(state)));
+    return probe.current.keyId;
+  }
+
+  #failoverFor(state: BrokerState) {
+    return resolveFailover(state, this.#deps.config, this.#deps.logger).setting;
+  }
+
   #replace(state: BrokerState): void {
     const before = this.#registry.current.keyId;
-    this.#registry.replace(state);
+    this.#registry.replace(state, this.#failoverFor(state));
     const after = this.#registry.current.keyId;
     if (before !== after) this.#deps.logger.info({ keyId: after, previousKeyId: before }, 'key set changed');
   }

@@ -77,6 +77,11 @@ const stateSchema = Type.Object(
     thinSeeds: Type.Optional(Type.Array(thinSeedSchema, { maxItems: MAX_THIN_SEEDS })),
     /** The newest usage scan of the cluster's etcd: the evidence retirement is judged by. */
     lastScan: Type.Optional(usageScanSchema),
+    /**
+     * With wrap: first, the backend writes moved to when it is not the first of the order.
+     * Shared, so that every broker of a control plane writes with the same backend.
+     */
+    writer: Type.Optional(backendNameSchema),
   },
   { additionalProperties: false },
 );

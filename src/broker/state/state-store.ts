@@ -1,5 +1,5 @@
-// The seam between the key set and where its persistent form lives: a file today, etcd for
-// control planes with several brokers. A store knows its own writes: `watch` reports only
+// The seam between the key set and where its persistent form lives: a file for one broker,
+// etcd for control planes with several. A store knows its own writes: `watch` reports only
 // changes someone else made, so a broker never reloads (and re-lists every backend for)
 // what it just committed itself.
 import type { BrokerState } from './state-schema.ts';
@@ -9,7 +9,68 @@ export interface StateStore {
   readonly location: string;
   /** The stored state, or undefined when there is none yet. Throws STATE_CORRUPT. */
   load(): Promise<BrokerState | undefined>;
-  save(state: BrokerState): Promise<void>;
+  /**
+   * Persists `state`; `keyId` is the key_id it advertises (the broker always says; a shared
+   * store needs it). A shared store promotes a new key_id only once every live broker
+   * confirmed it can unwrap with its write keys, and resolves only after the commit.
+   */
+  save(state: BrokerState, keyId?: string): Promise<void>;
   /** Calls `onChange` when another writer changes the stored state; never for this store's own saves. */
   watch(onChange: () => void, intervalMs: number): () => void;
+  /** Present when several brokers share the store. */
+  readonly shared?: SharedState;
+}
+
+/** What a shared store asks of the broker it serves. */
+export interface LocalBroker {
+  /** The key_id this broker advertises now, and the key versions it can unwrap with. */
+  advertised(): { keyId: string; unwrappable: readonly UnwrapKey[] };
+  /**
+   * Proves this broker can unwrap with the write keys of a proposed state (a round trip per
+   * key it can reach); throws a BrokerError saying why not.
+   */
+  confirm(state: BrokerState): Promise<void>;
+}
+
+export interface UnwrapKey {
+  readonly backend: string;
+  readonly version: string;
+}
+
+export interface SharedState {
+  /** Registers this broker and starts answering its peers' proposals. */
+  join(local: LocalBroker): Promise<void>;
+  /** The broker's advertised key_id changed: its registration is refreshed now. */
+  advertisedChanged(): void;
+  view(): ClusterView;
+  close(): Promise<void>;
+}
+
+export interface ClusterMember {
+  readonly node: string;
+  readonly version: string;
+  readonly keyId: string;
+  readonly unwrappable: readonly UnwrapKey[];
+  readonly lastSeenAt: string;
+  readonly self: boolean;
+}
+
+export interface ClusterView {
+  readonly name: string;
+  readonly prefix: string;
+  readonly node: string;
+  readonly etcd: { readonly reachable: boolean; readonly lastContactAt?: string };
+  /** The committed state's key_id: what every broker should advertise. */
+  readonly keyId?: string;
+  readonly members: readonly ClusterMember[];
+  /** Every live broker advertises the committed key_id. */
+  readonly converged: boolean;
+  /** Since when they have disagreed, while they do. */
+  readonly disagreeingSince?: string;
+  readonly proposal?: {
+    readonly node: string;
+    readonly keyId: string;
+    readonly proposedAt: string;
+    readonly confirmedBy: readonly string[];
+  };
 }
