@@ -4,8 +4,8 @@ import { readFileSync } from 'node:fs';
 import { createBackends } from './backends/registry.ts';
 import type { KekBackend } from './backends/kek.ts';
 import { Broker } from './broker/broker.ts';
-import { fileStateStore } from './broker/state/file-state-store.ts';
 import type { StateStore } from './broker/state/state-store.ts';
+import { stateStoreFor } from './cluster/state-store-for.ts';
 import type { BrokerConfig } from './config/schema.ts';
 import type { FileReader } from './file-reader.ts';
 import { readSecret, type SecretReader } from './secrets.ts';
@@ -50,7 +50,7 @@ export async function startBroker(config: BrokerConfig, deps: AppDeps): Promise<
         readFile: deps.readFile ?? readFileSync,
         logger: deps.logger,
       })),
-    stateStore: deps.stateStore ?? fileStateStore(config.state.path),
+    stateStore: deps.stateStore ?? stateStoreFor(config, deps.logger),
     logger: deps.logger,
   });
 }

@@ -133,6 +133,32 @@ export const errorCatalog = {
     title: "The scan's etcd revision was compacted before it finished",
   },
   ETCD_READ_FAILED: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'etcd failed a read' },
+  // The state shared over etcd by the brokers of a control plane (`cluster`); admin API only.
+  STATE_CONFLICT: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 409,
+    title: 'Another broker changed the shared state first',
+  },
+  CLUSTER_UNAVAILABLE: {
+    grpc: GrpcCode.UNAVAILABLE,
+    http: 503,
+    title: 'The shared state in etcd cannot be reached',
+  },
+  PROMOTION_REFUSED: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 409,
+    title: 'A broker of the cluster cannot unwrap with the new key',
+  },
+  PROMOTION_TIMEOUT: {
+    grpc: GrpcCode.UNAVAILABLE,
+    http: 503,
+    title: 'Not every broker confirmed the new key in time',
+  },
+  NOT_CLUSTERED: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 404,
+    title: 'This broker does not share its state with others',
+  },
   // `kms-broker migrate`: the command line's own failures; never over gRPC.
   KUBECONFIG_INVALID: {
     grpc: GrpcCode.INVALID_ARGUMENT,

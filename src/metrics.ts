@@ -21,6 +21,13 @@ export interface RotationEvidence {
   }[];
 }
 
+/** What the cluster gauges read of the shared state's view. */
+export interface ClusterHealth {
+  readonly members: readonly unknown[];
+  readonly converged: boolean;
+  readonly etcd: { readonly reachable: boolean };
+}
+
 /** The states of a backend's circuit breaker (src/broker/health/breaker.ts). */
 export const BREAKER_STATES = ['closed', 'half-open', 'open'] as const;
 export type BreakerState = (typeof BREAKER_STATES)[number];
@@ -35,6 +42,7 @@ export class Metrics {
   readonly #breaker: Gauge<'backend'>;
   #keySetSource: (() => KeySet) | undefined;
   #rotationSource: (() => RotationEvidence) | undefined;
+  #clusterSource: (() => ClusterHealth) | undefined;
   readonly #lastProbeSuccess = new Map<string, number>();
   readonly #stateWriteFailures: Counter;
   readonly #underReplicated: Counter;
@@ -99,6 +107,33 @@ export class Metrics {
           this.set({ key_id_hash: createHash('sha256').update(keyId).digest('hex').slice(0, 12) }, 1);
       },
     });
+    const cluster = () => this.#clusterSource?.();
+    const clusterGauge = (name: string, help: string, value: (view: ClusterHealth) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          const view = cluster();
+          if (view !== undefined) this.set(value(view));
+        },
+      });
+    clusterGauge(
+      'kms_broker_cluster_members',
+      'Brokers registered under the shared state (live leases), this one included; absent without `cluster`.',
+      view => view.members.length,
+    );
+    clusterGauge(
+      'kms_broker_cluster_converged',
+      'Whether every registered broker advertises the committed key_id (1) or not (0); absent without `cluster`.',
+      view => (view.converged ? 1 : 0),
+    );
+    clusterGauge(
+      'kms_broker_cluster_etcd_reachable',
+      "Whether the shared state's etcd answered this broker's last call (1) or not (0): while 0, admin changes are refused.",
+      view => (view.etcd.reachable ? 1 : 0),
+    );
     const rotation = () => this.#rotationSource?.();
     new Gauge({
       name: 'kms_broker_usage_scan_timestamp_seconds',
@@ -173,6 +208,11 @@ export class Metrics {
   /** Where scrapes read what the newest usage scan says of the old key versions. */
   rotationFrom(source: () => RotationEvidence): void {
     this.#rotationSource = source;
+  }
+
+  /** Where scrapes read the shared state's members and convergence from (brokers with `cluster`). */
+  clusterFrom(source: () => ClusterHealth): void {
+    this.#clusterSource = source;
   }
 
   stateWriteFailed(): void {

@@ -11,6 +11,7 @@ import {
   backendParams,
   backendsSchema,
   emptyQuery,
+  clusterSchema,
   failoverResultSchema,
   failoverSchema,
   keysSchema,
@@ -201,6 +202,18 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       void reply.header('etag', admin.failover().etag);
       return { ...result.after, keyId: result.keyId };
     },
+  );
+  app.get(
+    '/v1/cluster',
+    {
+      config: { role: 'viewer' },
+      schema: {
+        summary: 'The brokers sharing this one\'s state: what each advertises and unwraps, and whether they agree',
+        querystring: emptyQuery,
+        response: { 200: clusterSchema, ...problems, 404: problem },
+      },
+    },
+    () => admin.cluster(),
   );
   registerUsageRoutes(app, admin, audited);
 }

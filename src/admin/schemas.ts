@@ -118,3 +118,35 @@ export const rotationSchema = Type.Object({
   versions: Type.Array(judgement),
   lastScan: Type.Optional(scanRecordedSchema),
 });
+
+const unwrapKeySchema = Type.Object({ backend: Type.String(), version: Type.String() });
+
+export const clusterSchema = Type.Object({
+  name: Type.String(),
+  prefix: Type.String(),
+  /** This broker's node name. */
+  node: Type.String(),
+  etcd: Type.Object({ reachable: Type.Boolean(), lastContactAt: Type.Optional(Type.String()) }),
+  /** The committed key_id: what every broker should advertise. */
+  keyId: Type.Optional(Type.String()),
+  members: Type.Array(
+    Type.Object({
+      node: Type.String(),
+      version: Type.String(),
+      keyId: Type.String(),
+      unwrappable: Type.Array(unwrapKeySchema),
+      lastSeenAt: Type.String(),
+      self: Type.Boolean(),
+    }),
+  ),
+  converged: Type.Boolean(),
+  disagreeingSince: Type.Optional(Type.String()),
+  proposal: Type.Optional(
+    Type.Object({
+      node: Type.String(),
+      keyId: Type.String(),
+      proposedAt: Type.String(),
+      confirmedBy: Type.Array(Type.String()),
+    }),
+  ),
+});

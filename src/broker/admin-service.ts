@@ -5,7 +5,15 @@ import type { HealthMonitor } from './health/health-monitor.ts';
 import type { KeySet } from './keys/key-set.ts';
 import type { UsageLog } from './keys/usage.ts';
 import type { VersionJudgement } from './keys/retirement.ts';
-import type { AdminService, BackendView, KmsService, RotationView, VersionView } from './ports.ts';
+import { BrokerError } from '../errors.ts';
+import type {
+  AdminService,
+  BackendView,
+  ClusterView,
+  KmsService,
+  RotationView,
+  VersionView,
+} from './ports.ts';
 import type { ThinSeeds } from './thin-seeds.ts';
 
 export interface AdminServiceDeps {
@@ -16,6 +24,8 @@ export interface AdminServiceDeps {
   readonly health: HealthMonitor;
   readonly thinSeeds: ThinSeeds;
   readonly startedAt: Date;
+  /** The shared state's view of the cluster, when the broker shares its state. */
+  readonly cluster: (() => ClusterView) | undefined;
 }
 
 export function createAdminService(deps: AdminServiceDeps): AdminService {
@@ -106,6 +116,14 @@ export function createAdminService(deps: AdminServiceDeps): AdminService {
     },
     failover: () => ({ setting: keys.failover, etag: keys.failoverEtag }),
     setFailover: (setting, etag) => keys.setFailover(setting, etag),
+    cluster() {
+      if (deps.cluster === undefined)
+        throw new BrokerError(
+          'NOT_CLUSTERED',
+          'this broker keeps its state in its own file and has no peers; add `cluster` and `etcd` to its config to share it (docs/deploy.md)',
+        );
+      return deps.cluster();
+    },
   };
 }
 

@@ -10,6 +10,7 @@ import { BackendCalls } from './backend-calls.ts';
 import { HealthMonitor } from './health/health-monitor.ts';
 import { connectReachable, JoiningBackend } from './joining-backend.ts';
 import { KeySet } from './keys/key-set.ts';
+import { localBroker } from './keys/peer-confirmation.ts';
 import { RotationWatch } from './keys/rotation-watch.ts';
 import { SerialQueue } from './keys/serial-queue.ts';
 import { StateSync } from './keys/state-sync.ts';
@@ -44,11 +45,13 @@ export class Broker {
   readonly #health: HealthMonitor;
   readonly #rotationWatch: RotationWatch;
   readonly #flushTimer: NodeJS.Timeout;
+  readonly #stateStore: StateStore;
 
   private constructor(deps: BrokerDeps, sync: StateSync, queue: SerialQueue, now: () => Date) {
     const { config, backends, logger, metrics } = deps;
     this.#backends = backends;
     this.#sync = sync;
+    this.#stateStore = deps.stateStore;
     const usage = new UsageLog(now);
     const keys = new KeySet({
       config,
@@ -117,7 +120,10 @@ export class Broker {
       health,
       thinSeeds,
       startedAt: now(),
+      cluster: deps.stateStore.shared?.view,
     });
+    const shared = deps.stateStore.shared;
+    if (shared !== undefined) metrics.clusterFrom(() => shared.view());
     metrics.keySetFrom(() => ({
       keyId: keys.current.keyId,
       writeVersions: [...backends.keys()].flatMap(backend => {
@@ -147,6 +153,10 @@ export class Broker {
       for (const gate of gates.values()) gate.onJoin((backend, listed) => sync.join(backend, listed));
       const broker = new Broker({ ...deps, backends: gates }, sync, queue, now);
       sync.start();
+      // Registered only once it serves: a peer's proposal waits for it from then on.
+      await deps.stateStore.shared?.join(
+        localBroker({ config: deps.config, backends: gates, keys: broker.#keys, logger: deps.logger }),
+      );
       broker.#health.start();
       broker.#rotationWatch.start();
       deps.logger.info(
@@ -171,6 +181,7 @@ export class Broker {
     this.#sync.stop();
     clearInterval(this.#flushTimer);
     await this.#keys.flushUsage();
+    await this.#stateStore.shared?.close();
     await Promise.allSettled([...this.#backends.values()].map(backend => backend.close()));
   }
 }

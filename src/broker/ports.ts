@@ -10,6 +10,8 @@ export { backendNameSchema } from '../backends/config-schema.ts';
 export { failoverSettingSchema, type FailoverSetting } from './state/state-schema.ts';
 export { usageScanSchema, type UsageScan } from './usage-scan.ts';
 export type { VersionJudgement, VersionStage } from './keys/retirement.ts';
+export type { ClusterMember, ClusterView } from './state/state-store.ts';
+import type { ClusterView } from './state/state-store.ts';
 
 export interface CallContext {
   readonly uid: string;
@@ -115,6 +117,8 @@ export interface AdminService {
   usage(): UsageView;
   rotation(): RotationView;
   failover(): { setting: FailoverSetting; etag: string };
+  /** The brokers sharing this one's state, and whether they agree (NOT_CLUSTERED without `cluster`). */
+  cluster(): ClusterView;
   /** Changes the failover setting if `etag` still names the current one (PRECONDITION_FAILED otherwise). */
   setFailover(
     setting: FailoverSetting,

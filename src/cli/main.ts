@@ -119,9 +119,17 @@ program
 adminCommand(
   'status',
   'key_id, health, write versions and failover; exit 1 unhealthy, 5 degraded (a backend down, thin seeds)',
-).action(async (options: OutputOptions) => {
-  process.exitCode = await (await commands()).statusCommand(options);
-});
+)
+  .option(
+    '--cluster',
+    'every broker sharing the state: the key_id each advertises, what it unwraps, when last seen; exit 5 while they disagree or etcd is unreachable',
+  )
+  .action(async (options: OutputOptions & { cluster?: boolean }) => {
+    process.exitCode =
+      options.cluster === true
+        ? await (await import('./cluster-status.ts')).clusterStatusCommand(options)
+        : await (await commands()).statusCommand(options);
+  });
 adminCommand('backends', 'health, breaker state and errors per backend').action(
   async (options: OutputOptions) => (await commands()).backendsCommand(options),
 );

@@ -146,8 +146,38 @@ export function exposedSecretFiles(
   return exposed;
 }
 
+/** Where kubeadm puts etcd's CA and the apiserver's etcd client certificate on a control-plane node. */
+export const KUBEADM_ETCD_FILES = {
+  caFile: '/etc/kubernetes/pki/etcd/ca.crt',
+  certFile: '/etc/kubernetes/pki/apiserver-etcd-client.crt',
+  keyFile: '/etc/kubernetes/pki/apiserver-etcd-client.key',
+} as const;
+
+/**
+ * The TLS files of the shared state's etcd, kubeadm's where the config names none; undefined
+ * when no cluster is configured or every endpoint is plain http.
+ */
+export function clusterEtcdFiles(
+  config: BrokerConfig,
+): { caFile: string; certFile: string; keyFile: string } | undefined {
+  const { etcd } = config;
+  if (config.cluster === undefined || etcd === undefined) return undefined;
+  if (!etcd.endpoints.some(endpoint => endpoint.startsWith('https:'))) return undefined;
+  return {
+    caFile: etcd.caFile ?? KUBEADM_ETCD_FILES.caFile,
+    certFile: etcd.certFile ?? KUBEADM_ETCD_FILES.certFile,
+    keyFile: etcd.keyFile ?? KUBEADM_ETCD_FILES.keyFile,
+  };
+}
+
 function namedFiles(config: BrokerConfig): NamedFile[] {
   const files: NamedFile[] = [];
+  const etcdFiles = clusterEtcdFiles(config);
+  if (etcdFiles !== undefined) {
+    files.push({ key: 'etcd.caFile', path: etcdFiles.caFile, kind: 'pem-certificates' });
+    files.push({ key: 'etcd.certFile', path: etcdFiles.certFile, kind: 'pem-certificates' });
+    files.push({ key: 'etcd.keyFile', path: etcdFiles.keyFile, kind: 'pem-private-key' });
+  }
   const { admin } = config;
   // A disabled admin API reads none of its files.
   if (admin.enabled) {

@@ -115,6 +115,16 @@ function checkCrossReferences(config: BrokerConfig, source: string): void {
     if (!names.has(name)) throw invalid(source, `failover.order[${index}]: no backend is named '${name}'`);
   });
   if (config.state.path === config.socket) throw invalid(source, 'state.path: must differ from socket');
+  if (config.cluster !== undefined && config.etcd === undefined)
+    throw invalid(
+      source,
+      'cluster: the shared state needs etcd.endpoints (kubeadm: etcd: {endpoints: [https://127.0.0.1:2379]})',
+    );
+  if (config.cluster !== undefined && config.cluster.promotionTimeoutMs <= config.cluster.leaseTtlMs)
+    throw invalid(
+      source,
+      'cluster.promotionTimeoutMs: must exceed cluster.leaseTtlMs, so that a promotion outlasts a silent member',
+    );
   const { admin } = config;
   if (admin.enabled && !admin.listen.startsWith('unix://') && !isLoopback(admin.listen)) {
     if (admin.tls === undefined || admin.tokens.length === 0) {

@@ -89,9 +89,10 @@ export const configSchema = Type.Object(
       { ...strict, default: {} },
     ),
     /**
-     * The cluster's etcd, for `kms-broker usage` and `rotate --complete` (read-only scans);
-     * their flags override it. The broker itself never talks to etcd, so `serve` does not
-     * read these files: the scan does, and names any it cannot.
+     * The cluster's etcd (or a dedicated one): for `kms-broker usage` and `rotate --complete`
+     * (read-only scans; their flags override it), and for the shared state when `cluster` is
+     * set. Without TLS files, kubeadm's are used for https:// endpoints. `serve` reads and
+     * checks them only when `cluster` is set; otherwise the scan does.
      */
     etcd: Type.Optional(
       Type.Object(
@@ -104,6 +105,28 @@ export const configSchema = Type.Object(
           certFile: Type.Optional(Type.String({ minLength: 1 })),
           keyFile: Type.Optional(Type.String({ minLength: 1 })),
           prefix: Type.Optional(Type.String({ pattern: '^/.*/$', maxLength: 256 })),
+        },
+        strict,
+      ),
+    ),
+    /**
+     * Several brokers (one per control-plane node) sharing one key state in `etcd`. Each keeps
+     * `state.path` as its local copy, which it serves from while etcd is unreachable.
+     */
+    cluster: Type.Optional(
+      Type.Object(
+        {
+          /** Names the control plane; the default prefix is `/kms-broker/<name>/`. */
+          name: Type.String({ pattern: '^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$' }),
+          /** This broker's name among its peers (default: the host name). */
+          node: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$' })),
+          prefix: Type.Optional(Type.String({ pattern: '^/[^\\s]*/$', maxLength: 256 })),
+          /** How long a broker that stopped answering still counts as a member. */
+          leaseTtlMs: Type.Integer({ minimum: 2000, maximum: 300000, default: 15000 }),
+          /** How long a new key_id waits for every member to confirm it before the change is given up. */
+          promotionTimeoutMs: Type.Integer({ minimum: 5000, maximum: 3600000, default: 120000 }),
+          /** Members that advertise different key_ids for longer than this are warned about. */
+          convergenceWarnMs: Type.Integer({ minimum: 1000, maximum: 86400000, default: 120000 }),
         },
         strict,
       ),

@@ -7,7 +7,7 @@
 import type { KekBackend, KeyVersionInfo } from '../../backends/kek.ts';
 import type { BrokerConfig } from '../../config/schema.ts';
 import { within } from '../../deadline.ts';
-import { toBrokerError } from '../../errors.ts';
+import { isBrokerError, toBrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import {
   ADMIN_CALL_MS,
@@ -32,6 +32,8 @@ export interface StateSyncDeps {
 }
 
 const STATE_WATCH_INTERVAL_MS = 1000;
+/** Start-up reads and reconciles a shared state at most this often when peers keep committing first. */
+const OPEN_ATTEMPTS = 5;
 
 export class StateSync {
   readonly #deps: StateSyncDeps;
@@ -48,16 +50,32 @@ export class StateSync {
    * the result. What the state says of the others stands until they join.
    */
   static async open(deps: StateSyncDeps, listings: ReadonlyMap<string, Listing>): Promise<StateSync> {
-    const stored = await deps.store.load();
-    const result = await reconcileListings(stored, listings, deps.now(), {
-      create: true,
-      logger: deps.logger,
-    });
-    const failover = resolveFailover(result.state, deps.config, deps.logger);
-    const registry = new KeyRegistry(result.state, failover.setting);
-    if (result.changed || stored === undefined || failover.dropped)
-      await deps.store.save(registry.toState(), registry.current.keyId);
-    return new StateSync(deps, registry);
+    for (let attempt = 1; ; attempt++) {
+      const stored = await deps.store.load();
+      const result = await reconcileListings(stored, listings, deps.now(), {
+        create: true,
+        logger: deps.logger,
+      });
+      const failover = resolveFailover(result.state, deps.config, deps.logger);
+      const registry = new KeyRegistry(result.state, failover.setting);
+      try {
+        if (result.changed || stored === undefined || failover.dropped)
+          await deps.store.save(registry.toState(), registry.current.keyId);
+      } catch (error) {
+        // A shared store: a peer that started at the same moment committed first (read its
+        // state and reconcile again), or etcd does not answer (serve what the local copy
+        // and the backends say; the next change shares it). A file that cannot be written
+        // stops the start, as before.
+        if (deps.store.shared === undefined || !isBrokerError(error)) throw error;
+        if (error.code === 'STATE_CONFLICT' && attempt < OPEN_ATTEMPTS) continue;
+        if (error.code === 'STATE_WRITE_FAILED' || error.code === 'STATE_CONFLICT') throw error;
+        deps.logger.warn(
+          { code: error.code, err: error.message },
+          'could not share the reconciled state at start; serving it from this node',
+        );
+      }
+      return new StateSync(deps, registry);
+    }
   }
 
   get registry(): KeyRegistry {
@@ -179,6 +197,8 @@ export class StateSync {
     const before = this.#registry.current.keyId;
     this.#registry.replace(state, this.#failoverFor(state));
     const after = this.#registry.current.keyId;
-    if (before !== after) this.#deps.logger.info({ keyId: after, previousKeyId: before }, 'key set changed');
+    if (before === after) return;
+    this.#deps.logger.info({ keyId: after, previousKeyId: before }, 'key set changed');
+    this.#deps.store.shared?.advertisedChanged();
   }
 }
