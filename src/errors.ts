@@ -115,7 +115,8 @@ export const errorCatalog = {
     title: 'Socket is served by another process',
   },
   SOCKET_PATH_INVALID: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'Socket path is not usable' },
-  // `kms-broker usage` reading the cluster's etcd; these never travel over gRPC or HTTP.
+  // etcd, read by `kms-broker usage` and by the shared state store; these never travel over
+  // gRPC or HTTP.
   ETCD_UNREACHABLE: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'etcd could not be reached' },
   ETCD_AUTH_FAILED: {
     grpc: GrpcCode.UNAUTHENTICATED,
@@ -158,6 +159,16 @@ export const errorCatalog = {
     grpc: GrpcCode.FAILED_PRECONDITION,
     http: 404,
     title: 'This broker does not share its state with others',
+  },
+  ETCD_REQUEST_FAILED: {
+    grpc: GrpcCode.UNAVAILABLE,
+    http: 503,
+    title: 'etcd refused a request of the shared state store',
+  },
+  ETCD_LEASE_NOT_FOUND: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 409,
+    title: "The broker's etcd lease expired or was revoked",
   },
   // `kms-broker migrate`: the command line's own failures; never over gRPC.
   KUBECONFIG_INVALID: {

@@ -71,7 +71,7 @@ export class Membership {
     if (lease !== undefined) await this.#deps.client.revoke(lease).catch(() => undefined);
   }
 
-  async #beat(): Promise<void> {
+  async #beat(retry = true): Promise<void> {
     const local = this.#local;
     if (local === undefined || this.#closed) return;
     const { client, keys, node, leaseTtlMs, logger } = this.#deps;
@@ -93,8 +93,14 @@ export class Membership {
       await client.put(keys.member(node), encodeRecord(record), { lease: this.#lease });
       this.#deps.onContact(true);
     } catch (error) {
+      const { code } = toBrokerError(error);
+      if (code === 'ETCD_LEASE_NOT_FOUND') {
+        // etcd answers, but the lease lapsed while it did not: register again at once.
+        this.#lease = undefined;
+        if (retry) return this.#beat(false);
+      }
       this.#deps.onContact(false);
-      logger.debug({ code: toBrokerError(error).code }, 'cluster heartbeat failed');
+      logger.debug({ code }, 'cluster heartbeat failed');
     }
   }
 }

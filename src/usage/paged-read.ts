@@ -3,7 +3,10 @@
 // `rate` values a second, so a scan never competes with the apiserver for etcd.
 import { setTimeout as delay } from 'node:timers/promises';
 import { BrokerError } from '../errors.ts';
+import { prefixEnd } from '../etcd/prefix-end.ts';
 import { PageTooLarge, type EtcdClient } from './etcd-client.ts';
+
+export { prefixEnd };
 
 export interface PagedReadOptions {
   readonly prefix: Buffer;
@@ -77,17 +80,4 @@ export async function readPrefix(client: EtcdClient, options: PagedReadOptions):
     if (!response.more || last === undefined) return { revision, read };
     key = Buffer.concat([last.key, Buffer.from([0])]);
   }
-}
-
-/** etcd's "every key with this prefix": the prefix with its last byte below 0xff incremented. */
-export function prefixEnd(prefix: Buffer): Buffer {
-  const end = Buffer.from(prefix);
-  for (let index = end.length - 1; index >= 0; index--) {
-    if ((end[index] as number) < 0xff) {
-      end[index] = (end[index] as number) + 1;
-      return end.subarray(0, index + 1);
-    }
-  }
-  // Only 0xff bytes: every key from the prefix on ("\0" is etcd's "to the end").
-  return Buffer.from([0]);
 }

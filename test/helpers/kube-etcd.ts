@@ -8,7 +8,7 @@ import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
-import { freePort, kubeBinary, pollFor, startProcess } from './kube-process.ts';
+import { freePort, kubeBinary, pollFor, startProcess, type KubeProcess } from './kube-process.ts';
 
 const START_TIMEOUT_MS = 30_000;
 
@@ -37,12 +37,21 @@ export interface EtcdTls {
   readonly client: ClientTls;
 }
 
-export async function startEtcd(dir: string, tls?: EtcdTls): Promise<Etcd> {
-  const [clientPort, peerPort] = [await freePort(), await freePort()];
-  const url = `${tls === undefined ? 'http' : 'https'}://127.0.0.1:${clientPort}`;
-  const peer = `http://127.0.0.1:${peerPort}`;
-  const dataDir = join(dir, tls === undefined ? 'etcd' : 'etcd-tls');
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+/** One etcd member's identity and addresses; peers always speak plain http on loopback. */
+export interface EtcdMemberSpec {
+  readonly name: string;
+  readonly dataDir: string;
+  readonly clientUrl: string;
+  readonly peerUrl: string;
+  /** `name=peerUrl,...` of every member. */
+  readonly initialCluster: string;
+  readonly tls?: EtcdTls | undefined;
+}
+
+/** Starts one member; it serves once enough members of its cluster run (see `waitHealthy`). */
+export function spawnEtcdMember(spec: EtcdMemberSpec): KubeProcess {
+  mkdirSync(spec.dataDir, { recursive: true, mode: 0o700 });
+  const { tls } = spec;
   const serverTls =
     tls === undefined
       ? []
@@ -52,35 +61,61 @@ export async function startEtcd(dir: string, tls?: EtcdTls): Promise<Etcd> {
           '--client-cert-auth=true',
           `--trusted-ca-file=${tls.clientCaFile}`,
         ];
-  const child = startProcess(tls === undefined ? 'etcd' : 'etcd-tls', kubeBinary('etcd'), [
-    '--name=e2e',
-    `--data-dir=${dataDir}`,
-    `--listen-client-urls=${url}`,
-    `--advertise-client-urls=${url}`,
-    `--listen-peer-urls=${peer}`,
-    `--initial-advertise-peer-urls=${peer}`,
-    `--initial-cluster=e2e=${peer}`,
+  const child = startProcess(spec.name, kubeBinary('etcd'), [
+    `--name=${spec.name}`,
+    `--data-dir=${spec.dataDir}`,
+    `--listen-client-urls=${spec.clientUrl}`,
+    `--advertise-client-urls=${spec.clientUrl}`,
+    `--listen-peer-urls=${spec.peerUrl}`,
+    `--initial-advertise-peer-urls=${spec.peerUrl}`,
+    `--initial-cluster=${spec.initialCluster}`,
     ...serverTls,
     '--logger=zap',
     '--log-level=warn',
   ]);
-  const gateway = (path: string, body: unknown) => etcdJson(`${url}${path}`, 'POST', body, tls?.client);
+  return child;
+}
+
+/**
+ * Waits, bounded, until the member `child` at `url` says it is healthy (it has a leader);
+ * its output is in the error when it exited instead.
+ */
+export async function waitHealthy(
+  child: KubeProcess,
+  url: string,
+  tls: ClientTls | undefined,
+): Promise<void> {
+  await pollFor(
+    `${child.name} /health at ${url}`,
+    async () => {
+      if (!child.running) throw new Error(`${child.name} exited:\n${child.output()}`);
+      const health = (await etcdJson(`${url}/health`, 'GET', undefined, tls)) as { health?: string };
+      return health.health === 'true' ? true : undefined;
+    },
+    { timeoutMs: START_TIMEOUT_MS, intervalMs: 100 },
+  );
+}
+
+export async function startEtcd(dir: string, tls?: EtcdTls): Promise<Etcd> {
+  const [clientPort, peerPort] = [await freePort(), await freePort()];
+  const url = `${tls === undefined ? 'http' : 'https'}://127.0.0.1:${clientPort}`;
+  const peerUrl = `http://127.0.0.1:${peerPort}`;
+  const name = tls === undefined ? 'etcd' : 'etcd-tls';
+  const child = spawnEtcdMember({
+    name,
+    dataDir: join(dir, name),
+    clientUrl: url,
+    peerUrl,
+    initialCluster: `${name}=${peerUrl}`,
+    tls,
+  });
   try {
-    await pollFor(
-      'etcd /health',
-      async () => {
-        if (!child.running) throw new Error(`etcd exited:\n${child.output()}`);
-        const health = (await etcdJson(`${url}/health`, 'GET', undefined, tls?.client)) as {
-          health?: string;
-        };
-        return health.health === 'true' ? true : undefined;
-      },
-      { timeoutMs: START_TIMEOUT_MS, intervalMs: 100 },
-    );
+    await waitHealthy(child, url, tls?.client);
   } catch (error) {
     await child.stop(0);
     throw error;
   }
+  const gateway = (path: string, body: unknown) => etcdJson(`${url}${path}`, 'POST', body, tls?.client);
   return {
     url,
     async secrets() {

@@ -85,6 +85,8 @@ export interface KubeProcess {
   waitForLine(pattern: RegExp, timeoutMs: number): Promise<string>;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. Idempotent. */
   stop(graceMs?: number): Promise<void>;
+  /** SIGKILL at once (a crash: no goodbye to its peers or clients); resolves when it is gone. */
+  kill(): Promise<void>;
 }
 
 /** Children still running: killed when the test process exits, whatever happened before. */
@@ -158,6 +160,11 @@ export function startProcess(name: string, binary: string, args: readonly string
       const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
       await gone;
       clearTimeout(timer);
+    },
+    async kill() {
+      if (exited) return;
+      child.kill('SIGKILL');
+      await gone;
     },
   };
 }
