@@ -208,7 +208,8 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     {
       config: { role: 'viewer' },
       schema: {
-        summary: 'The brokers sharing this one\'s state: what each advertises and unwraps, and whether they agree',
+        summary:
+          "The brokers sharing this one's state: what each advertises and unwraps, and whether they agree",
         querystring: emptyQuery,
         response: { 200: clusterSchema, ...problems, 404: problem },
       },

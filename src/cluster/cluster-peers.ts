@@ -7,7 +7,15 @@ import type { ClusterView, LocalBroker } from '../broker/state/state-store.ts';
 import { toBrokerError } from '../errors.ts';
 import type { StoredKv, WatchEvent } from '../etcd/store-client.ts';
 import type { Logger } from '../log.ts';
-import { parseAck, parseMember, parseProposal, type Ack, type ClusterKeys, type MemberRecord, type Proposal } from './records.ts';
+import {
+  parseAck,
+  parseMember,
+  parseProposal,
+  type Ack,
+  type ClusterKeys,
+  type MemberRecord,
+  type Proposal,
+} from './records.ts';
 
 export interface ClusterPeersOptions {
   readonly name: string;
@@ -55,7 +63,9 @@ export class ClusterPeers {
     if (reachable !== this.#reachable)
       this.#options.logger[reachable ? 'info' : 'warn'](
         { prefix: this.#options.keys.prefix },
-        reachable ? 'etcd answers again: admin changes are accepted' : 'etcd does not answer: admin changes are refused',
+        reachable
+          ? 'etcd answers again: admin changes are accepted'
+          : 'etcd does not answer: admin changes are refused',
       );
     this.#reachable = reachable;
   }
@@ -124,7 +134,9 @@ export class ClusterPeers {
       ...(this.#committedKeyId === undefined ? {} : { keyId: this.#committedKeyId }),
       members,
       converged: this.#converged(),
-      ...(this.#disagreeingSince === undefined ? {} : { disagreeingSince: this.#disagreeingSince.toISOString() }),
+      ...(this.#disagreeingSince === undefined
+        ? {}
+        : { disagreeingSince: this.#disagreeingSince.toISOString() }),
       ...(pending === undefined
         ? {}
         : {
@@ -164,7 +176,10 @@ export class ClusterPeers {
           this.#proposal?.confirmedBy.add(ack.node);
       }
     } catch (error) {
-      logger.warn({ key: kv.key, code: toBrokerError(error).code }, 'ignoring an invalid record under the shared prefix');
+      logger.warn(
+        { key: kv.key, code: toBrokerError(error).code },
+        'ignoring an invalid record under the shared prefix',
+      );
     }
   }
 
@@ -174,7 +189,8 @@ export class ClusterPeers {
     const send = this.#send;
     if (local === undefined || send === undefined || this.#answered.has(proposal.id)) return;
     this.#answered.add(proposal.id);
-    if (this.#answered.size > ANSWERED_KEPT) this.#answered.delete(this.#answered.values().next().value as string);
+    if (this.#answered.size > ANSWERED_KEPT)
+      this.#answered.delete(this.#answered.values().next().value as string);
     const { node, logger } = this.#options;
     void local
       .confirm(proposal.state)
@@ -183,12 +199,18 @@ export class ClusterPeers {
         (error: unknown) => ({ node, ok: false, reason: toBrokerError(error).message }),
       )
       .then(async (ack: Ack) => {
-        logger.info({ proposer: proposal.node, keyId: proposal.keyId, confirmed: ack.ok }, 'answered a key set proposal');
+        logger.info(
+          { proposer: proposal.node, keyId: proposal.keyId, confirmed: ack.ok },
+          'answered a key set proposal',
+        );
         await send(proposal.id, ack);
       })
       .catch((error: unknown) => {
         this.#answered.delete(proposal.id);
-        logger.warn({ code: toBrokerError(error).code }, 'could not answer a key set proposal; retrying on the next re-read');
+        logger.warn(
+          { code: toBrokerError(error).code },
+          'could not answer a key set proposal; retrying on the next re-read',
+        );
       });
   }
 

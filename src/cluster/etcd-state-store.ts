@@ -103,7 +103,10 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
           continue;
         }
         if (event.type === 'delete') {
-          logger.warn({ key: keys.state }, 'the shared state was deleted in etcd; the next change writes it anew');
+          logger.warn(
+            { key: keys.state },
+            'the shared state was deleted in etcd; the next change writes it anew',
+          );
           committed = undefined;
         } else if (!ownRevisions.has(event.kv.modRevision)) {
           try {
@@ -196,7 +199,10 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
       committed = { revision: result.revision, record: result.record };
       peers.committedKeyId(result.record.keyId);
       await localCopy.save(state).catch((error: unknown) => {
-        logger.warn({ code: toBrokerError(error).code }, 'could not update the local copy of the shared state');
+        logger.warn(
+          { code: toBrokerError(error).code },
+          'could not update the local copy of the shared state',
+        );
       });
     },
 

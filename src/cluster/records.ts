@@ -102,7 +102,8 @@ export function parseProposal(value: Buffer, key: string): Proposal {
 }
 
 export const parseAck = (value: Buffer, key: string): Ack => parseRecord(ackSchema, value, key);
-export const parseMember = (value: Buffer, key: string): MemberRecord => parseRecord(memberSchema, value, key);
+export const parseMember = (value: Buffer, key: string): MemberRecord =>
+  parseRecord(memberSchema, value, key);
 
 export function encodeRecord(record: object): Buffer {
   return Buffer.from(JSON.stringify(record), 'utf8');

@@ -33,7 +33,9 @@ export function localBroker(deps: PeerConfirmationDeps): LocalBroker {
       return {
         keyId: deps.keys.current.keyId,
         unwrappable: Object.entries(stored).flatMap(([backend, entry]) =>
-          entry.versions.filter(version => version.state === 'active').map(({ version }) => ({ backend, version })),
+          entry.versions
+            .filter(version => version.state === 'active')
+            .map(({ version }) => ({ backend, version })),
         ),
       };
     },
@@ -53,7 +55,8 @@ export function localBroker(deps: PeerConfirmationDeps): LocalBroker {
         try {
           await within(ADMIN_CALL_MS, async deadline => {
             const held = (await backend.listVersions(deadline)).find(info => info.version === key.version);
-            if (held === undefined) throw new Mismatch(`${key.backend} holds no key version ${key.version} here`);
+            if (held === undefined)
+              throw new Mismatch(`${key.backend} holds no key version ${key.version} here`);
             if (held.fingerprint !== key.fingerprint)
               throw new Mismatch(`${key.backend} key version ${key.version} has another identity here`);
             const probe = randomBytes(32);
