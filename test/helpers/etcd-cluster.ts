@@ -16,6 +16,8 @@ export interface EtcdClusterMember {
   kill(): Promise<void>;
   /** Starts it again on its data dir and ports; resolves once it is healthy. */
   start(): Promise<void>;
+  /** Resolves once it has a leader again (after another member died, say); bounded. */
+  healthy(): Promise<void>;
 }
 
 export interface EtcdCluster {
@@ -63,6 +65,7 @@ export async function startEtcdCluster(
       url: spec.clientUrl,
       stop: () => (processes[index] as KubeProcess).stop(10_000),
       kill: () => (processes[index] as KubeProcess).kill(),
+      healthy: () => waitHealthy(processes[index] as KubeProcess, spec.clientUrl, options.tls?.client),
       async start() {
         if (processes[index]?.running === true) return;
         // A restarted member keeps its identity from the data dir; the initial flags are ignored.
