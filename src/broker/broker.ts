@@ -112,6 +112,7 @@ export class Broker {
       metrics,
       logger,
     });
+    const shared = deps.stateStore.shared;
     this.admin = createAdminService({
       kms: this.kms,
       backends,
@@ -120,9 +121,8 @@ export class Broker {
       health,
       thinSeeds,
       startedAt: now(),
-      cluster: deps.stateStore.shared?.view,
+      cluster: shared === undefined ? undefined : () => shared.view(),
     });
-    const shared = deps.stateStore.shared;
     if (shared !== undefined) metrics.clusterFrom(() => shared.view());
     metrics.keySetFrom(() => ({
       keyId: keys.current.keyId,

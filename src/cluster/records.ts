@@ -129,5 +129,5 @@ function parseRecord<T extends TSchema>(schema: T, value: Buffer, key: string): 
       'STATE_CORRUPT',
       `etcd key ${key} is invalid: ${describeSchemaErrors(validate.errors)}; restore it or delete it`,
     );
-  return parsed as Static<T>;
+  return parsed;
 }
