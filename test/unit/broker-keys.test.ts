@@ -353,3 +353,41 @@ describe('broker core: state sync', () => {
     assert.ok(version?.lastDecryptAt !== undefined);
   });
 });
+
+describe('broker core: a change counts once its store took it', () => {
+  it('Status keeps the old key_id while the save of a rotation is in flight, and the new one after', async () => {
+    const memory = memoryStateStore();
+    let release: (() => void) | undefined;
+    let held = false;
+    const keyIds: string[] = [];
+    const store = {
+      ...memory,
+      location: memory.location,
+      load: () => memory.load(),
+      watch: memory.watch,
+      async save(state: Parameters<typeof memory.save>[0], keyId?: string) {
+        if (held) {
+          keyIds.push(keyId ?? '');
+          await new Promise<void>(resolve => (release = resolve));
+        }
+        return memory.save(state);
+      },
+    };
+    await withCore({ store }, async core => {
+      const before = core.broker.kms.status().keyId;
+      held = true;
+      const rotation = core.broker.admin.rotate('hsm');
+      await until(
+        () => release,
+        found => found !== undefined,
+        'the rotation saving',
+      );
+      assert.equal(core.broker.kms.status().keyId, before, 'not advertised before the store took it');
+      (release as () => void)();
+      const { keyId } = await rotation;
+      assert.notEqual(keyId, before);
+      assert.deepEqual(keyIds, [keyId], 'the store is told the key_id the change advertises');
+      assert.equal(core.broker.kms.status().keyId, keyId);
+    });
+  });
+});

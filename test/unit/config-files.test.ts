@@ -306,6 +306,16 @@ describe('files named in the config', () => {
     }
   });
 
+  it("checks the shared state's etcd files, kubeadm's where the config names none, and only with `cluster`", () => {
+    const withEtcd = { ...config, etcd: { endpoints: ['https://127.0.0.1:2379'] } };
+    // Without `cluster`, serve does not talk to etcd: the scan reads these files itself.
+    assert.doesNotThrow(() => load(goodDisk(), withEtcd).load());
+    const message = problems(goodDisk(), { ...withEtcd, cluster: { name: 'prod' } });
+    assert.match(message, /etcd\.caFile: cannot read \/etc\/kubernetes\/pki\/etcd\/ca\.crt \(ENOENT\)/);
+    assert.match(message, /etcd\.certFile: cannot read \/etc\/kubernetes\/pki\/apiserver-etcd-client\.crt/);
+    assert.match(message, /etcd\.keyFile: cannot read \/etc\/kubernetes\/pki\/apiserver-etcd-client\.key/);
+  });
+
   it('keeps a missing config file the error it was', () => {
     assert.throws(
       () =>

@@ -544,3 +544,43 @@ describe('a secret written where its file or variable name belongs is never echo
     );
   });
 });
+
+describe('config loading: the shared state (cluster)', () => {
+  const etcd = { endpoints: ['https://127.0.0.1:2379'] };
+
+  it('fills in the lease, promotion and warning bounds', () => {
+    const config = validateConfig({ ...minimal(), etcd, cluster: { name: 'prod' } });
+    assert.deepEqual(config.cluster, {
+      name: 'prod',
+      leaseTtlMs: 15000,
+      promotionTimeoutMs: 120000,
+      convergenceWarnMs: 120000,
+    });
+  });
+
+  it('refuses a cluster without etcd, naming the section to add', () => {
+    assert.throws(
+      () => validateConfig({ ...minimal(), cluster: { name: 'prod' } }),
+      brokerError('CONFIG_INVALID', 'cluster: the shared state needs etcd.endpoints'),
+    );
+  });
+
+  it('refuses a promotion timeout a silent member could outlast', () => {
+    assert.throws(
+      () =>
+        validateConfig({
+          ...minimal(),
+          etcd,
+          cluster: { name: 'prod', leaseTtlMs: 30000, promotionTimeoutMs: 20000 },
+        }),
+      brokerError('CONFIG_INVALID', 'cluster.promotionTimeoutMs: must exceed cluster.leaseTtlMs'),
+    );
+  });
+
+  it('refuses a cluster name that cannot be part of an etcd prefix', () => {
+    assert.throws(
+      () => validateConfig({ ...minimal(), etcd, cluster: { name: 'Prod Cluster' } }),
+      brokerError('CONFIG_INVALID', 'cluster.name'),
+    );
+  });
+});
