@@ -66,6 +66,8 @@ describe('automatic writer switches across brokers sharing their state', { timeo
   const nodes: { name: string; core: Core; links: Map<string, NodeLink> }[] = [];
   const node = (index: number) => nodes[index] as (typeof nodes)[number];
   const keyIds = () => nodes.map(entry => entry.core.broker.kms.status().keyId);
+  /** A probe for pollFor of something held in memory. */
+  const holds = (check: () => boolean) => () => Promise.resolve(check() ? true : undefined);
 
   before(async () => {
     etcd = await startEtcd(dir);
@@ -106,7 +108,7 @@ describe('automatic writer switches across brokers sharing their state', { timeo
     assert.equal(node(0).core.broker.admin.status().writeVersions.hsm, '1');
     await pollFor(
       'both registered',
-      async () => (node(0).core.broker.admin.cluster().members.length === 2 ? true : undefined),
+      holds(() => node(0).core.broker.admin.cluster().members.length === 2),
       { timeoutMs: 10_000, intervalMs: 50 },
     );
   });
@@ -118,10 +120,10 @@ describe('automatic writer switches across brokers sharing their state', { timeo
     await node(0).core.broker.probeNow();
     await pollFor(
       'both advertising a new key_id',
-      async () => {
+      holds(() => {
         const [a, b] = keyIds();
-        return a !== before && a === b ? true : undefined;
-      },
+        return a !== before && a === b;
+      }),
       { timeoutMs: 20_000, intervalMs: 50 },
     );
     onVault = keyIds()[0] as string;
@@ -140,14 +142,13 @@ describe('automatic writer switches across brokers sharing their state', { timeo
       await node(1).core.broker.probeNow();
       await pollFor(
         "node b's proposal refused",
-        async () =>
+        holds(() =>
           node(1)
             .core.log.records()
             .some(
               record => record.msg === 'could not rebalance writes' && record.code === 'PROMOTION_REFUSED',
-            )
-            ? true
-            : undefined,
+            ),
+        ),
         { timeoutMs: 20_000, intervalMs: 50 },
       );
       assert.deepEqual(keyIds(), [onVault, onVault]);
@@ -159,10 +160,10 @@ describe('automatic writer switches across brokers sharing their state', { timeo
     await Promise.all(nodes.map(entry => entry.core.broker.probeNow()));
     await pollFor(
       'both back on hsm',
-      async () => {
+      holds(() => {
         const [a, b] = keyIds();
-        return a !== onVault && a === b ? true : undefined;
-      },
+        return a !== onVault && a === b;
+      }),
       { timeoutMs: 20_000, intervalMs: 50 },
     );
     assert.notEqual(keyIds()[0], initial, 'a new generation: the first key_id is never reused');

@@ -364,7 +364,7 @@ describe('broker core: a change counts once its store took it', () => {
       ...memory,
       location: memory.location,
       load: () => memory.load(),
-      watch: memory.watch,
+      watch: (onChange: () => void, intervalMs: number) => memory.watch(onChange, intervalMs),
       async save(state: Parameters<typeof memory.save>[0], keyId?: string) {
         if (held) {
           keyIds.push(keyId ?? '');
