@@ -45,6 +45,8 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
   /** Revisions of this broker's own commits: the watch skips them. */
   const ownRevisions = new Set<string>();
   let onChange: (() => void) | undefined;
+  /** etcd answered and held no state: the first save shares this broker's (local copy or new). */
+  let unseeded = false;
   let unwatch: (() => void) | undefined;
   const membership = new Membership({
     client,
@@ -134,6 +136,7 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
           return committed?.record.state;
         }
         // None shared yet: a node moving from its own state file brings what it knew.
+        unseeded = true;
         return await localCopy.load();
       } catch (error) {
         if (isBrokerError(error) && error.code === 'STATE_CORRUPT') throw error;
@@ -194,6 +197,7 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
         throw unreachable(error);
       }
       peers.contact(true);
+      unseeded = false;
       ownRevisions.add(result.revision);
       if (ownRevisions.size > 64) ownRevisions.delete(ownRevisions.values().next().value as string);
       committed = { revision: result.revision, record: result.record };
@@ -227,6 +231,7 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
         await membership.start(local);
         await resync();
       },
+      needsSeed: () => unseeded,
       advertisedChanged: () => void membership.refresh(),
       view: () => peers.view(),
       async close() {

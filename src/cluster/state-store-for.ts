@@ -10,6 +10,11 @@ import type { Logger } from '../log.ts';
 import { VERSION } from '../version.ts';
 import { etcdStateStore } from './etcd-state-store.ts';
 
+/** This broker's name among its peers: `cluster.node`, or the host name. */
+export function clusterNode(cluster: NonNullable<BrokerConfig['cluster']>): string {
+  return cluster.node ?? hostname();
+}
+
 export function stateStoreFor(config: BrokerConfig, logger: Logger): StateStore {
   const local = fileStateStore(config.state.path);
   const { cluster, etcd } = config;
@@ -19,7 +24,7 @@ export function stateStoreFor(config: BrokerConfig, logger: Logger): StateStore 
     client: createStoreClient({ endpoints: etcd.endpoints, ...(tls === undefined ? {} : { tls }) }),
     endpoints: etcd.endpoints,
     name: cluster.name,
-    node: cluster.node ?? hostname(),
+    node: clusterNode(cluster),
     prefix: cluster.prefix ?? `/kms-broker/${cluster.name}/`,
     leaseTtlMs: cluster.leaseTtlMs,
     promotionTimeoutMs: cluster.promotionTimeoutMs,

@@ -123,8 +123,11 @@ export const configSchema = Type.Object(
           prefix: Type.Optional(Type.String({ pattern: '^/[^\\s]*/$', maxLength: 256 })),
           /** How long a broker that stopped answering still counts as a member. */
           leaseTtlMs: Type.Integer({ minimum: 2000, maximum: 300000, default: 15000 }),
-          /** How long a new key_id waits for every member to confirm it before the change is given up. */
-          promotionTimeoutMs: Type.Integer({ minimum: 5000, maximum: 3600000, default: 120000 }),
+          /**
+           * How long a new key_id waits for every member to confirm it before the change is
+           * given up; within the CLI's 35 s wait, and past a silent member's lease.
+           */
+          promotionTimeoutMs: Type.Integer({ minimum: 5000, maximum: 3600000, default: 30000 }),
           /** Members that advertise different key_ids for longer than this are warned about. */
           convergenceWarnMs: Type.Integer({ minimum: 1000, maximum: 86400000, default: 120000 }),
         },

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import type { KekBackend } from '../../src/backends/kek.ts';
 import { fileStateStore } from '../../src/broker/state/file-state-store.ts';
 import { etcdStateStore } from '../../src/cluster/etcd-state-store.ts';
@@ -57,6 +57,23 @@ class NodeLink implements KekBackend {
   close = () => Promise.resolve();
 }
 
+/** A shared store on `etcd` for one node, its local copy in `dir`. */
+function sharedStore(etcd: Etcd, dir: string, node: string, prefix: string) {
+  return etcdStateStore({
+    client: createStoreClient({ endpoints: [etcd.url] }),
+    endpoints: [etcd.url],
+    name: 'failover',
+    node,
+    prefix,
+    leaseTtlMs: 3000,
+    promotionTimeoutMs: 20_000,
+    convergenceWarnMs: 5000,
+    version: 'test',
+    localCopy: fileStateStore(join(dir, `${node}.json`)),
+    logger: pino({ level: 'silent' }),
+  });
+}
+
 describe('automatic writer switches across brokers sharing their state', { timeout: 180_000 }, () => {
   const step = orderedSteps();
   const dir = mkdtempSync(join(tmpdir(), 'kmsb-cluster-fo-'));
@@ -73,19 +90,7 @@ describe('automatic writer switches across brokers sharing their state', { timeo
     etcd = await startEtcd(dir);
     for (const name of ['node-a', 'node-b']) {
       const links = new Map([hsm, vault].map(backend => [backend.name, new NodeLink(backend)]));
-      const store = etcdStateStore({
-        client: createStoreClient({ endpoints: [etcd.url] }),
-        endpoints: [etcd.url],
-        name: 'failover',
-        node: name,
-        prefix: '/kms-broker/failover/',
-        leaseTtlMs: 3000,
-        promotionTimeoutMs: 20_000,
-        convergenceWarnMs: 5000,
-        version: 'test',
-        localCopy: fileStateStore(join(dir, `${name}.json`)),
-        logger: pino({ level: 'silent' }),
-      });
+      const store = sharedStore(etcd, dir, name, '/kms-broker/failover/');
       const core = await startCore({
         backends: [...links.values()] as unknown as MemoryBackend[],
         wrap: 'first',
@@ -169,5 +174,47 @@ describe('automatic writer switches across brokers sharing their state', { timeo
     assert.notEqual(keyIds()[0], initial, 'a new generation: the first key_id is never reused');
     assert.equal(node(1).core.broker.admin.status().writeVersions.hsm, '1');
     assert.equal(node(0).core.broker.admin.cluster().converged, true);
+  });
+});
+
+describe('a broker moving from its own state file to the shared state', { timeout: 120_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kmsb-cluster-seed-'));
+  let etcd: Etcd;
+  before(async () => {
+    etcd = await startEtcd(dir);
+  });
+  after(async () => {
+    await etcd?.stop();
+  });
+
+  it('shares its state at its first start on an empty prefix, retired versions and all', async () => {
+    const hsm = new MemoryBackend({ name: 'hsm', versions: 1 });
+    const alone = await startCore({ backends: [hsm], store: fileStateStore(join(dir, 'node-a.json')) });
+    const { keyId } = await alone.broker.admin.rotate('hsm');
+    await alone.broker.admin.retire('hsm', '1', { force: true });
+    await alone.close();
+    const joined = await startCore({
+      backends: [hsm],
+      store: sharedStore(etcd, dir, 'node-a', '/kms-broker/seed/'),
+    });
+    try {
+      const view = joined.broker.admin.cluster();
+      assert.equal(view.keyId, keyId, 'etcd holds the state the file had, at once');
+      const other = await startCore({
+        backends: [hsm],
+        store: sharedStore(etcd, dir, 'node-b', '/kms-broker/seed/'),
+      });
+      try {
+        assert.equal(other.broker.kms.status().keyId, keyId);
+        assert.equal(
+          other.broker.admin.keys().hsm?.find(version => version.version === '1')?.role,
+          'retired',
+        );
+      } finally {
+        await other.close();
+      }
+    } finally {
+      await joined.close();
+    }
   });
 });

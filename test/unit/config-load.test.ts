@@ -553,7 +553,7 @@ describe('config loading: the shared state (cluster)', () => {
     assert.deepEqual(config.cluster, {
       name: 'prod',
       leaseTtlMs: 15000,
-      promotionTimeoutMs: 120000,
+      promotionTimeoutMs: 30000,
       convergenceWarnMs: 120000,
     });
   });

@@ -59,7 +59,8 @@ export class StateSync {
       const failover = resolveFailover(result.state, deps.config, deps.logger);
       const registry = new KeyRegistry(result.state, failover.setting);
       try {
-        if (result.changed || stored === undefined || failover.dropped)
+        const unshared = deps.store.shared?.needsSeed() === true;
+        if (result.changed || stored === undefined || failover.dropped || unshared)
           await deps.store.save(registry.toState(), registry.current.keyId);
       } catch (error) {
         // A shared store: a peer that started at the same moment committed first (read its
