@@ -34,6 +34,10 @@ export const statusSchema = Type.Object({
   underReplicatedKeyIds: Type.Array(Type.String()),
   uptimeSeconds: Type.Number(),
   version: Type.String(),
+  /** With `cluster`: whether etcd answers and every broker advertises the committed key_id. */
+  cluster: Type.Optional(
+    Type.Object({ etcdReachable: Type.Boolean(), converged: Type.Boolean(), members: Type.Integer() }),
+  ),
 });
 
 export const backendsSchema = Type.Object({

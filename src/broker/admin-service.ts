@@ -8,6 +8,7 @@ import type { VersionJudgement } from './keys/retirement.ts';
 import { BrokerError } from '../errors.ts';
 import type {
   AdminService,
+  AdminStatus,
   BackendView,
   ClusterView,
   KmsService,
@@ -54,6 +55,7 @@ export function createAdminService(deps: AdminServiceDeps): AdminService {
         degraded: names().filter(name => health.health(name)?.healthy !== true),
         underReplicatedKeyIds: deps.thinSeeds.keyIds(),
         uptimeSeconds: Math.round((Date.now() - deps.startedAt.getTime()) / 1000),
+        ...(deps.cluster !== undefined && { cluster: clusterSummary(deps.cluster()) }),
       };
     },
 
@@ -125,6 +127,10 @@ export function createAdminService(deps: AdminServiceDeps): AdminService {
       return deps.cluster();
     },
   };
+}
+
+function clusterSummary(view: ClusterView): NonNullable<AdminStatus['cluster']> {
+  return { etcdReachable: view.etcd.reachable, converged: view.converged, members: view.members.length };
 }
 
 /** The stages a version passes after a rotation, in order. */

@@ -58,6 +58,12 @@ export interface AdminStatus {
   /** key_ids whose seeds went out without some backends' wraps (since start). */
   readonly underReplicatedKeyIds: readonly string[];
   readonly uptimeSeconds: number;
+  /** With a shared state: whether etcd answers and every broker advertises the committed key_id. */
+  readonly cluster?: {
+    readonly etcdReachable: boolean;
+    readonly converged: boolean;
+    readonly members: number;
+  };
 }
 
 export interface BackendView {

@@ -26,13 +26,15 @@ interface StatusBody {
   underReplicatedKeyIds: string[];
   uptimeSeconds: number;
   version: string;
+  cluster?: { etcdReachable: boolean; converged: boolean; members: number };
 }
 
 /** `status` exits 1 when Status is not healthy (the apiserver's writes fail). */
 const EXIT_UNHEALTHY = 1;
 /**
- * `status` exits 5 when the broker serves but a backend is down or seeds went out without
- * some backends' wraps: nothing fails yet, and the next outage may. A distinct code, so that
+ * `status` exits 5 when the broker serves but a backend is down, seeds went out without some
+ * backends' wraps, or (with a shared state) etcd does not answer or the brokers disagree:
+ * nothing fails yet, and the next outage may. A distinct code, so that
  * a monitoring script can page on it without parsing text.
  */
 const EXIT_DEGRADED = 5;
@@ -110,13 +112,23 @@ export async function statusCommand(options: OutputOptions): Promise<number> {
             .join(' '),
         ],
         ['failover', `${status.failover.order.join(',')} (wrap: ${status.failover.wrap})`],
+        ...(status.cluster === undefined
+          ? []
+          : [
+              [
+                'cluster',
+                `${status.cluster.members} brokers, ${status.cluster.converged ? 'converged' : 'NOT converged'}, etcd ${status.cluster.etcdReachable ? 'reachable' : 'UNREACHABLE'} (see status --cluster)`,
+              ],
+            ]),
         ['uptime', `${status.uptimeSeconds}s`],
         ['version', status.version],
       ],
     ),
   );
   if (status.healthz !== 'ok') return EXIT_UNHEALTHY;
-  return degraded.length > 0 || underReplicatedKeyIds.length > 0 ? EXIT_DEGRADED : 0;
+  const clusterDegraded =
+    status.cluster !== undefined && !(status.cluster.converged && status.cluster.etcdReachable);
+  return degraded.length > 0 || underReplicatedKeyIds.length > 0 || clusterDegraded ? EXIT_DEGRADED : 0;
 }
 
 export async function backendsCommand(options: OutputOptions): Promise<void> {

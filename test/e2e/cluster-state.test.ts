@@ -12,6 +12,7 @@ import { after, before, describe } from 'node:test';
 import { createKmsV2Client, type KmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import { adminClient, problem, type AdminClient } from '../helpers/admin-http.ts';
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
+import { runCli } from '../helpers/cli-run.ts';
 import { pkcs11Backend, vaultBackend, writeConfig, type TestConfig } from '../helpers/config.ts';
 import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd-cluster.ts';
 import { pollFor } from '../helpers/kube-process.ts';
@@ -134,6 +135,15 @@ describe('brokers sharing their key state over etcd', { timeout: 600_000 }, () =
       [...NODES],
     );
     assert.equal(view.keyId, first);
+    const metrics = (await node(1).admin.get('/metrics')).text;
+    assert.match(metrics, /^kms_broker_cluster_members 3$/m);
+    assert.match(metrics, /^kms_broker_cluster_converged 1$/m);
+    assert.match(metrics, /^kms_broker_cluster_etcd_reachable 1$/m);
+    const cli = await runCli(['status', '--cluster', '--config', node(2).config.path]);
+    assert.equal(cli.code, 0, cli.stderr);
+    for (const name of NODES) assert.match(cli.stdout, new RegExp(`^${name}`, 'm'));
+    assert.match(cli.stdout, /node-3 \(this\)/);
+    assert.match(cli.stdout, /converged: every broker advertises the committed key_id/);
     const plaintext = Buffer.from('written before any rotation');
     const sealed = await node(0).kms.encrypt(plaintext);
     early = { ciphertext: sealed.ciphertext, keyId: sealed.key_id, plaintext };
@@ -279,6 +289,13 @@ describe('brokers sharing their key state over etcd', { timeout: 600_000 }, () =
           (await Promise.all(nodes.map(cluster))).every(body => !body.etcd.reachable) ? true : undefined,
         { timeoutMs: 30_000, intervalMs: 200 },
       );
+      assert.match((await node(0).admin.get('/metrics')).text, /^kms_broker_cluster_etcd_reachable 0$/m);
+      const cli = await runCli(['status', '--cluster', '--config', node(0).config.path]);
+      assert.equal(cli.code, 5, 'etcd unreachable: degraded');
+      assert.match(cli.stdout, /etcd: UNREACHABLE .*admin changes are refused/);
+      const status = await runCli(['status', '--config', node(0).config.path]);
+      assert.equal(status.code, 5, status.stdout);
+      assert.match(status.stdout, /etcd UNREACHABLE/);
       for (const writer of nodes) {
         const sealed = await writer.kms.encrypt(Buffer.from(`from ${writer.name}`));
         assert.equal(sealed.key_id, keyId);
