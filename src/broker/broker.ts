@@ -154,7 +154,7 @@ export class Broker {
       const broker = new Broker({ ...deps, backends: gates }, sync, queue, now);
       sync.start();
       // Registered only once it serves: a peer's proposal waits for it from then on.
-      await deps.stateStore.shared?.join(
+      deps.stateStore.shared?.join(
         localBroker({ config: deps.config, backends: gates, keys: broker.#keys, logger: deps.logger }),
       );
       broker.#health.start();

@@ -235,7 +235,7 @@ export class ClusterPeers {
           members: [...this.#members.values()].map(member => ({ node: member.node, keyId: member.keyId })),
           sinceMs: now.getTime() - this.#disagreeingSince.getTime(),
         },
-        'brokers of the cluster advertise different key_ids for longer than cluster.convergenceWarnMs',
+        'brokers of the cluster advertise different key_ids for longer than cluster.convergenceWarnMs; if it lasts, check that every node has the same backends and failover setting in its config',
       );
     }
   }

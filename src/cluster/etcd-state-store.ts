@@ -96,8 +96,10 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
     }
   };
 
+  /** Batches are taken one after another, so the local copy is never overwritten by an older state. */
+  let taking = Promise.resolve();
   const onEvents = (events: readonly WatchEvent[]) => {
-    void (async () => {
+    taking = taking.then(async () => {
       let changed = false;
       for (const event of events) {
         if (event.kv.key !== keys.state) {
@@ -119,7 +121,7 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
         }
       }
       if (changed) onChange?.();
-    })();
+    });
   };
 
   return {
@@ -224,12 +226,13 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
     },
 
     shared: {
-      async join(local: LocalBroker) {
+      join(local: LocalBroker) {
         peers.attach(local, async (proposalId, ack) =>
           answer(client, keys, proposalId, ack, await membership.lease()),
         );
-        await membership.start(local);
-        await resync();
+        // Registering and the first re-read go on in the background: a start never waits on etcd.
+        void membership.start(local);
+        void resync();
       },
       needsSeed: () => unseeded,
       advertisedChanged: () => void membership.refresh(),

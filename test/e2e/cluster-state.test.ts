@@ -123,10 +123,10 @@ describe('brokers sharing their key state over etcd', { timeout: 600_000 }, () =
     const [first, ...rest] = await keyIds();
     for (const keyId of rest) assert.equal(keyId, first);
     const view = await pollFor(
-      'three members registered',
+      'three members registered, as every broker sees it',
       async () => {
-        const body = await cluster(node(0));
-        return body.members.length === 3 && body.converged ? body : undefined;
+        const views = await Promise.all(nodes.map(cluster));
+        return views.every(body => body.members.length === 3 && body.converged) ? views[0] : undefined;
       },
       { timeoutMs: 20_000, intervalMs: 100 },
     );
@@ -151,7 +151,11 @@ describe('brokers sharing their key state over etcd', { timeout: 600_000 }, () =
 
   step('a rotation on node 1 is confirmed by the others, then advertised by all three', async () => {
     const before = (await keyIds())[0] as string;
+    const started = performance.now();
     const response = await rotate(node(0), 'hsm');
+    console.log(
+      `# rotation with two peers confirming: ${(performance.now() - started).toFixed(0)} ms to commit`,
+    );
     assert.equal(response.status, 200, response.text);
     const { keyId } = response.body as { keyId: string };
     assert.notEqual(keyId, before);
@@ -242,7 +246,11 @@ describe('brokers sharing their key state over etcd', { timeout: 600_000 }, () =
       await node(2).broker?.stop('SIGKILL');
       // Its lease outlives it: the promotion cannot commit while it is still a member.
       assert.equal((await cluster(node(0))).members.length, 3);
+      const started = performance.now();
       const response = await rotate(node(0), 'vault');
+      console.log(
+        `# rotation waiting out a killed broker's ${LEASE_TTL_MS} ms lease: ${(performance.now() - started).toFixed(0)} ms to commit`,
+      );
       assert.equal(response.status, 200, response.text);
       const { keyId } = response.body as { keyId: string };
       const view = await cluster(node(0));

@@ -38,8 +38,8 @@ export interface UnwrapKey {
 }
 
 export interface SharedState {
-  /** Registers this broker and starts answering its peers' proposals. */
-  join(local: LocalBroker): Promise<void>;
+  /** Starts answering the peers' proposals and registers this broker (in the background). */
+  join(local: LocalBroker): void;
   /** etcd answered the load and holds no state yet: the broker shares its own at once. */
   needsSeed(): boolean;
   /** The broker's advertised key_id changed: its registration is refreshed now. */
