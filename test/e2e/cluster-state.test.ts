@@ -66,6 +66,25 @@ describe('brokers sharing their key state over etcd', { timeout: 600_000 }, () =
     );
     return performance.now() - started;
   };
+  /** Polls until every node's Decrypt of the early value meets `expect`. */
+  const everyNodeReadsEarly = (
+    what: string,
+    expect: { opened: (plaintext: Buffer) => boolean; refused: (error: { details?: string }) => boolean },
+  ) =>
+    pollFor(
+      what,
+      async () => {
+        const met = await Promise.all(
+          nodes.map(entry =>
+            entry.kms
+              .decrypt({ ciphertext: early.ciphertext, key_id: early.keyId })
+              .then(answer => expect.opened(answer.plaintext), expect.refused),
+          ),
+        );
+        return met.every(Boolean) ? true : undefined;
+      },
+      { timeoutMs: 15_000, intervalMs: 100 },
+    );
   const rotate = async (entry: Node, backend: string) => {
     const response = await entry.admin.post(`/v1/backends/${backend}/rotate`, entry.config.adminToken);
     return response;
@@ -203,41 +222,19 @@ describe('brokers sharing their key state over etcd', { timeout: 600_000 }, () =
       token: node(2).config.adminToken,
     });
     assert.equal(retired.status, 200, retired.text);
-    await pollFor(
-      'hsm version 1 refused on every node',
-      async () => {
-        const refused = await Promise.all(
-          nodes.map(entry =>
-            entry.kms.decrypt({ ciphertext: early.ciphertext, key_id: early.keyId }).then(
-              () => false,
-              (error: { details?: string }) => /retired/i.test(error.details ?? ''),
-            ),
-          ),
-        );
-        return refused.every(Boolean) ? true : undefined;
-      },
-      { timeoutMs: 15_000, intervalMs: 100 },
-    );
+    await everyNodeReadsEarly('hsm version 1 refused on every node', {
+      opened: () => false,
+      refused: error => /retired/i.test(error.details ?? ''),
+    });
     const restored = await node(0).admin.request('/v1/backends/hsm/versions/1/restore', {
       method: 'POST',
       token: node(0).config.adminToken,
     });
     assert.equal(restored.status, 200, restored.text);
-    await pollFor(
-      'hsm version 1 readable again on every node',
-      async () => {
-        const opened = await Promise.all(
-          nodes.map(entry =>
-            entry.kms.decrypt({ ciphertext: early.ciphertext, key_id: early.keyId }).then(
-              answer => answer.plaintext.equals(early.plaintext),
-              () => false,
-            ),
-          ),
-        );
-        return opened.every(Boolean) ? true : undefined;
-      },
-      { timeoutMs: 15_000, intervalMs: 100 },
-    );
+    await everyNodeReadsEarly('hsm version 1 readable again on every node', {
+      opened: plaintext => plaintext.equals(early.plaintext),
+      refused: () => false,
+    });
   });
 
   step(

@@ -9,9 +9,9 @@ import { after, before, describe, it } from 'node:test';
 import { isBrokerError } from '../../src/errors.ts';
 import { createStoreClient, type StoreClient, type WatchEvent } from '../../src/etcd/store-client.ts';
 import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd-cluster.ts';
-import { etcdJson, startEtcd, type Etcd } from '../helpers/kube-etcd.ts';
+import { etcdJson, type Etcd } from '../helpers/kube-etcd.ts';
+import { startTlsEtcd } from '../helpers/etcd-tls.ts';
 import { pollFor } from '../helpers/kube-process.ts';
-import { createCa, issueCertificate } from '../helpers/x509.ts';
 
 const value = (text: string) => Buffer.from(text, 'utf8');
 /** Generous: a busy 2-core machine may take seconds for what usually takes milliseconds. */
@@ -308,16 +308,9 @@ describe('etcd store client against an etcd that serves TLS', () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'kmsb-etcd-store-tls-'));
-    const ca = createCa(join(dir, 'ca'), 'etcd-ca');
-    const server = issueCertificate(ca, join(dir, 'server'), {
-      commonName: 'etcd',
-      usage: 'server',
-      altNames: ['IP:127.0.0.1', 'DNS:localhost'],
-    });
-    const client = issueCertificate(ca, join(dir, 'client'), { commonName: 'kms-broker' });
-    const tls = { caFile: ca.certFile, certFile: client.certFile, keyFile: client.keyFile };
-    files = { ...tls, otherCa: createCa(join(dir, 'other'), 'another CA').certFile };
-    etcd = await startEtcd(dir, { server, clientCaFile: ca.certFile, client: tls });
+    const started = await startTlsEtcd(dir, 'kms-broker');
+    etcd = started.etcd;
+    files = { ...started.client, otherCa: started.otherCa };
   });
 
   after(async () => {

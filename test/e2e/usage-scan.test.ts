@@ -22,7 +22,7 @@ import { startEtcd, type Etcd } from '../helpers/kube-etcd.ts';
 import { freePort } from '../helpers/kube-process.ts';
 import { addToken, createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 import { identityValue, kmsV1Value, kmsV2Value, localValue } from '../helpers/stored-values.ts';
-import { createCa, issueCertificate } from '../helpers/x509.ts';
+import { startTlsEtcd } from '../helpers/etcd-tls.ts';
 import { runCli, type CliRun } from '../helpers/cli-run.ts';
 
 function usage(args: readonly string[]): Promise<CliRun> {
@@ -279,27 +279,18 @@ describe('kms-broker usage against an etcd that serves TLS', () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'kmsb-usage-tls-'));
-    const ca = createCa(join(dir, 'ca'), 'etcd-ca');
-    const server = issueCertificate(ca, join(dir, 'server'), {
-      commonName: 'etcd',
-      usage: 'server',
-      altNames: ['IP:127.0.0.1', 'DNS:localhost'],
-    });
-    const client = issueCertificate(ca, join(dir, 'client'), { commonName: 'kube-apiserver-etcd-client' });
-    const other = createCa(join(dir, 'other'), 'another CA');
-    const stranger = issueCertificate(other, join(dir, 'stranger'), { commonName: 'stranger' });
-    files = {
-      ca: ca.certFile,
-      cert: client.certFile,
-      key: client.keyFile,
-      otherCa: other.certFile,
-      strangerCert: stranger.certFile,
-      strangerKey: stranger.keyFile,
-    };
-    const tls = { caFile: ca.certFile, certFile: client.certFile, keyFile: client.keyFile };
     // Empty: etcd's JSON gateway would dial etcd with the server certificate, which is for
     // serverAuth only here; the scan itself needs no data to prove the handshake.
-    etcd = await startEtcd(dir, { server, clientCaFile: ca.certFile, client: tls });
+    const started = await startTlsEtcd(dir, 'kube-apiserver-etcd-client');
+    etcd = started.etcd;
+    files = {
+      ca: started.client.caFile,
+      cert: started.client.certFile,
+      key: started.client.keyFile,
+      otherCa: started.otherCa,
+      strangerCert: started.stranger.certFile,
+      strangerKey: started.stranger.keyFile,
+    };
   });
 
   after(async () => {
