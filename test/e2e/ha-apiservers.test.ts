@@ -29,7 +29,7 @@ const SECRETS_PER_APISERVER = 10;
  * Bounds of the load loop during the rotation (rounds, and time). A round takes 0.1–0.5 s, and
  * the re-seed 15–25 s (up to 60 s on a busy machine): the count must not run out before.
  */
-const MAX_ROUNDS = 1000;
+const MAX_ROUNDS = 2000;
 const MAX_LOAD_MS = 150_000;
 /** Rounds still run after every apiserver re-seeded, so all write and read on the new key_id. */
 const ROUNDS_AFTER_RESEED = 3;
@@ -130,6 +130,15 @@ describe('three kube-apiservers on one etcd, each with its own kms-broker sharin
     const status = await entry.admin.get('/v1/status', entry.config.viewerToken);
     assert.equal(status.status, 200, status.text);
     return (status.body as { keyId: string }).keyId;
+  }
+
+  /** The broker's count of Encrypt calls it answered: an apiserver re-seeds with one. */
+  async function encryptsAnswered(entry: Node): Promise<number> {
+    const metrics = await entry.admin.get('/metrics', entry.config.viewerToken);
+    const line = /^kms_broker_kms_requests_total\{method="v2\.Encrypt",outcome="ok"\} (\d+)$/m.exec(
+      metrics.text,
+    );
+    return Number(line?.[1] ?? 0);
   }
 
   before(async () => {
@@ -246,6 +255,7 @@ describe('three kube-apiservers on one etcd, each with its own kms-broker sharin
         }
       })();
 
+      const encryptsBefore = await Promise.all(nodes.map(encryptsAnswered));
       const rotated = await node(0).admin.post('/v1/backends/hsm/rotate', node(0).config.adminToken);
       assert.equal(rotated.status, 200, rotated.text);
       newKeyId = (rotated.body as { keyId: string }).keyId;
@@ -339,6 +349,27 @@ describe('three kube-apiservers on one etcd, each with its own kms-broker sharin
       const reseedMs = Date.now() - rotatedAt;
 
       assert.deepEqual(tally.failures, [], `${tally.failures.length} failed requests`);
+      // Each apiserver re-seeded through its own broker (one more Encrypt there) ...
+      const encryptsAfter = await Promise.all(nodes.map(encryptsAnswered));
+      for (const [index, entry] of nodes.entries())
+        assert.ok(
+          (encryptsAfter[index] as number) > (encryptsBefore[index] as number),
+          `${entry.name}: no Encrypt`,
+        );
+      // ... and once it wrote under the new key_id, it never wrote under the old one again.
+      const keyIds = await storedKeyIds();
+      for (const index of nodes.keys()) {
+        const sequence = [...keyIds]
+          .filter(([name]) => name.startsWith(`during-${index + 1}-`))
+          .sort(([a], [b]) => Number(a.split('-')[2]) - Number(b.split('-')[2]))
+          .map(([, keyId]) => keyId);
+        const first = sequence.indexOf(newKeyId);
+        assert.ok(first >= 0, `${node(index).name} never wrote under the new key_id`);
+        assert.ok(
+          sequence.slice(first).every(keyId => keyId === newKeyId),
+          `${node(index).name} went back to the old key_id`,
+        );
+      }
       assert.equal(tally.serverErrors, 0);
       assert.deepEqual(healthFailures, [], '/healthz/kms-providers failed during the rotation');
       assert.ok(
