@@ -383,6 +383,7 @@ const SERVED_OPERATIONS = [
   'POST /v1/usage/scans',
   'GET /v1/usage',
   'GET /v1/rotation',
+  'GET /v1/cluster',
 ];
 
 function operations(document: OpenApiDocument): [string, string, OpenApiOperation][] {
@@ -728,6 +729,13 @@ describe('admin API of a running broker', () => {
         /nope/,
       );
       problem(await admin.get('/v1/nothing-here', config.adminToken), 404, 'NOT_FOUND');
+      // A broker without `cluster` has no peers to show, and says how to get some.
+      problem(
+        await admin.get('/v1/cluster', config.viewerToken),
+        404,
+        'NOT_CLUSTERED',
+        /add `cluster` and `etcd`/,
+      );
       problem(
         await admin.request('/v1/keys', { method: 'DELETE', token: config.adminToken }),
         404,
