@@ -61,6 +61,8 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
 
   /** Takes a committed record as the newest; says whether it differs from the one held. */
   const adopt = async (kv: StoredKv): Promise<boolean> => {
+    // A re-read that started before this broker's own commit may answer after it.
+    if (committed !== undefined && BigInt(kv.modRevision) < BigInt(committed.revision)) return false;
     const record = parseStateRecord(kv.value, kv.key);
     const changed = committed === undefined || committed.revision !== kv.modRevision;
     committed = { revision: kv.modRevision, record };
@@ -128,24 +130,35 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
     location: `etcd ${options.prefix}`,
 
     async load() {
+      let read: { kvs: StoredKv[]; revision: string };
       try {
-        const { kvs, revision } = await client.range(keys.state, { prefix: false });
-        peers.contact(true);
-        peers.seenRevision(revision);
-        const kv = kvs[0];
-        if (kv !== undefined) {
-          await adopt(kv);
-          return committed?.record.state;
-        }
-        // None shared yet: a node moving from its own state file brings what it knew.
-        unseeded = true;
-        return await localCopy.load();
+        read = await client.range(keys.state, { prefix: false });
       } catch (error) {
-        if (isBrokerError(error) && error.code === 'STATE_CORRUPT') throw error;
         peers.contact(false);
         logger.warn(
           { code: toBrokerError(error).code, prefix: options.prefix },
           'etcd does not answer; starting from the local copy of the shared state',
+        );
+        return localCopy.load();
+      }
+      peers.contact(true);
+      peers.seenRevision(read.revision);
+      const kv = read.kvs[0];
+      if (kv === undefined) {
+        // None shared yet: a node moving from its own state file brings what it knew.
+        unseeded = true;
+        return localCopy.load();
+      }
+      try {
+        await adopt(kv);
+        return committed?.record.state;
+      } catch (error) {
+        // A damaged record in etcd must not stop every broker of the cluster at once: each
+        // serves its local copy, and changes are refused until the record is repaired.
+        if (!isBrokerError(error) || error.code !== 'STATE_CORRUPT') throw error;
+        logger.error(
+          { err: error.message },
+          'the shared state in etcd is invalid; serving from the local copy until it is restored or deleted',
         );
         return localCopy.load();
       }

@@ -177,7 +177,7 @@ describe('automatic writer switches across brokers sharing their state', { timeo
   });
 });
 
-describe('a broker moving from its own state file to the shared state', { timeout: 120_000 }, () => {
+describe('a broker starting on the shared state with a state file of its own', { timeout: 120_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'kmsb-cluster-seed-'));
   let etcd: Etcd;
   before(async () => {
@@ -213,6 +213,29 @@ describe('a broker moving from its own state file to the shared state', { timeou
       } finally {
         await other.close();
       }
+    } finally {
+      await joined.close();
+    }
+  });
+  it('serves its local copy when the shared record in etcd is damaged, and refuses changes until it is repaired', async () => {
+    const hsm = new MemoryBackend({ name: 'hsm', versions: 1 });
+    const alone = await startCore({ backends: [hsm], store: fileStateStore(join(dir, 'node-x.json')) });
+    const keyId = alone.broker.kms.status().keyId;
+    await alone.close();
+    const client = createStoreClient({ endpoints: [etcd.url] });
+    try {
+      await client.put('/kms-broker/damaged/state', Buffer.from('{"format": 1, "not": "a state"}'));
+    } finally {
+      client.close();
+    }
+    const joined = await startCore({
+      backends: [hsm],
+      store: sharedStore(etcd, dir, 'node-x', '/kms-broker/damaged/'),
+    });
+    try {
+      assert.equal(joined.broker.kms.status().keyId, keyId, 'started from the local copy');
+      await assert.rejects(joined.broker.admin.rotate('hsm'), { code: 'STATE_CONFLICT' });
+      assert.equal(joined.broker.kms.status().keyId, keyId);
     } finally {
       await joined.close();
     }
