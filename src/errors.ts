@@ -192,6 +192,27 @@ export const errorCatalog = {
     http: 500,
     title: 'The migration state file cannot be used',
   },
+  // The escrow (src/escrow): offline key ceremony and recovery; the CLI's own failures.
+  ESCROW_UNWRAP_FAILED: {
+    grpc: GrpcCode.INVALID_ARGUMENT,
+    http: 400,
+    title: 'An escrow wrap did not open with this key and header',
+  },
+  ESCROW_KEY_INVALID: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'Escrow key file cannot be used',
+  },
+  ESCROW_SHARES_INVALID: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'Escrow shares do not rebuild the key',
+  },
+  ESCROW_OUTPUT_REFUSED: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'Escrow files cannot be written there safely',
+  },
   INTERNAL: { grpc: GrpcCode.INTERNAL, http: 500, title: 'Internal error' },
 } as const satisfies Record<string, CatalogEntry>;
 
