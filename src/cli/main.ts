@@ -9,6 +9,7 @@ import { VERSION } from '../version.ts';
 import { UnreachableError } from './admin-client.ts';
 import type { OutputOptions } from './admin-commands.ts';
 import type { EncryptionConfigOptions } from './encryption-config.ts';
+import type { EscrowInitOptions, VerifySharesOptions } from './escrow.ts';
 import {
   etcdFromConfig,
   USAGE_DESCRIPTION,
@@ -221,6 +222,33 @@ withAdminOptions(
 ).action(async (order: string, options: OutputOptions & { wrap?: string }) =>
   (await commands()).failoverSetCommand(order, options),
 );
+
+const escrow = program
+  .command('escrow')
+  .description('the offline escrow key for disaster recovery: make it and split it, check its shares');
+escrow
+  .command('init')
+  .description(
+    'offline: make the escrow key pair, write its public key and its private key as N Shamir shares',
+  )
+  .requiredOption('--out <dir>', 'a new folder (made 0700), or an empty one no other user can write to')
+  .requiredOption('--shares <N>', 'how many shares to write, one per holder (2 to 255)')
+  .requiredOption('--threshold <M>', 'how many shares rebuild the key (2 to N); fewer reveal nothing')
+  .option('--json', 'print JSON for scripts')
+  .action(async (options: EscrowInitOptions, command: Command) =>
+    (await import('./escrow.ts')).escrowInitCommand(options, message =>
+      command.error(message, { exitCode: EXIT_USAGE }),
+    ),
+  );
+escrow
+  .command('verify-shares')
+  .description('check that the shares rebuild the private key of the public key file; nothing is unwrapped')
+  .requiredOption('--public-key <file>', 'the escrow-public.pem that `escrow init` wrote')
+  .argument('<share-file...>', 'at least the threshold of share files')
+  .option('--json', 'print JSON for scripts')
+  .action(async (files: string[], options: VerifySharesOptions) =>
+    (await import('./escrow.ts')).escrowVerifySharesCommand(files, options),
+  );
 
 /** Set when `serve` runs: its failures may end in EXIT_NEEDS_OPERATOR. */
 let serving = false;
