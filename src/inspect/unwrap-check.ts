@@ -67,7 +67,7 @@ export function verdictFor(lookup: BrokerLookup, wrap: WrapReading): UnwrapVerdi
   if (backend === undefined) return { now: 'no', reason: `no backend '${wrap.backend}' in this broker` };
   const role = lookup.view.roles.get(wrap.backend)?.get(wrap.version);
   if (role === undefined) return { now: 'no', reason: 'version unknown to this broker' };
-  if (role === 'retired') return { now: 'no', reason: 'version retired (kms-broker restore undoes it)' };
+  if (role === 'retired') return { now: 'no', reason: 'version retired; kms-broker restore undoes it' };
   if (!backend.healthy)
     return {
       now: 'no',

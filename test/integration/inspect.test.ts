@@ -179,7 +179,7 @@ describe('kms-broker inspect', () => {
     assert.deepEqual(
       wraps.map(wrap => [wrap.backend, wrap.unwrap]),
       [
-        ['hsm', { now: 'no', reason: 'version retired (kms-broker restore undoes it)' }],
+        ['hsm', { now: 'no', reason: 'version retired; kms-broker restore undoes it' }],
         ['vault', { now: 'yes' }],
       ],
     );
