@@ -134,6 +134,13 @@ export const errorCatalog = {
     title: "The scan's etcd revision was compacted before it finished",
   },
   ETCD_READ_FAILED: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'etcd failed a read' },
+  // `kms-broker inspect`: the value it was asked to explain cannot be read.
+  ETCD_KEY_NOT_FOUND: { grpc: GrpcCode.NOT_FOUND, http: 404, title: 'etcd has no such key' },
+  INPUT_UNREADABLE: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 400,
+    title: 'The value to inspect could not be read',
+  },
   // The state shared over etcd by the brokers of a control plane (`cluster`); admin API only.
   STATE_CONFLICT: {
     grpc: GrpcCode.FAILED_PRECONDITION,

@@ -19,6 +19,7 @@ import {
 } from './usage-options.ts';
 import type { RotateCompleteOptions } from './rotate-complete.ts';
 import type { MigrateOptions } from './migrate.ts';
+import type { InspectOptions } from './inspect.ts';
 import { withMigrateOptions } from './migrate-options.ts';
 
 // Commands load their modules when they run: `kms-broker keys` need not load the HSM,
@@ -195,6 +196,26 @@ withUsageOptions(adminCommand('usage', USAGE_DESCRIPTION)).action(
     process.exitCode = await (await import('./usage.ts')).usageCommand(etcdFromConfig(options, command));
   },
 );
+withEtcdOptions(
+  adminCommand(
+    'inspect',
+    'explain one stored value: format, provider, key_id, the envelope and its wraps, and whether this broker could unwrap each now',
+  ),
+)
+  .argument('[-]', "'-': read the value from stdin")
+  .option('--from-etcd <key>', 'read this etcd key (read-only); without a leading /, under --prefix')
+  .option('--file <path>', 'read the value from a file (its raw bytes, as etcd stores them)')
+  .addHelpText(
+    'after',
+    '\nNever prints plaintext, wrapped DEKs or seeds, or key material: names, versions and lengths only.\nThe admin API is optional: without it each wrap says unknown (no broker reached).\n',
+  )
+  .action(async (stdin: string | undefined, options: InspectOptions, command: Command) => {
+    process.exitCode = await (
+      await import('./inspect.ts')
+    ).inspectCommand(stdin, etcdFromConfig(options, command), message =>
+      command.error(message, { exitCode: EXIT_USAGE }),
+    );
+  });
 withMigrateOptions(
   adminCommand('migrate', "re-encrypt stored data under the broker's current key_id (Kubernetes API)"),
   { tuning: true },

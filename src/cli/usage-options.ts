@@ -2,6 +2,8 @@
 // neither gRPC nor the scanner. Defaults are where kubeadm puts etcd and its client files.
 import type { Command } from 'commander';
 import { readConfigFile } from '../config/load.ts';
+import { BrokerError } from '../errors.ts';
+import type { EtcdTlsFiles } from '../etcd/tls.ts';
 import type { OutputOptions } from './admin-commands.ts';
 
 /** Where etcd is and how to reach it. */
@@ -43,6 +45,35 @@ export function withEtcdOptions(command: Command): Command {
       "the apiserver's etcd prefix (--etcd-prefix) with a trailing /",
       '/registry/',
     );
+}
+
+const MAX_PREFIX_LENGTH = 256;
+
+/** Where etcd is, checked: what every reader of the apiserver's etcd (usage, inspect) needs. */
+export interface CheckedLocation {
+  readonly endpoints: string[];
+  readonly prefix: string;
+  readonly tls: EtcdTlsFiles;
+}
+
+export function checkedLocation(options: EtcdLocation): CheckedLocation {
+  const endpoints = options.etcdEndpoints
+    .split(',')
+    .map(endpoint => endpoint.trim())
+    .filter(endpoint => endpoint !== '');
+  if (endpoints.length === 0)
+    throw new BrokerError('INVALID_REQUEST', '--etcd-endpoints: name at least one etcd client URL');
+  const prefix = options.prefix;
+  if (!prefix.startsWith('/') || !prefix.endsWith('/') || prefix.length > MAX_PREFIX_LENGTH)
+    throw new BrokerError(
+      'INVALID_REQUEST',
+      `--prefix: '${prefix}' must start and end with / and be at most ${MAX_PREFIX_LENGTH} characters (the apiserver's default is /registry/)`,
+    );
+  return {
+    endpoints,
+    prefix,
+    tls: { caFile: options.etcdCacert, certFile: options.etcdCert, keyFile: options.etcdKey },
+  };
 }
 
 /** Defaults of the scan's pace, which `rotate --complete` does not offer as flags. */

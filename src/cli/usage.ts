@@ -9,12 +9,16 @@ import { reportSections, type ConfiguredBackends } from '../usage/report.ts';
 import { scanUsage } from '../usage/scan.ts';
 import { request, resolveTarget, type AdminTarget } from './admin-client.ts';
 import { table } from './table.ts';
-import type { EtcdOptions, UsageOptions } from './usage-options.ts';
+import {
+  checkedLocation,
+  type CheckedLocation,
+  type EtcdOptions,
+  type UsageOptions,
+} from './usage-options.ts';
 
 const EXIT_NOT_RECORDED = 3;
 const MAX_RATE = 1_000_000;
 const MAX_PAGE_SIZE = 10_000;
-const MAX_PREFIX_LENGTH = 256;
 
 export async function usageCommand(options: UsageOptions): Promise<number> {
   const settings = checkedSettings(options);
@@ -37,10 +41,7 @@ export async function scanEtcd(
   options: EtcdOptions,
   settings = checkedSettings(options),
 ): Promise<UsageScan> {
-  const client = createEtcdClient({
-    endpoints: settings.endpoints,
-    tls: { caFile: options.etcdCacert, certFile: options.etcdCert, keyFile: options.etcdKey },
-  });
+  const client = createEtcdClient({ endpoints: settings.endpoints, tls: settings.tls });
   const progress = progressView(process.stderr);
   try {
     return await scanUsage(client, { ...settings, onProgress: update => progress.update(update) });
@@ -50,19 +51,13 @@ export async function scanEtcd(
   }
 }
 
-interface Settings {
-  readonly endpoints: string[];
-  readonly prefix: string;
+interface Settings extends CheckedLocation {
   readonly rate: number;
   readonly pageSize: number;
 }
 
 function checkedSettings(options: EtcdOptions): Settings {
-  const endpoints = options.etcdEndpoints
-    .split(',')
-    .map(endpoint => endpoint.trim())
-    .filter(endpoint => endpoint !== '');
-  if (endpoints.length === 0) throw invalid('--etcd-endpoints: name at least one etcd client URL');
+  const location = checkedLocation(options);
   const rate = Number(options.rate);
   if (!Number.isFinite(rate) || rate <= 0 || rate > MAX_RATE)
     throw invalid(
@@ -71,12 +66,7 @@ function checkedSettings(options: EtcdOptions): Settings {
   const pageSize = Number(options.pageSize);
   if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > MAX_PAGE_SIZE)
     throw invalid(`--page-size: '${options.pageSize}' must be a whole number from 1 to ${MAX_PAGE_SIZE}`);
-  const prefix = options.prefix;
-  if (!prefix.startsWith('/') || !prefix.endsWith('/') || prefix.length > MAX_PREFIX_LENGTH)
-    throw invalid(
-      `--prefix: '${prefix}' must start and end with / and be at most ${MAX_PREFIX_LENGTH} characters (the apiserver's default is /registry/)`,
-    );
-  return { endpoints, prefix, rate, pageSize };
+  return { ...location, rate, pageSize };
 }
 
 /** Where the broker's admin API is, or why it is not known. */

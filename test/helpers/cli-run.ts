@@ -13,10 +13,15 @@ export interface CliRun {
 
 export function runCli(
   args: readonly string[],
-  options: { readonly timeoutMs?: number; readonly env?: NodeJS.ProcessEnv } = {},
+  options: {
+    readonly timeoutMs?: number;
+    readonly env?: NodeJS.ProcessEnv;
+    /** Written to the command's stdin, which is then closed. */
+    readonly input?: Buffer;
+  } = {},
 ): Promise<CliRun> {
   return new Promise(resolve => {
-    execFile(
+    const child = execFile(
       CLI,
       args,
       { timeout: options.timeoutMs ?? 30_000, maxBuffer: 16 * 1024 * 1024, env: options.env ?? process.env },
@@ -25,6 +30,7 @@ export function runCli(
         resolve({ code, stdout, stderr });
       },
     );
+    if (options.input !== undefined) child.stdin?.end(options.input);
   });
 }
 
