@@ -1,6 +1,7 @@
 // The flags of `kms-broker usage`, kept apart from the command so that registering it loads
 // neither gRPC nor the scanner. Defaults are where kubeadm puts etcd and its client files.
 import type { Command } from 'commander';
+import { KUBEADM_ETCD_FILES } from '../config/config-files.ts';
 import { readConfigFile } from '../config/load.ts';
 import { BrokerError } from '../errors.ts';
 import type { EtcdTlsFiles } from '../etcd/tls.ts';
@@ -33,13 +34,9 @@ export const USAGE_DESCRIPTION =
 export function withEtcdOptions(command: Command): Command {
   return command
     .option('--etcd-endpoints <urls>', 'etcd client URLs, comma-separated', 'https://127.0.0.1:2379')
-    .option('--etcd-cacert <file>', "CA of etcd's serving certificate", '/etc/kubernetes/pki/etcd/ca.crt')
-    .option(
-      '--etcd-cert <file>',
-      'client certificate etcd trusts',
-      '/etc/kubernetes/pki/apiserver-etcd-client.crt',
-    )
-    .option('--etcd-key <file>', 'its private key', '/etc/kubernetes/pki/apiserver-etcd-client.key')
+    .option('--etcd-cacert <file>', "CA of etcd's serving certificate", KUBEADM_ETCD_FILES.caFile)
+    .option('--etcd-cert <file>', 'client certificate etcd trusts', KUBEADM_ETCD_FILES.certFile)
+    .option('--etcd-key <file>', 'its private key', KUBEADM_ETCD_FILES.keyFile)
     .option(
       '--prefix <prefix>',
       "the apiserver's etcd prefix (--etcd-prefix) with a trailing /",
