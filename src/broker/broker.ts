@@ -95,7 +95,7 @@ export class Broker {
     const lookup = new VersionLookup({
       backends,
       onListed: (backend, listed) =>
-        void sync.adoptListing(backend, listed).catch(() => {
+        void keys.adoptListing(backend, listed).catch(() => {
           // Not persisted now: the next reload or commit records the version.
         }),
       logger,

@@ -5,7 +5,9 @@ import type { KeyVersionInfo } from '../../backends/kek.ts';
 import { BrokerError } from '../../errors.ts';
 import type { BrokerState, FailoverSetting, StoredVersion, ThinSeed } from '../state/state-schema.ts';
 import type { UsageScan } from '../usage-scan.ts';
-import { reconcileBackend, toStored } from '../state/reconcile.ts';
+import type { BrokerConfig } from '../../config/schema.ts';
+import type { Logger } from '../../log.ts';
+import { reconcileBackend, resolveFailover, toStored } from '../state/reconcile.ts';
 import { deriveKeyId, type WriteKey } from './key-id.ts';
 
 /** What Encrypt needs, taken in one read so key_id always matches the versions that wrap. */
@@ -31,6 +33,14 @@ export class KeyRegistry {
     for (const entry of Object.values(this.#state.backends)) markWriteEnded(entry, now);
     this.#failover = structuredClone(failover);
     this.#snapshot = this.#derive();
+  }
+
+  /**
+   * The registry of a state someone else wrote (a peer's proposal, a state about to be
+   * stored), under the failover setting this broker's config puts in force for it.
+   */
+  static under(state: BrokerState, config: BrokerConfig, logger: Logger): KeyRegistry {
+    return new KeyRegistry(state, resolveFailover(structuredClone(state), config, logger).setting);
   }
 
   get current(): WriteSnapshot {

@@ -86,6 +86,13 @@ export class KeySet {
     });
   }
 
+  /** Merges a listing of one backend (taken by a Decrypt that met a new version) and persists it. */
+  adoptListing(backendName: string, listed: readonly KeyVersionInfo[]): Promise<void> {
+    return this.#deps.queue.run(() =>
+      this.#commit(() => this.#registry.adoptListed(backendName, listed, this.#deps.now())),
+    );
+  }
+
   /** Adopts a version the service created itself (seen stable by the rotation watch). */
   adopt(backendName: string, info: KeyVersionInfo): Promise<void> {
     return this.#deps.queue.run(async () => {
@@ -239,14 +246,15 @@ export class KeySet {
    * Persists a change, then applies it: the change is worked out on the registry and taken
    * back at once (synchronously, so no KMS call sees it), and applied again only when the
    * store took it. A shared store may hold it for seconds while peers confirm a new key_id;
-   * until then Status keeps advertising the old one. Runs inside the queue (its callers hold it).
+   * until then Status keeps advertising the old one. A change that says it changed nothing
+   * (returns false) is not saved. Runs inside the queue (its callers hold it).
    */
-  async #commit(change: () => void): Promise<void> {
+  async #commit(change: () => boolean | void): Promise<void> {
     const undo = this.#registry.checkpoint();
     let redo: () => void;
     let next: { state: BrokerState; keyId: string };
     try {
-      change();
+      if (change() === false) return;
       next = { state: this.#registry.toState(), keyId: this.#registry.current.keyId };
       redo = this.#registry.checkpoint();
     } finally {

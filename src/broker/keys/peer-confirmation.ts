@@ -10,7 +10,7 @@ import type { BrokerConfig } from '../../config/schema.ts';
 import { within } from '../../deadline.ts';
 import { BrokerError, toBrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
-import { ADMIN_CALL_MS, resolveFailover } from '../state/reconcile.ts';
+import { ADMIN_CALL_MS } from '../state/reconcile.ts';
 import type { BrokerState } from '../state/state-schema.ts';
 import type { LocalBroker } from '../state/state-store.ts';
 import { KeyRegistry } from './key-registry.ts';
@@ -41,8 +41,7 @@ export function localBroker(deps: PeerConfirmationDeps): LocalBroker {
     },
 
     async confirm(state: BrokerState) {
-      const failover = resolveFailover(structuredClone(state), deps.config, deps.logger).setting;
-      const { writeKeys } = new KeyRegistry(state, failover).current;
+      const { writeKeys } = KeyRegistry.under(state, deps.config, deps.logger).current;
       const refusals: string[] = [];
       const failures: string[] = [];
       let proven = 0;

@@ -148,22 +148,12 @@ export class StateSync {
         },
       );
       state.backends[backend.name] = merged.backend;
-      if (merged.changed) await this.#deps.store.save(state, this.#keyIdOf(state));
+      if (merged.changed) {
+        const { keyId } = KeyRegistry.under(state, this.#deps.config, this.#deps.logger).current;
+        await this.#deps.store.save(state, keyId);
+      }
       this.#replace(state);
       this.#deps.logger.info({ backend: backend.name }, 'backend joined');
-    });
-  }
-
-  /** Merges a listing of one backend (taken by a Decrypt that met a new version) and persists it. */
-  adoptListing(backend: string, listed: readonly KeyVersionInfo[]): Promise<void> {
-    return this.#deps.queue.run(async () => {
-      const undo = this.#registry.checkpoint();
-      if (!this.#registry.adoptListed(backend, listed, this.#deps.now())) return;
-      const state = this.#registry.toState();
-      const keyId = this.#registry.current.keyId;
-      undo();
-      await this.#deps.store.save(state, keyId);
-      this.#replace(state);
     });
   }
 
@@ -182,12 +172,6 @@ export class StateSync {
       }
     }
     return listings;
-  }
-
-  /** The key_id a state advertises under the failover setting in force. */
-  #keyIdOf(state: BrokerState): string {
-    const probe = new KeyRegistry(state, this.#failoverFor(structuredClone(state)));
-    return probe.current.keyId;
   }
 
   #failoverFor(state: BrokerState) {
