@@ -11,8 +11,8 @@ import type { StoreClient, StoredKv, WatchEvent } from '../etcd/store-client.ts'
 import type { Logger } from '../log.ts';
 import { ClusterPeers } from './cluster-peers.ts';
 import { Membership } from './membership.ts';
-import { answer, promote } from './promotion.ts';
-import { clusterKeys, encodeRecord, parseStateRecord, type StateRecord } from './records.ts';
+import { answer, conflict, promote } from './promotion.ts';
+import { clusterKeys, encodeRecord, parseStateRecord, stateRecord, type StateRecord } from './records.ts';
 
 export interface EtcdStateStoreOptions {
   readonly client: StoreClient;
@@ -59,6 +59,12 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
     onContact: reachable => peers.contact(reachable),
   });
 
+  /** The local copy follows every committed state; failing to write it never fails the change. */
+  const keepLocalCopy = (state: BrokerState) =>
+    localCopy.save(state).catch((error: unknown) => {
+      logger.warn({ code: toBrokerError(error).code }, 'could not update the local copy of the shared state');
+    });
+
   /** Takes a committed record as the newest; says whether it differs from the one held. */
   const adopt = async (kv: StoredKv): Promise<boolean> => {
     // A re-read that started before this broker's own commit may answer after it.
@@ -67,9 +73,7 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
     const changed = committed === undefined || committed.revision !== kv.modRevision;
     committed = { revision: kv.modRevision, record };
     peers.committedKeyId(record.keyId);
-    await localCopy.save(record.state).catch((error: unknown) => {
-      logger.warn({ code: toBrokerError(error).code }, 'could not update the local copy of the shared state');
-    });
+    await keepLocalCopy(record.state);
     return changed;
   };
 
@@ -170,13 +174,7 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
       let result: { revision: string; record: StateRecord };
       try {
         if (keyId === undefined || previousKeyId === undefined || keyId === previousKeyId) {
-          const record: StateRecord = {
-            format: 1,
-            keyId: keyId ?? previousKeyId ?? '',
-            node,
-            committedAt: now().toISOString(),
-            state,
-          };
+          const record = stateRecord(state, keyId ?? previousKeyId ?? '', node, now());
           const put = await client.txn(
             [
               { key: keys.state, modRevision: base },
@@ -184,13 +182,8 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
             ],
             [{ put: { key: keys.state, value: encodeRecord(record) } }],
           );
-          if (!put.succeeded) {
-            void resync();
-            throw new BrokerError(
-              'STATE_CONFLICT',
-              `another broker changed the shared state (${keys.state}) or is promoting a new key set; nothing was changed: this broker reloads it now, repeat the change if it is still wanted`,
-            );
-          }
+          // The catch below re-reads the state once, for this refusal as for a promotion's.
+          if (!put.succeeded) throw await conflict(client, keys);
           result = { revision: put.revision, record };
         } else {
           result = await promote({
@@ -217,12 +210,7 @@ export function etcdStateStore(options: EtcdStateStoreOptions): StateStore & { s
       if (ownRevisions.size > 64) ownRevisions.delete(ownRevisions.values().next().value as string);
       committed = { revision: result.revision, record: result.record };
       peers.committedKeyId(result.record.keyId);
-      await localCopy.save(state).catch((error: unknown) => {
-        logger.warn(
-          { code: toBrokerError(error).code },
-          'could not update the local copy of the shared state',
-        );
-      });
+      await keepLocalCopy(state);
     },
 
     watch(listener) {

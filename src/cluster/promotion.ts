@@ -13,6 +13,8 @@ import {
   encodeRecord,
   parseAck,
   parseMember,
+  parseProposal,
+  stateRecord,
   type Ack,
   type ClusterKeys,
   type Proposal,
@@ -82,13 +84,7 @@ export async function promote(request: PromotionRequest): Promise<{ revision: st
     const confirmed = new Set(answers.acks.map(ack => ack.node));
     waitingFor = answers.members.filter(member => !confirmed.has(member));
     if (waitingFor.length === 0) {
-      const record: StateRecord = {
-        format: 1,
-        keyId,
-        node,
-        committedAt: request.now().toISOString(),
-        state,
-      };
+      const record = stateRecord(state, keyId, node, request.now());
       const commit = await client.txn(
         [
           { key: keys.state, modRevision: request.baseRevision },
@@ -130,13 +126,13 @@ async function readAnswers(
 }
 
 /** Why a compare failed: a peer's proposal in flight, or a state newer than this broker's. */
-async function conflict(client: StoreClient, keys: ClusterKeys): Promise<BrokerError> {
+export async function conflict(client: StoreClient, keys: ClusterKeys): Promise<BrokerError> {
   const pending = await client.range(keys.proposal, { prefix: false }).catch(() => undefined);
   const holder = pending?.kvs[0];
   if (holder !== undefined) {
     let by = 'another broker';
     try {
-      by = `broker ${(JSON.parse(holder.value.toString('utf8')) as { node?: string }).node ?? '?'}`;
+      by = `broker ${parseProposal(holder.value, holder.key).node}`;
     } catch {
       // A damaged proposal still blocks; it is named by its key instead.
     }

@@ -105,6 +105,11 @@ export const parseAck = (value: Buffer, key: string): Ack => parseRecord(ackSche
 export const parseMember = (value: Buffer, key: string): MemberRecord =>
   parseRecord(memberSchema, value, key);
 
+/** The committed state as every broker reads it: what it advertises, who committed it, when. */
+export function stateRecord(state: BrokerState, keyId: string, node: string, at: Date): StateRecord {
+  return { format: 1, keyId, node, committedAt: at.toISOString(), state };
+}
+
 export function encodeRecord(record: object): Buffer {
   return Buffer.from(JSON.stringify(record), 'utf8');
 }
