@@ -102,8 +102,7 @@ export class ClusterPeers {
   /** Everything under the prefix, read anew. */
   replaceAll(kvs: readonly StoredKv[]): void {
     this.#members.clear();
-    const hadProposal = this.#proposal?.proposal.node !== this.#options.node;
-    if (hadProposal) this.#proposal = undefined;
+    this.#forgetPeerProposal();
     for (const kv of kvs) if (kv.key !== this.#options.keys.proposal) this.#take(kv, false);
     const proposal = kvs.find(kv => kv.key === this.#options.keys.proposal);
     if (proposal !== undefined) this.#take(proposal, false);
@@ -163,7 +162,7 @@ export class ClusterPeers {
         else this.#members.set(node, parseMember(kv.value, kv.key));
       } else if (kv.key === keys.proposal) {
         if (deleted) {
-          if (this.#proposal?.proposal.node !== this.#options.node) this.#proposal = undefined;
+          this.#forgetPeerProposal();
           return;
         }
         const proposal = parseProposal(kv.value, kv.key);
@@ -181,6 +180,11 @@ export class ClusterPeers {
         'ignoring an invalid record under the shared prefix',
       );
     }
+  }
+
+  /** Drops a peer's proposal; this broker's own is shown until its promotion ends (`proposing`). */
+  #forgetPeerProposal(): void {
+    if (this.#proposal?.proposal.node !== this.#options.node) this.#proposal = undefined;
   }
 
   /** Confirms (or refuses) a peer's proposal once; an answer that could not be sent is tried again on the next re-read. */
