@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import { backendNameSchema } from '../backends/config-schema.ts';
 import { BrokerError } from '../errors.ts';
-import { MAX_CIPHERTEXT_BYTES } from '../kms-limits.ts';
+import { MAX_WRAP_BYTES } from '../kms-limits.ts';
 import { readCanonicalFields, writeFields } from './envelope-fields.ts';
 
 /** Wraps beyond the first travel in annotations `<backend><suffix>` (lowercase FQDNs). */
@@ -125,8 +125,9 @@ export function encodeEnvelope(aad: Buffer, wrapped: Buffer): Buffer {
 }
 
 export function decodeEnvelope(ciphertext: Buffer): ParsedEnvelope {
-  if (ciphertext.length > MAX_CIPHERTEXT_BYTES)
-    throw malformed(`ciphertext exceeds ${MAX_CIPHERTEXT_BYTES} bytes`);
+  // The EncryptResponse ciphertext itself is held to the apiserver's 1 KiB by the gRPC
+  // adapter; a wrap in an annotation or a v1 wrap set may be larger (an escrow wrap is).
+  if (ciphertext.length > MAX_WRAP_BYTES) throw malformed(`a wrap exceeds ${MAX_WRAP_BYTES} bytes`);
   const magic = ciphertext.subarray(0, MAGIC_BYTES);
   const bound = magic.equals(BOUND_ENVELOPE_MAGIC);
   if (ciphertext.length <= MAGIC_BYTES || !(bound || magic.equals(ENVELOPE_MAGIC)))

@@ -4,7 +4,7 @@
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import { BrokerError } from '../errors.ts';
-import { MAX_CIPHERTEXT_BYTES } from '../kms-limits.ts';
+import { MAX_WRAP_BYTES } from '../kms-limits.ts';
 
 const root = new protobuf.Root().loadSync(
   fileURLToPath(new URL('../../proto/envelope.proto', import.meta.url)),
@@ -24,7 +24,7 @@ export function encodeWrapSet(envelopes: readonly Buffer[]): Buffer {
 
 /** The envelopes of a v1 ciphertext, each still to be decoded with decodeEnvelope. */
 export function decodeWrapSet(cipher: Buffer): Buffer[] {
-  if (cipher.length > MAX_WRAPS * (MAX_CIPHERTEXT_BYTES + 8) + WRAP_SET_MAGIC.length)
+  if (cipher.length > MAX_WRAPS * (MAX_WRAP_BYTES + 8) + WRAP_SET_MAGIC.length)
     throw malformed('ciphertext is too large');
   if (
     cipher.length <= WRAP_SET_MAGIC.length ||
