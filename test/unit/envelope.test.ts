@@ -14,7 +14,7 @@ import {
   headerAad,
   type WrapHeader,
 } from '../../src/broker/envelope.ts';
-import { MAX_CIPHERTEXT_BYTES } from '../../src/kms-limits.ts';
+import { MAX_WRAP_BYTES } from '../../src/kms-limits.ts';
 import { BrokerError } from '../../src/errors.ts';
 import { brokerError } from './expect-error.ts';
 
@@ -162,13 +162,13 @@ describe('envelope', () => {
       assert.deepEqual(decodeEnvelope(envelopeOf(header)).aad, headerAad(header));
     });
 
-    it(`accepts a ciphertext of exactly ${MAX_CIPHERTEXT_BYTES} bytes`, () => {
+    it(`accepts a wrap of exactly ${MAX_WRAP_BYTES} bytes`, () => {
       let ciphertext: Buffer | undefined;
-      for (let size = 900; size <= MAX_CIPHERTEXT_BYTES && ciphertext === undefined; size++) {
+      for (let size = MAX_WRAP_BYTES - 124; size <= MAX_WRAP_BYTES && ciphertext === undefined; size++) {
         const candidate = envelopeOf(header, Buffer.alloc(size, 1));
-        if (candidate.length === MAX_CIPHERTEXT_BYTES) ciphertext = candidate;
+        if (candidate.length === MAX_WRAP_BYTES) ciphertext = candidate;
       }
-      assert.ok(ciphertext !== undefined, 'no wrapped size gives a 1024-byte envelope');
+      assert.ok(ciphertext !== undefined, 'no wrapped size gives an envelope of the largest size');
       assert.equal(decodeEnvelope(ciphertext).header.backend, header.backend);
     });
   });
@@ -215,9 +215,9 @@ describe('envelope', () => {
         message: 'malformed',
       },
       {
-        name: `more than ${MAX_CIPHERTEXT_BYTES} bytes, even if well formed`,
-        input: envelopeOf(header, Buffer.alloc(1100, 1)),
-        message: `exceeds ${MAX_CIPHERTEXT_BYTES} bytes`,
+        name: `more than ${MAX_WRAP_BYTES} bytes, even if well formed`,
+        input: envelopeOf(header, Buffer.alloc(MAX_WRAP_BYTES, 1)),
+        message: `exceeds ${MAX_WRAP_BYTES} bytes`,
       },
       {
         name: 'an uppercase backend name',
