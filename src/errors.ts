@@ -205,6 +205,11 @@ export const errorCatalog = {
     http: 400,
     title: 'An escrow wrap did not open with this key and header',
   },
+  ESCROW_WRITE_ONLY: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 409,
+    title: 'An escrow backend only wraps; its key is made and opened offline',
+  },
   ESCROW_KEY_INVALID: {
     grpc: GrpcCode.FAILED_PRECONDITION,
     http: 500,

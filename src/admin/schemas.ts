@@ -52,6 +52,7 @@ export const backendsSchema = Type.Object({
       lastProbeMs: Type.Optional(Type.Number()),
       errors: Type.Record(Type.String(), Type.Integer()),
       writeVersion: Type.Optional(Type.String()),
+      writeOnly: Type.Optional(Type.Literal(true)),
     }),
   ),
 });

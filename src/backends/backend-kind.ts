@@ -32,7 +32,9 @@ export type FileKind =
   /** A secret of any shape (a PIN, a token): readable and not empty. */
   | 'secret'
   /** A shared library the backend loads: readable and not empty. */
-  | 'library';
+  | 'library'
+  /** An escrow public key as `kms-broker escrow init` writes it (kept for the backend). */
+  | 'escrow-public-key';
 
 /**
  * One backend kind. Methods rather than function-valued properties: a kind of a narrower
@@ -41,6 +43,8 @@ export type FileKind =
 export interface BackendKind<Schema extends TObject = TObject> {
   readonly type: Static<Schema>['type'] & string;
   readonly schema: Schema;
+  /** A kind that only wraps (escrow): it must sit in the failover order beside one that unwraps. */
+  readonly writeOnly?: true;
   /** The rules the schema cannot express; called only with a config the schema accepted. */
   check(config: Static<Schema>): RuleViolation | undefined;
   /** The keys (dotted paths, e.g. `tls.caFile`) that name files, and what each must hold. */

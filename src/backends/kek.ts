@@ -48,6 +48,11 @@ export interface KekBackend {
   readonly autoCreate: boolean;
   /** The config key that enables autoCreate, named in the error when no key exists. */
   readonly autoCreateOption: string;
+  /**
+   * A key that only wraps (escrow): its wrap goes beside every seed, never counts towards a
+   * successful Encrypt, never writes the ciphertext itself, and is never asked to unwrap.
+   */
+  readonly writeOnly?: boolean;
   /** Present when the service can rotate keys on its own. */
   readonly externalRotation?: ExternalRotation | undefined;
   /**

@@ -5,6 +5,7 @@ import type { BackendKind, ConfigOf } from './backend-kind.ts';
 import { alibabaKmsKind } from './alibaba-kms/descriptor.ts';
 import { awsKmsKind } from './aws-kms/descriptor.ts';
 import { azureKeyVaultKind } from './azure-keyvault/descriptor.ts';
+import { escrowKind } from './escrow/descriptor.ts';
 import { gcpKmsKind } from './gcp-kms/descriptor.ts';
 import { pkcs11Kind } from './pkcs11/descriptor.ts';
 import { vaultTransitKind } from './vault-transit/descriptor.ts';
@@ -16,6 +17,7 @@ export const backendKinds = [
   azureKeyVaultKind,
   alibabaKmsKind,
   gcpKmsKind,
+  escrowKind,
 ] as const;
 
 export type BackendConfig = ConfigOf<(typeof backendKinds)[number]>;
@@ -30,4 +32,9 @@ export function backendKind(type: BackendType): BackendKind {
   const kind = kindsByType.get(type);
   if (kind === undefined) throw new Error(`no backend kind '${type}'`);
   return kind;
+}
+
+/** The names of the configured backends that only wrap (escrow keys). */
+export function writeOnlyBackends(backends: readonly BackendConfig[]): ReadonlySet<string> {
+  return new Set(backends.filter(backend => backendKind(backend.type).writeOnly === true).map(b => b.name));
 }

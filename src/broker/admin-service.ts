@@ -60,7 +60,7 @@ export function createAdminService(deps: AdminServiceDeps): AdminService {
     },
 
     backends() {
-      return [...deps.backends.values()].map(({ name, type }): BackendView => {
+      return [...deps.backends.values()].map(({ name, type, writeOnly }): BackendView => {
         const state = health.health(name);
         const writeVersion = keys.writeVersion(name)?.version;
         return {
@@ -73,6 +73,7 @@ export function createAdminService(deps: AdminServiceDeps): AdminService {
           ...(state?.lastProbeMs !== undefined && { lastProbeMs: Math.round(state.lastProbeMs * 100) / 100 }),
           errors: { ...state?.errors },
           ...(writeVersion !== undefined && { writeVersion }),
+          ...(writeOnly === true && { writeOnly }),
         };
       });
     },

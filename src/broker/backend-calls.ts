@@ -4,7 +4,7 @@
 import type { KekBackend } from '../backends/kek.ts';
 import { withSignal, type Deadline } from '../deadline.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
-import { MAX_CIPHERTEXT_BYTES } from '../kms-limits.ts';
+import { MAX_CIPHERTEXT_BYTES, MAX_WRAP_BYTES } from '../kms-limits.ts';
 import type { Metrics } from '../metrics.ts';
 import { encodeEnvelope, headerAad, type ParsedEnvelope, type WrapBinding } from './envelope.ts';
 import type { HealthMonitor } from './health/health-monitor.ts';
@@ -40,10 +40,13 @@ export class BackendCalls {
       deadline,
     );
     const envelope = encodeEnvelope(aad, wrapped);
-    if (envelope.length > MAX_CIPHERTEXT_BYTES) {
+    // A wrap that may become the ciphertext must fit the apiserver's limit; an escrow wrap
+    // only ever travels in an annotation.
+    const limit = backend.writeOnly === true ? MAX_WRAP_BYTES : MAX_CIPHERTEXT_BYTES;
+    if (envelope.length > limit) {
       throw new BrokerError(
         'INTERNAL',
-        `envelope of ${envelope.length} bytes exceeds the apiserver's ${MAX_CIPHERTEXT_BYTES}-byte limit`,
+        `envelope of ${envelope.length} bytes exceeds the ${limit}-byte limit of its place`,
       );
     }
     return envelope;

@@ -31,6 +31,9 @@ export class JoiningBackend implements KekBackend {
   get mechanism(): string {
     return this.#inner.mechanism;
   }
+  get writeOnly(): boolean {
+    return this.#inner.writeOnly === true;
+  }
   get autoCreate(): boolean {
     return this.#inner.autoCreate;
   }

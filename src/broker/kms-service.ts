@@ -6,6 +6,7 @@ import { partOfDeadline, remainingMs, startDeadline, type Deadline } from '../de
 import { BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
+import { ESCROW_MECHANISM } from '../escrow/hybrid-wrap.ts';
 import type { BackendCalls } from './backend-calls.ts';
 import {
   annotationWraps,
@@ -58,7 +59,7 @@ export function createKmsService(deps: KmsServiceDeps): KmsService {
     const started = performance.now();
     // One read: the key_id returned is the one of the versions that wrap, even if a
     // rotation lands while the wraps are in flight.
-    const { keyId, writeKeys } = keys.current;
+    const { keyId, writeKeys, escrowKeys } = keys.current;
     const deadline = startDeadline(deps.callMs, context.deadline);
     try {
       // Backends whose breaker is open are left out at once (a thin envelope now beats a
@@ -66,25 +67,32 @@ export function createKmsService(deps: KmsServiceDeps): KmsService {
       const available = writeKeys.filter(key => health.health(key.backend)?.breaker !== 'open');
       const targets = available.length > 0 ? available : writeKeys;
       const binding = bindingFor(plaintext);
-      const results = await Promise.allSettled(
-        targets.map(key => calls.wrap(backendOf(key.backend), key, plaintext, binding, deadline)),
-      );
-      const wrapped = results.flatMap((result, index) =>
-        result.status === 'fulfilled' ? [{ key: targets[index] as WriteKey, envelope: result.value }] : [],
-      );
+      const wrapAll = (keysToWrap: readonly WriteKey[]) =>
+        Promise.allSettled(
+          keysToWrap.map(key => calls.wrap(backendOf(key.backend), key, plaintext, binding, deadline)),
+        );
+      const [results, escrowResults] = await Promise.all([wrapAll(targets), wrapAll(escrowKeys)]);
+      const wrapped = succeeded(targets, results);
       const [first, ...others] = wrapped;
       if (first === undefined) throw firstError(results);
-      if (wrapped.length < writeKeys.length) {
+      // An escrow wrap never makes an Encrypt succeed; it only travels beside one that did.
+      const escrowed = succeeded(escrowKeys, escrowResults);
+      const missing = [...writeKeys, ...escrowKeys]
+        .filter(key => !wrapped.some(w => w.key === key) && !escrowed.some(w => w.key === key))
+        .map(key => key.backend);
+      if (missing.length > 0) {
         deps.metrics.underReplicated();
-        const missing = writeKeys.filter(key => !wrapped.some(w => w.key === key)).map(key => key.backend);
         deps.thinSeeds.add(keyId, missing);
         logger.warn({ uid: context.uid, missing }, 'envelope is under-replicated');
       }
       const annotations = Object.fromEntries(
-        others.map(({ key, envelope }) => [`${key.backend}${WRAP_ANNOTATION_SUFFIX}`, envelope]),
+        [...others, ...escrowed].map(({ key, envelope }) => [
+          `${key.backend}${WRAP_ANNOTATION_SUFFIX}`,
+          envelope,
+        ]),
       );
       logCall('encrypt', context, started, {
-        backend: wrapped.map(w => w.key.backend).join(','),
+        backend: [...wrapped, ...escrowed].map(w => w.key.backend).join(','),
         keyVersion: first.key.version,
       });
       return { ciphertext: first.envelope, keyId, annotations };
@@ -105,7 +113,13 @@ export function createKmsService(deps: KmsServiceDeps): KmsService {
     try {
       const envelopes = decode();
       checkWrapsBelongTogether(envelopes);
-      const candidates = rank(envelopes);
+      // Escrow wraps open only offline, with the shares: never tried here.
+      const candidates = rank(envelopes.filter(envelope => envelope.header.mechanism !== ESCROW_MECHANISM));
+      if (candidates.length === 0)
+        throw new BrokerError(
+          'INVALID_CIPHERTEXT',
+          'the ciphertext carries only escrow wraps, which open offline with `kms-broker recover`',
+        );
       const failures: BrokerError[] = [];
       for (const [index, candidate] of candidates.entries()) {
         if (deadline.signal.aborted) break;
@@ -225,6 +239,16 @@ export function createKmsService(deps: KmsServiceDeps): KmsService {
         return wraps.map(wrap => decodeEnvelope(wrap));
       }, context),
   };
+}
+
+/** The wraps that succeeded, each with its key. */
+function succeeded(
+  keys: readonly WriteKey[],
+  results: readonly PromiseSettledResult<Buffer>[],
+): { key: WriteKey; envelope: Buffer }[] {
+  return results.flatMap((result, index) =>
+    result.status === 'fulfilled' ? [{ key: keys[index] as WriteKey, envelope: result.value }] : [],
+  );
 }
 
 function firstError(results: readonly PromiseSettledResult<unknown>[]): BrokerError {

@@ -76,6 +76,8 @@ export interface BackendView {
   readonly lastProbeMs?: number;
   readonly errors: Readonly<Record<string, number>>;
   readonly writeVersion?: string;
+  /** An escrow key: wraps every seed, never unwraps (its wraps open offline, with the shares). */
+  readonly writeOnly?: true;
 }
 
 export interface VersionView {

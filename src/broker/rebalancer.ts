@@ -25,8 +25,10 @@ export function createRebalancer(deps: RebalancerDeps): () => Promise<void> {
 
   const rebalanceFirst = async () => {
     const current = keys.current.writeKeys[0]?.backend;
-    const desired = keys.failover.order.find(name =>
-      name === current ? health.health(name)?.healthy === true : health.closedFor(name, hysteresisMs),
+    const desired = keys.failover.order.find(
+      name =>
+        !keys.isWriteOnly(name) &&
+        (name === current ? health.health(name)?.healthy === true : health.closedFor(name, hysteresisMs)),
     );
     if (desired === undefined || desired === current) return;
     const currentDown = current !== undefined && health.health(current)?.healthy !== true;

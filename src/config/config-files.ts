@@ -7,7 +7,8 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { statSync } from 'node:fs';
 import type { FileKind } from '../backends/backend-kind.ts';
 import { backendKind } from '../backends/kinds.ts';
-import { BrokerError } from '../errors.ts';
+import { BrokerError, isBrokerError } from '../errors.ts';
+import { parsePublicKeyFile } from '../escrow/key-files.ts';
 import type { FileReader } from '../file-reader.ts';
 import type { BrokerConfig } from './schema.ts';
 
@@ -58,6 +59,11 @@ const kinds: Record<FileKind, KindRules> = {
   },
   secret: { holds: 'the secret', secret: true },
   library: { holds: 'the library' },
+  'escrow-public-key': {
+    holds: 'an escrow public key (the escrow-public.pem `kms-broker escrow init` writes)',
+    check: escrowPublicKeyProblem,
+    keep: true,
+  },
 };
 
 /**
@@ -269,6 +275,15 @@ function privateKeyProblem(text: string, contents: Buffer): string | undefined {
     return /-----BEGIN CERTIFICATE-----/.test(text) && !/PRIVATE KEY-----/.test(text)
       ? 'holds a certificate where a private key is expected'
       : 'holds no usable PEM private key';
+  }
+}
+
+function escrowPublicKeyProblem(text: string): string | undefined {
+  try {
+    parsePublicKeyFile(text, 'file');
+    return undefined;
+  } catch (error) {
+    return isBrokerError(error) ? error.message.replace(/^escrow public key file: /, '') : 'is unreadable';
   }
 }
 

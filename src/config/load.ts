@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { Static, TObject } from '@sinclair/typebox';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
-import { backendKind, type BackendType } from '../backends/kinds.ts';
+import { backendKind, writeOnlyBackends, type BackendType } from '../backends/kinds.ts';
 import { BrokerError } from '../errors.ts';
 import type { FileReader } from '../file-reader.ts';
 import { checkConfigFiles } from './config-files.ts';
@@ -114,6 +114,19 @@ function checkCrossReferences(config: BrokerConfig, source: string): void {
   config.failover.order.forEach((name, index) => {
     if (!names.has(name)) throw invalid(source, `failover.order[${index}]: no backend is named '${name}'`);
   });
+  const writeOnly = writeOnlyBackends(config.backends);
+  config.backends.forEach((backend, index) => {
+    if (writeOnly.has(backend.name) && !config.failover.order.includes(backend.name))
+      throw invalid(
+        source,
+        `backends[${index}]: escrow backend '${backend.name}' wraps only as a member of the failover order; add it to failover.order`,
+      );
+  });
+  if (config.failover.order.every(name => writeOnly.has(name)))
+    throw invalid(
+      source,
+      'failover.order: lists only escrow backends, which never unwrap; add a backend that can (an HSM, Transit, a cloud KMS)',
+    );
   if (config.state.path === config.socket) throw invalid(source, 'state.path: must differ from socket');
   if (config.cluster !== undefined && config.etcd === undefined)
     throw invalid(

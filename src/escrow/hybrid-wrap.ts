@@ -44,6 +44,9 @@ const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const INFO_LABEL = Buffer.from('kms-broker/escrow/v1', 'ascii');
 
+/** The mechanism an escrow wrap's envelope header records. */
+export const ESCROW_MECHANISM = 'mlkem768-x25519-aes256gcm';
+
 /** Bytes a wrap adds to its plaintext: 1 + 1088 + 32 + 12 + 16 = 1149. */
 export const ESCROW_WRAP_OVERHEAD =
   1 + ML_KEM_CIPHERTEXT_BYTES + X25519_PUBLIC_BYTES + NONCE_BYTES + TAG_BYTES;

@@ -67,13 +67,17 @@ export function x25519PublicBytes(key: KeyObject): Buffer {
   return spki(key).subarray(-32);
 }
 
-/** 8 hex digits naming the key pair: printed by the CLI and carried by every share. */
+/** SHA-256 over both public keys' SPKI, in hex: the key pair's full identity. */
+export function publicKeyDigest(publicKey: EscrowPublicKey): string {
+  return createHash('sha256').update(spki(publicKey.mlKem)).update(spki(publicKey.x25519)).digest('hex');
+}
+
+/**
+ * 8 hex digits naming the key pair: printed by the CLI, carried by every share, and the key
+ * version an escrow wrap's header records (so an envelope says which shares open it).
+ */
 export function fingerprint(publicKey: EscrowPublicKey): string {
-  return createHash('sha256')
-    .update(spki(publicKey.mlKem))
-    .update(spki(publicKey.x25519))
-    .digest('hex')
-    .slice(0, 8);
+  return publicKeyDigest(publicKey).slice(0, 8);
 }
 
 export function formatPublicKeyFile(publicKey: EscrowPublicKey): string {

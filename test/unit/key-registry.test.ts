@@ -37,11 +37,56 @@ describe('KeyRegistry', () => {
       keyId: deriveKeyId([writeKey], 0),
       wrap: 'first',
       writeKeys: [writeKey],
+      escrowKeys: [],
     });
 
     const other = new KeyRegistry(state, { order: ['secondary', 'primary'], wrap: 'first' });
     assert.equal(other.current.writeKeys[0]?.backend, 'secondary');
     assert.notEqual(other.current.keyId, registry.current.keyId);
+  });
+
+  it('keeps an escrow key out of the writers in either mode, yet in key_id, and never lets it write', () => {
+    const withEscrow = structuredClone(state);
+    withEscrow.backends.vault = {
+      writeVersion: 'ab12cd34',
+      versions: [
+        {
+          version: 'ab12cd34',
+          fingerprint: 'escrow:fp',
+          state: 'active',
+          createdAt: '2026-01-01T00:00:00.000Z',
+        },
+      ],
+    };
+    const escrowKey = { backend: 'vault', version: 'ab12cd34', fingerprint: 'escrow:fp' };
+    const writeOnly = new Set(['vault']);
+    // Listed first: still not the writer of wrap: first.
+    const first = new KeyRegistry(
+      withEscrow,
+      { order: ['vault', 'secondary', 'primary'], wrap: 'first' },
+      writeOnly,
+    );
+    assert.deepEqual(
+      first.current.writeKeys.map(key => key.backend),
+      ['secondary'],
+    );
+    assert.deepEqual(first.current.escrowKeys, [escrowKey]);
+    assert.equal(first.current.keyId, deriveKeyId([...first.current.writeKeys, escrowKey], 0));
+    const all = new KeyRegistry(
+      withEscrow,
+      { order: ['primary', 'vault', 'secondary'], wrap: 'all' },
+      writeOnly,
+    );
+    assert.deepEqual(
+      all.current.writeKeys.map(key => key.backend),
+      ['primary', 'secondary'],
+    );
+    assert.deepEqual(all.current.escrowKeys, [escrowKey]);
+    assert.ok(all.isWriteOnly('vault') && !all.isWriteOnly('primary'));
+    assert.throws(
+      () => new KeyRegistry(withEscrow, { order: ['vault'], wrap: 'all' }, writeOnly),
+      brokerError('KEY_MISSING', 'that can unwrap'),
+    );
   });
 
   it('includes the generation in key_id', () => {
@@ -141,7 +186,7 @@ describe('KeyRegistry', () => {
   it('gives versions of an older state that do not write the load time as the end of their writes', () => {
     const legacy = structuredClone(state);
     delete legacy.backends.primary?.versions[0]?.writeEndedAt;
-    const registry = new KeyRegistry(legacy, { order: ['primary'], wrap: 'first' }, now);
+    const registry = new KeyRegistry(legacy, { order: ['primary'], wrap: 'first' }, new Set(), now);
     assert.equal(registry.version('primary', '1')?.writeEndedAt, now.toISOString());
     assert.equal(
       registry.version('primary', '2')?.writeEndedAt,
@@ -272,6 +317,22 @@ describe('reconcileBackend', () => {
       brokerError('STATE_MISMATCH', 'backend primary: the state says version 2 writes'),
     );
     assert.throws(() => reconcileBackend('primary', primary, [], now), brokerError('STATE_MISMATCH'));
+  });
+
+  it('lets a replaced escrow key write in place of the one it replaced, keeping the old one recorded', () => {
+    const result = reconcileBackend('primary', primary, [listed('3')], now, { replaceable: true });
+    assert.deepEqual(result, {
+      backend: {
+        writeVersion: '3',
+        versions: [
+          { ...stored('1'), writeEndedAt: T1 },
+          { ...stored('2'), writeEndedAt: now.toISOString() },
+          stored('3'),
+        ],
+      },
+      changed: true,
+      missing: ['1', '2'],
+    });
   });
 
   it('refuses with STATE_MISMATCH when a listed version has a different fingerprint', () => {

@@ -208,7 +208,8 @@ export class HealthMonitor {
    */
   async #checkCanary(backend: KekBackend, deadline: Deadline): Promise<void> {
     const version = this.#options.writeVersion(backend.name);
-    if (version === undefined) return;
+    // An escrow key cannot unwrap by design; its wrap needs nothing but the key in memory.
+    if (version === undefined || backend.writeOnly === true) return;
     let canary = this.#canaries.get(backend.name);
     const now = Date.now();
     if (

@@ -7,6 +7,7 @@ import type { BrokerState, FailoverSetting, StoredVersion, ThinSeed } from '../s
 import type { UsageScan } from '../usage-scan.ts';
 import type { BrokerConfig } from '../../config/schema.ts';
 import type { Logger } from '../../log.ts';
+import { writeOnlyBackends } from '../../backends/kinds.ts';
 import { reconcileBackend, resolveFailover, toStored } from '../state/reconcile.ts';
 import { deriveKeyId, type WriteKey } from './key-id.ts';
 
@@ -14,21 +15,34 @@ import { deriveKeyId, type WriteKey } from './key-id.ts';
 export interface WriteSnapshot {
   readonly keyId: string;
   readonly wrap: FailoverSetting['wrap'];
-  /** The keys that wrap each new seed: one for `wrap: first`, every backend in order for `all`. */
+  /**
+   * The keys that wrap each new seed and can unwrap it: one for `wrap: first`, every such
+   * backend in order for `all`. The first to succeed writes the ciphertext.
+   */
   readonly writeKeys: readonly WriteKey[];
+  /** Write-only keys of the order (escrow): each wraps every seed too, beside the others. */
+  readonly escrowKeys: readonly WriteKey[];
 }
 
 export class KeyRegistry {
   #state: BrokerState;
   #failover: FailoverSetting;
   #snapshot: WriteSnapshot;
+  readonly #writeOnly: ReadonlySet<string>;
 
   /**
-   * `failover` is the effective setting (config, or a run-time change that still applies).
+   * `failover` is the effective setting (config, or a run-time change that still applies);
+   * `writeOnly` names the backends of the config that only wrap (escrow keys).
    * A state written before versions recorded when they stopped writing gets `now` for each
    * that does not write: the cautious guess, as only a later scan then proves what needs it.
    */
-  constructor(state: BrokerState, failover: FailoverSetting, now = new Date()) {
+  constructor(
+    state: BrokerState,
+    failover: FailoverSetting,
+    writeOnly: ReadonlySet<string> = new Set(),
+    now = new Date(),
+  ) {
+    this.#writeOnly = writeOnly;
     this.#state = structuredClone(state);
     for (const entry of Object.values(this.#state.backends)) markWriteEnded(entry, now);
     this.#failover = structuredClone(failover);
@@ -40,7 +54,16 @@ export class KeyRegistry {
    * stored), under the failover setting this broker's config puts in force for it.
    */
   static under(state: BrokerState, config: BrokerConfig, logger: Logger): KeyRegistry {
-    return new KeyRegistry(state, resolveFailover(structuredClone(state), config, logger).setting);
+    return new KeyRegistry(
+      state,
+      resolveFailover(structuredClone(state), config, logger).setting,
+      writeOnlyBackends(config.backends),
+    );
+  }
+
+  /** Whether a backend only wraps (an escrow key): it never writes the ciphertext, never unwraps. */
+  isWriteOnly(backend: string): boolean {
+    return this.#writeOnly.has(backend);
   }
 
   get current(): WriteSnapshot {
@@ -165,7 +188,9 @@ export class KeyRegistry {
    * Returns whether anything changed.
    */
   adoptListed(backend: string, listed: readonly KeyVersionInfo[], now: Date): boolean {
-    const merged = reconcileBackend(backend, this.#state.backends[backend], listed, now);
+    const merged = reconcileBackend(backend, this.#state.backends[backend], listed, now, {
+      replaceable: this.#writeOnly.has(backend),
+    });
     if (merged === undefined || !merged.changed) return false;
     this.#state.backends[backend] = structuredClone(merged.backend);
     markWriteEnded(this.#state.backends[backend], now);
@@ -187,7 +212,9 @@ export class KeyRegistry {
   /**
    * The write key set. A backend whose keys are not known yet (never reached: it was down
    * at the first start) is left out until it joins; that is a different key set, not a
-   * momentary health state, so key_id changes when it joins.
+   * momentary health state, so key_id changes when it joins. Escrow keys wrap whatever the
+   * mode and are part of key_id (a new escrow key re-seeds every apiserver), but only a key
+   * that can unwrap may write.
    */
   #derive(): WriteSnapshot {
     const { order, wrap } = this.#failover;
@@ -197,11 +224,21 @@ export class KeyRegistry {
         ? []
         : [{ backend, version: version.version, fingerprint: version.fingerprint }];
     });
-    const active = known.find(key => key.backend === this.#state.writer) ?? known[0];
-    const writeKeys = wrap === 'all' ? known : active === undefined ? [] : [active];
+    const unwrapping = known.filter(key => !this.#writeOnly.has(key.backend));
+    const escrowKeys = known.filter(key => this.#writeOnly.has(key.backend));
+    const active = unwrapping.find(key => key.backend === this.#state.writer) ?? unwrapping[0];
+    const writeKeys = wrap === 'all' ? unwrapping : active === undefined ? [] : [active];
     if (writeKeys.length === 0)
-      throw new BrokerError('KEY_MISSING', 'no backend of the failover order has a known key version yet');
-    return { keyId: deriveKeyId(writeKeys, this.#state.generation), wrap, writeKeys };
+      throw new BrokerError(
+        'KEY_MISSING',
+        'no backend of the failover order that can unwrap has a known key version yet',
+      );
+    return {
+      keyId: deriveKeyId([...writeKeys, ...escrowKeys], this.#state.generation),
+      wrap,
+      writeKeys,
+      escrowKeys,
+    };
   }
 }
 

@@ -51,6 +51,11 @@ export class KeySet {
     return this.#registry.failover;
   }
 
+  /** Whether a backend only wraps (an escrow key). */
+  isWriteOnly(backend: string): boolean {
+    return this.#registry.isWriteOnly(backend);
+  }
+
   /** A strong ETag of the failover setting, for optimistic concurrency in the admin API. */
   get failoverEtag(): string {
     const digest = createHash('sha256').update(JSON.stringify(this.#registry.failover)).digest('base64url');

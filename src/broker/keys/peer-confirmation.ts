@@ -34,18 +34,19 @@ export function localBroker(deps: PeerConfirmationDeps): LocalBroker {
         keyId: deps.keys.current.keyId,
         unwrappable: Object.entries(stored).flatMap(([backend, entry]) =>
           entry.versions
-            .filter(version => version.state === 'active')
+            .filter(version => version.state === 'active' && !deps.keys.isWriteOnly(backend))
             .map(({ version }) => ({ backend, version })),
         ),
       };
     },
 
     async confirm(state: BrokerState) {
-      const { writeKeys } = KeyRegistry.under(state, deps.config, deps.logger).current;
+      const { writeKeys, escrowKeys } = KeyRegistry.under(state, deps.config, deps.logger).current;
       const refusals: string[] = [];
       const failures: string[] = [];
       let proven = 0;
-      for (const key of writeKeys) {
+      // An escrow key is checked by identity only: no node can unwrap with it.
+      for (const key of [...writeKeys, ...escrowKeys]) {
         const backend = deps.backends.get(key.backend);
         if (backend === undefined) {
           refusals.push(`no backend is named '${key.backend}' here`);
@@ -58,6 +59,7 @@ export function localBroker(deps: PeerConfirmationDeps): LocalBroker {
               throw new Mismatch(`${key.backend} holds no key version ${key.version} here`);
             if (held.fingerprint !== key.fingerprint)
               throw new Mismatch(`${key.backend} key version ${key.version} has another identity here`);
+            if (backend.writeOnly === true) return;
             const probe = randomBytes(32);
             const request = { keyVersion: key.version, aad: PROBE_AAD, deadline };
             const wrapped = await backend.wrap({ ...request, plaintext: probe });
@@ -65,7 +67,7 @@ export function localBroker(deps: PeerConfirmationDeps): LocalBroker {
             if (!back.equals(probe))
               throw new Mismatch(`${key.backend} key version ${key.version} did not unwrap its own wrap`);
           });
-          proven++;
+          if (backend.writeOnly !== true) proven++;
         } catch (error) {
           if (error instanceof Mismatch) refusals.push(error.message);
           else failures.push(`${key.backend} key version ${key.version}: ${toBrokerError(error).code}`);

@@ -5,6 +5,7 @@
 // Decrypt found new versions in. All of it runs in the key set's queue; none of it is ever
 // on a KMS call's path.
 import type { KekBackend, KeyVersionInfo } from '../../backends/kek.ts';
+import { writeOnlyBackends } from '../../backends/kinds.ts';
 import type { BrokerConfig } from '../../config/schema.ts';
 import { within } from '../../deadline.ts';
 import { isBrokerError, toBrokerError } from '../../errors.ts';
@@ -57,7 +58,11 @@ export class StateSync {
         logger: deps.logger,
       });
       const failover = resolveFailover(result.state, deps.config, deps.logger);
-      const registry = new KeyRegistry(result.state, failover.setting);
+      const registry = new KeyRegistry(
+        result.state,
+        failover.setting,
+        writeOnlyBackends(deps.config.backends),
+      );
       try {
         const unshared = deps.store.shared?.needsSeed() === true;
         if (result.changed || stored === undefined || failover.dropped || unshared)

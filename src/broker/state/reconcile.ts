@@ -75,9 +75,14 @@ export async function reconcileListing(
   now: Date,
   options: { create: boolean; logger: Logger },
 ): Promise<{ backend: StoredBackend; changed: boolean }> {
-  const merged = reconcileBackend(name, stored, listed, now);
+  const merged = reconcileBackend(name, stored, listed, now, { replaceable: backend.writeOnly === true });
   if (merged !== undefined) {
-    if (merged.missing.length > 0) {
+    if (merged.missing.length > 0 && backend.writeOnly === true) {
+      options.logger.info(
+        { backend: name, versions: merged.missing, writeVersion: merged.backend.writeVersion },
+        'the escrow key was replaced; wraps made with the old one open offline with its own shares',
+      );
+    } else if (merged.missing.length > 0) {
       options.logger.warn(
         { backend: name, versions: merged.missing },
         'key versions in the state are missing from the backend; their data is unreadable until they are restored',
@@ -102,12 +107,17 @@ export async function reconcileListing(
  * changed, is refused rather than guessed at. An older version the backend lacks is kept
  * (its data reads again once the key is restored) and reported in `missing`.
  * Returns undefined when neither side knows any version.
+ *
+ * `replaceable`: the backend's key is replaced, not rotated, by its operator (an escrow key,
+ * whose config names one public key file): a write version it no longer lists gives way to
+ * the one it lists, and the old one stays recorded, as data still carries its wraps.
  */
 export function reconcileBackend(
   name: string,
   stored: StoredBackend | undefined,
   listed: readonly KeyVersionInfo[],
   now: Date,
+  options: { readonly replaceable: boolean } = { replaceable: false },
 ): { backend: StoredBackend; changed: boolean; missing: string[] } | undefined {
   const byVersion = new Map(listed.map(info => [info.version, info]));
   if (stored === undefined) {
@@ -118,7 +128,7 @@ export function reconcileBackend(
   }
   for (const version of stored.versions) {
     const found = byVersion.get(version.version);
-    if (found === undefined && version.version === stored.writeVersion) {
+    if (found === undefined && version.version === stored.writeVersion && !options.replaceable) {
       throw new BrokerError(
         'STATE_MISMATCH',
         `backend ${name}: the state says version ${version.version} writes, but the backend holds no such key; check that the backend points at the right token or key`,
@@ -136,12 +146,17 @@ export function reconcileBackend(
     .map(version => version.version);
   const known = new Set(stored.versions.map(version => version.version));
   const adopted = listed.filter(info => !known.has(info.version)).map(info => toStored(info, now));
-  if (adopted.length === 0) return { backend: stored, changed: false, missing };
-  return {
-    backend: { writeVersion: stored.writeVersion, versions: [...stored.versions, ...adopted] },
-    changed: true,
-    missing,
-  };
+  const replaced = options.replaceable && missing.includes(stored.writeVersion);
+  const writeVersion = replaced
+    ? (listed[listed.length - 1]?.version ?? stored.writeVersion)
+    : stored.writeVersion;
+  if (adopted.length === 0 && !replaced) return { backend: stored, changed: false, missing };
+  const versions = [...stored.versions, ...adopted].map(version =>
+    replaced && version.version === stored.writeVersion
+      ? { ...version, writeEndedAt: version.writeEndedAt ?? now.toISOString() }
+      : version,
+  );
+  return { backend: { writeVersion, versions }, changed: true, missing };
 }
 
 export function toStored(info: KeyVersionInfo, now: Date): StoredVersion {
