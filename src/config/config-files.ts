@@ -7,8 +7,8 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { statSync } from 'node:fs';
 import type { FileKind } from '../backends/backend-kind.ts';
 import { backendKind } from '../backends/kinds.ts';
-import { BrokerError, isBrokerError } from '../errors.ts';
-import { parsePublicKeyFile } from '../escrow/key-files.ts';
+import { BrokerError } from '../errors.ts';
+import { readPublicKey } from '../escrow/key-files.ts';
 import type { FileReader } from '../file-reader.ts';
 import type { BrokerConfig } from './schema.ts';
 
@@ -61,7 +61,10 @@ const kinds: Record<FileKind, KindRules> = {
   library: { holds: 'the library' },
   'escrow-public-key': {
     holds: 'an escrow public key (the escrow-public.pem `kms-broker escrow init` writes)',
-    check: escrowPublicKeyProblem,
+    check: text => {
+      const read = readPublicKey(text);
+      return 'problem' in read ? read.problem : undefined;
+    },
     keep: true,
   },
 };
@@ -275,15 +278,6 @@ function privateKeyProblem(text: string, contents: Buffer): string | undefined {
     return /-----BEGIN CERTIFICATE-----/.test(text) && !/PRIVATE KEY-----/.test(text)
       ? 'holds a certificate where a private key is expected'
       : 'holds no usable PEM private key';
-  }
-}
-
-function escrowPublicKeyProblem(text: string): string | undefined {
-  try {
-    parsePublicKeyFile(text, 'file');
-    return undefined;
-  } catch (error) {
-    return isBrokerError(error) ? error.message.replace(/^escrow public key file: /, '') : 'is unreadable';
   }
 }
 

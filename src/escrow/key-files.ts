@@ -94,32 +94,40 @@ const PEM_BLOCK = /-----BEGIN ([A-Z ]+)-----\r?\n([A-Za-z0-9+/=\r\n]+?)-----END 
 
 /** Parses the public key file's text; `file` names it in every refusal. */
 export function parsePublicKeyFile(text: string, file: string): EscrowPublicKey {
-  const refuse = (what: string) =>
-    new BrokerError(
+  const read = readPublicKey(text);
+  if ('problem' in read)
+    throw new BrokerError(
       'ESCROW_KEY_INVALID',
-      `escrow public key ${file}: ${what}; use the escrow-public.pem that \`kms-broker escrow init\` wrote`,
+      `escrow public key ${file}: ${read.problem}; use the escrow-public.pem that \`kms-broker escrow init\` wrote`,
     );
+  return read.key;
+}
+
+/** The key a public key file holds, or what is wrong with it (never quoting the file). */
+export function readPublicKey(
+  text: string,
+): { readonly key: EscrowPublicKey } | { readonly problem: string } {
   const found = new Map<string, KeyObject>();
   for (const [, label, body] of text.matchAll(PEM_BLOCK)) {
     if (label !== 'PUBLIC KEY')
-      throw refuse(`holds a ${String(label)} block, only PUBLIC KEY blocks belong there`);
+      return { problem: `holds a ${String(label)} block, only PUBLIC KEY blocks belong there` };
     let key: KeyObject;
     try {
       key = createPublicKey({ key: Buffer.from(String(body), 'base64'), format: 'der', type: 'spki' });
     } catch {
-      throw refuse('a PUBLIC KEY block is not a valid public key');
+      return { problem: 'a PUBLIC KEY block is not a valid public key' };
     }
     const type = String(key.asymmetricKeyType);
     if (type !== 'ml-kem-768' && type !== 'x25519')
-      throw refuse(`holds a ${type} key; it needs one ml-kem-768 and one x25519 key`);
-    if (found.has(type)) throw refuse(`holds two ${type} keys; it needs exactly one of each`);
+      return { problem: `holds a ${type} key; it needs one ml-kem-768 and one x25519 key` };
+    if (found.has(type)) return { problem: `holds two ${type} keys; it needs exactly one of each` };
     found.set(type, key);
   }
   const mlKem = found.get('ml-kem-768');
   const x25519 = found.get('x25519');
   if (mlKem === undefined || x25519 === undefined)
-    throw refuse(`lacks its ${mlKem === undefined ? 'ml-kem-768' : 'x25519'} PUBLIC KEY block`);
-  return { mlKem, x25519 };
+    return { problem: `lacks its ${mlKem === undefined ? 'ml-kem-768' : 'x25519'} PUBLIC KEY block` };
+  return { key: { mlKem, x25519 } };
 }
 
 /** The private key as the bytes that are shared. The caller wipes them when done. */

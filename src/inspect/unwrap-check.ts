@@ -1,6 +1,7 @@
 // Whether the broker this CLI reaches could unwrap a wrap now, from what its admin API says
 // (GET /v1/backends and GET /v1/keys, viewer role; the CLI hands in the request). The broker is optional: without it, or when
 // it does not answer, every verdict is "unknown" and the command still explains the value.
+import { ESCROW_MECHANISM } from '../escrow/hybrid-wrap.ts';
 import type { WrapReading } from '../usage/stored-format.ts';
 import type { UnwrapVerdict } from './explain.ts';
 
@@ -62,6 +63,9 @@ export async function lookUpBroker(get: AdminGet): Promise<BrokerLookup> {
 
 /** The verdict on one wrap: the first reason it could not be unwrapped, else yes. */
 export function verdictFor(lookup: BrokerLookup, wrap: WrapReading): UnwrapVerdict {
+  // No broker ever opens an escrow wrap: that takes the offline shares.
+  if (wrap.mechanism === ESCROW_MECHANISM)
+    return { now: 'no', reason: `escrow wrap: opens offline with the shares of escrow key ${wrap.version}` };
   if (!lookup.reached) return { now: 'unknown', reason: 'no broker reached' };
   const backend = lookup.view.backends.get(wrap.backend);
   if (backend === undefined) return { now: 'no', reason: `no backend '${wrap.backend}' in this broker` };

@@ -13,6 +13,7 @@ import { backendKinds } from '../../src/backends/kinds.ts';
 import { exposedSecretFiles } from '../../src/config/config-files.ts';
 import { loadConfigFile } from '../../src/config/load.ts';
 import { BrokerError } from '../../src/errors.ts';
+import { formatPublicKeyFile, generateEscrowKeyPair } from '../../src/escrow/key-files.ts';
 import { createCa } from '../helpers/x509.ts';
 import { brokerError } from './expect-error.ts';
 
@@ -24,6 +25,7 @@ const KEY = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
   .toString();
 const CA_KEY = readFileSync(join(dir, 'ca.key'), 'utf8');
 const SECRET = 'do-not-print-this-secret';
+const ESCROW_PUBLIC_KEY = formatPublicKeyFile(generateEscrowKeyPair().publicKey);
 
 type Disk = Record<string, string | NodeJS.ErrnoException>;
 
@@ -44,6 +46,7 @@ function goodDisk(): Disk {
     '/etc/kb/gcp-ca.pem': CERT,
     '/etc/kb/gcp.json': JSON.stringify({ type: 'service_account', private_key: SECRET }),
     '/etc/kb/azure.pem': `${CERT}${CA_KEY}`,
+    '/etc/kb/escrow-public.pem': ESCROW_PUBLIC_KEY,
   };
 }
 
@@ -100,8 +103,9 @@ const config = {
         certificateFile: '/etc/kb/azure.pem',
       },
     },
+    { name: 'escrow', type: 'escrow', publicKeyFile: '/etc/kb/escrow-public.pem' },
   ],
-  failover: { order: ['hsm', 'vault', 'gcp', 'azure'] },
+  failover: { order: ['hsm', 'vault', 'gcp', 'azure', 'escrow'] },
 };
 
 function withoutAdminCert(): Disk {
@@ -145,13 +149,14 @@ describe('files named in the config', () => {
   it('loads when every file is there and holds what it should, serving the non-secret ones from memory', () => {
     const disk = load(goodDisk());
     const { config: loaded, readFile } = disk.load();
-    assert.equal(loaded.backends.length, 4);
+    assert.equal(loaded.backends.length, 5);
     const readsAtLoad = disk.reads.length;
     for (const path of [
       '/etc/kb/admin.pem',
       '/etc/kb/admin.key',
       '/etc/kb/vault-ca.pem',
       '/etc/kb/gcp-ca.pem',
+      '/etc/kb/escrow-public.pem',
     ])
       assert.equal(readFile(path).toString('latin1'), goodDisk()[path]);
     assert.equal(disk.reads.length, readsAtLoad, 'a checked certificate or key was read again');
@@ -203,6 +208,18 @@ describe('files named in the config', () => {
     assert.match(
       problems({ ...goodDisk(), '/etc/kb/clients-ca.pem': `${CERT}${broken}` }),
       /admin\.tls\.clientCaFile: .* holds a certificate that does not parse \(number 2\)/,
+    );
+  });
+
+  it('refuses an escrow public key file that is not one, naming what it lacks or wrongly holds', () => {
+    const [mlKemBlock = '', x25519Block = ''] = ESCROW_PUBLIC_KEY.split(/(?<=-----END PUBLIC KEY-----\n)/);
+    assert.match(
+      problems({ ...goodDisk(), '/etc/kb/escrow-public.pem': mlKemBlock }),
+      /backends\[4\]\.publicKeyFile: \/etc\/kb\/escrow-public\.pem lacks its x25519 PUBLIC KEY block; write an escrow public key/,
+    );
+    assert.match(
+      problems({ ...goodDisk(), '/etc/kb/escrow-public.pem': `${x25519Block}${CA_KEY}` }),
+      /publicKeyFile: .* holds a PRIVATE KEY block, only PUBLIC KEY blocks belong there/,
     );
   });
 

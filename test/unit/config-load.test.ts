@@ -252,6 +252,21 @@ describe('config loading', () => {
         expected: "failover.order[1]: no backend is named 'nope'",
       },
       {
+        name: 'an escrow backend outside the failover order',
+        change: raw =>
+          raw.backends.push({ name: 'escrow', type: 'escrow', publicKeyFile: '/etc/kb/escrow.pem' }),
+        expected:
+          "backends[1]: escrow backend 'escrow' wraps only as a member of the failover order; add it to failover.order",
+      },
+      {
+        name: 'a failover order of escrow backends alone',
+        change: raw => {
+          raw.backends.push({ name: 'escrow', type: 'escrow', publicKeyFile: '/etc/kb/escrow.pem' });
+          raw.failover = { order: ['escrow'] };
+        },
+        expected: 'failover.order: lists only escrow backends, which never unwrap; add a backend that can',
+      },
+      {
         name: 'a state path equal to the socket path',
         change: raw => (raw.state = { path: raw.socket }),
         expected: 'state.path: must differ from socket',
