@@ -50,6 +50,11 @@ export function vaultBackend(
   };
 }
 
+/** An escrow backend on the public key `kms-broker escrow init` wrote. */
+export function escrowBackend(publicKeyFile: string, name = 'escrow'): Record<string, unknown> {
+  return { name, type: 'escrow', publicKeyFile };
+}
+
 /**
  * Writes a config file in a fresh folder; the socket and state live beside it. Without a
  * token, `overrides` must name the backends and the failover order.

@@ -9,7 +9,8 @@ import { decodeEnvelope } from '../../src/broker/envelope.ts';
 import { decodeWrapSet } from '../../src/grpc/wrap-set.ts';
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
 import { addToken, createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
-import { pkcs11Backend, writeConfig } from '../helpers/config.ts';
+import { escrowBackend, pkcs11Backend, writeConfig } from '../helpers/config.ts';
+import { formatPublicKeyFile, generateEscrowKeyPair } from '../../src/escrow/key-files.ts';
 import { expectGrpcError, rawUnaryCall } from '../helpers/grpc.ts';
 import { writeFileSync } from 'node:fs';
 
@@ -52,12 +53,14 @@ describe('KMS v1beta1 beside v2', () => {
     token = createToken();
     addToken(token, 'second', '13579');
     writeFileSync(`${token.dir}/second-pin`, '13579');
+    writeFileSync(`${token.dir}/escrow.pem`, formatPublicKeyFile(generateEscrowKeyPair().publicKey));
     const config = writeConfig(token, {
       backends: [
         pkcs11Backend(token),
         pkcs11Backend(token, { name: 'hsm2', tokenLabel: 'second', pinFile: `${token.dir}/second-pin` }),
+        escrowBackend(`${token.dir}/escrow.pem`),
       ],
-      failover: { order: ['hsm', 'hsm2'], wrap: 'all' },
+      failover: { order: ['hsm', 'hsm2', 'escrow'], wrap: 'all' },
     });
     socket = config.socket;
     broker = await startBrokerProcess(config.path, token.env);
@@ -75,11 +78,11 @@ describe('KMS v1beta1 beside v2', () => {
     assert.equal(version.runtime_name, 'kms-broker');
   });
 
-  it('round-trips a DEK, carrying every backend wrap inside the v1 ciphertext', async () => {
+  it('round-trips a DEK, carrying every backend wrap (the escrow wrap too) inside the v1 ciphertext', async () => {
     const dek = randomBytes(32);
     const { cipher } = await client.encrypt(dek);
     const wraps = decodeWrapSet(cipher).map(wrap => decodeEnvelope(wrap).header.backend);
-    assert.deepEqual(wraps, ['hsm', 'hsm2']);
+    assert.deepEqual(wraps, ['hsm', 'hsm2', 'escrow']);
     assert.deepEqual((await client.decrypt(cipher)).plain, dek);
   });
 
