@@ -174,10 +174,25 @@ export async function keysCommand(options: OutputOptions): Promise<void> {
   );
 }
 
+/**
+ * The backend `rotate` means when none is named: the first of the failover order that holds
+ * keys of its own (an escrow key is made offline, not rotated here).
+ */
+export async function defaultRotationBackend(target: AdminTarget): Promise<string> {
+  const { order } = (await call(target, 'GET', '/v1/failover')).body as { order: string[] };
+  const { backends } = (await call(target, 'GET', '/v1/backends')).body as {
+    backends: { name: string; writeOnly?: true }[];
+  };
+  const writeOnly = new Set(
+    backends.filter(backend => backend.writeOnly === true).map(backend => backend.name),
+  );
+  return order.find(name => !writeOnly.has(name)) ?? '';
+}
+
 export async function rotateCommand(backend: string | undefined, options: OutputOptions): Promise<void> {
   const target = resolveTarget(options, 'admin');
-  const name = backend ?? ((await call(target, 'GET', '/v1/failover')).body as { order: string[] }).order[0];
-  const { body } = await call(target, 'POST', `/v1/backends/${encodeURIComponent(name ?? '')}/rotate`);
+  const name = backend ?? (await defaultRotationBackend(target));
+  const { body } = await call(target, 'POST', `/v1/backends/${encodeURIComponent(name)}/rotate`);
   const result = body as { backend: string; version: string; keyId: string };
   print(
     options,

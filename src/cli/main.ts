@@ -145,7 +145,10 @@ withEtcdOptions(
     { tuning: false },
   ),
 )
-  .argument('[backend]', 'backend to rotate (default: the first in the failover order)')
+  .argument(
+    '[backend]',
+    'backend to rotate (default: the first in the failover order that is not an escrow key)',
+  )
   .option(
     '--offline',
     'rotate in the backend and state file directly, without a running broker (needs --config)',

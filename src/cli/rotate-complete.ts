@@ -13,7 +13,7 @@ import { runMigration } from '../migrate/run.ts';
 import { keyIdHash } from '../migrate/state.ts';
 import { completeRotation, type RotationOutcome, type RotationPorts } from '../rotation/complete-rotation.ts';
 import { resolveTarget, type AdminTarget } from './admin-client.ts';
-import { call as adminCall } from './admin-commands.ts';
+import { call as adminCall, defaultRotationBackend } from './admin-commands.ts';
 import { migrationSettings, runMigrating, type MigrateOptions } from './migrate.ts';
 import { REWRITE_DEFAULTS } from './migrate-options.ts';
 import { scanEtcd } from './usage.ts';
@@ -46,8 +46,7 @@ async function rotateComplete(
   const migrateOptions = { ...options, ...REWRITE_DEFAULTS, wait: true };
   const migration = migrationSettings(migrateOptions, signal);
   const target = resolveTarget(options, 'admin');
-  const backend =
-    backendArgument ?? (await call<{ order: string[] }>(target, 'GET', '/v1/failover')).order[0] ?? '';
+  const backend = backendArgument ?? (await defaultRotationBackend(target));
   const kube = await connectKube(findKubeconfig(options.kubeconfig));
   const write = (line: string) => process.stderr.write(`${line}\n`);
   const ports: RotationPorts = {

@@ -1,5 +1,6 @@
 import { startBroker } from '../app.ts';
 import { clusterNode } from '../cluster/state-store-for.ts';
+import { writeOnlyBackends } from '../backends/kinds.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { createLogger } from '../log.ts';
 
@@ -23,10 +24,11 @@ export async function offlineRotateCommand(configPath: string, backendName?: str
   const logger = createLogger('warn');
   const broker = await startBroker(config, { logger, readFile });
   try {
-    const result = await broker.admin.rotate(backendName ?? (config.failover.order[0] as string));
-    process.stdout.write(
-      `${JSON.stringify({ backend: backendName ?? config.failover.order[0], version: result.version, keyId: result.keyId })}\n`,
-    );
+    // As online: the first of the order with keys of its own, never an escrow key.
+    const writeOnly = writeOnlyBackends(config.backends);
+    const backend = backendName ?? config.failover.order.find(name => !writeOnly.has(name)) ?? '';
+    const result = await broker.admin.rotate(backend);
+    process.stdout.write(`${JSON.stringify({ backend, version: result.version, keyId: result.keyId })}\n`);
   } finally {
     await broker.close();
     logger.flush();

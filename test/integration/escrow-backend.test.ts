@@ -94,6 +94,27 @@ describe('escrow backend in a broker process', () => {
     });
   }
 
+  it('rotates the first backend with keys of its own when the order starts with the escrow, and refuses the escrow', async () => {
+    const config = writeConfig(token, {
+      backends: [pkcs11Backend(token), escrowBackend(first.publicKeyFile)],
+      failover: { order: ['escrow', 'hsm'], wrap: 'all' },
+    });
+    const broker = await startBrokerProcess(config.path, token.env);
+    try {
+      const rotated = await runCli(['rotate', '--json', '--config', config.path]);
+      assert.equal(rotated.code, 0, rotated.stderr);
+      assert.equal((JSON.parse(rotated.stdout) as { backend: string }).backend, 'hsm');
+      const refused = await runCli(['rotate', 'escrow', '--config', config.path]);
+      assert.equal(refused.code, 1);
+      assert.match(
+        refused.stderr,
+        /ESCROW_WRITE_ONLY: backend escrow is an escrow key, made offline: run `kms-broker escrow init`/,
+      );
+    } finally {
+      await broker.stop();
+    }
+  });
+
   it('adopts a replaced escrow key at restart with a new key_id; data written before still reads', async () => {
     const config = writeConfig(token, {
       backends: [pkcs11Backend(token), escrowBackend(first.publicKeyFile)],
