@@ -6,7 +6,8 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { cpus, homedir, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as prettier from 'prettier';
-import { pkcs11Backend, vaultBackend, writeConfig } from '../test/helpers/config.ts';
+import { formatPublicKeyFile, generateEscrowKeyPair } from '../src/escrow/key-files.ts';
+import { escrowBackend, pkcs11Backend, vaultBackend, writeConfig } from '../test/helpers/config.ts';
 import { createTransitKey, enableTransit, startDevServer } from '../test/helpers/openbao.ts';
 import { createToken, SOFTHSM_MODULE } from '../test/helpers/softhsm.ts';
 import type { CaseSpec } from './client.ts';
@@ -101,6 +102,10 @@ async function main(): Promise<Report> {
     const hsm = pkcs11Backend(token);
     // The dev server's root token: a benchmark measures calls, not least privilege.
     const vault = vaultBackend(bao.address, { method: 'token', tokenFile: baoTokenFile });
+    // An escrow wrap beside the HSM's on every seed: what the offline recovery key costs.
+    const escrowKeyFile = join(runDir, 'escrow-public.pem');
+    writeFileSync(escrowKeyFile, formatPublicKeyFile(generateEscrowKeyPair().publicKey));
+    const escrow = escrowBackend(escrowKeyFile);
 
     // The transport limit: the same proto on the same kind of socket, answered at once.
     await phase(cleanUp, async scope => {
@@ -118,6 +123,7 @@ async function main(): Promise<Report> {
       { group: 'openbao', backends: [vault], wrap: 'first', storm: true, v1: false },
       { group: 'first:hsm,vault', backends: [hsm, vault], wrap: 'first', storm: false, v1: false },
       { group: 'all:hsm,vault', backends: [hsm, vault], wrap: 'all', storm: false, v1: false },
+      { group: 'first:hsm+escrow', backends: [hsm, escrow], wrap: 'first', storm: false, v1: false },
     ];
     for (const broker of brokers) {
       await phase(cleanUp, async scope => {

@@ -97,14 +97,28 @@ function deriveKey(ssK: Buffer, ssX: Buffer, ctK: Buffer, pkE: Buffer, publicKey
     INFO_LABEL,
     createHash('sha256').update(ctK).digest(),
     pkE,
-    x25519PublicBytes(publicKey.x25519),
-    mlKemPublicKeyHash(publicKey),
+    recipientBinding(publicKey),
   ]);
   const key = Buffer.from(hkdfSync('sha256', ikm, Buffer.alloc(0), info, 32));
   ikm.fill(0);
   ssK.fill(0);
   ssX.fill(0);
   return key;
+}
+
+/**
+ * pk_x ‖ SHA-256(SPKI of pk_k): the same for every wrap to one key, and a third of a wrap's
+ * cost if exported and hashed each time; kept per key object.
+ */
+const recipientBindings = new WeakMap<EscrowPublicKey, Buffer>();
+
+function recipientBinding(publicKey: EscrowPublicKey): Buffer {
+  let binding = recipientBindings.get(publicKey);
+  if (binding === undefined) {
+    binding = Buffer.concat([x25519PublicBytes(publicKey.x25519), mlKemPublicKeyHash(publicKey)]);
+    recipientBindings.set(publicKey, binding);
+  }
+  return binding;
 }
 
 const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
