@@ -44,7 +44,8 @@ export async function readPrefix(client: EtcdClient, options: PagedReadOptions):
   // One page never holds more than a second's worth of values.
   let limit = Math.max(1, Math.min(options.pageSize, Math.floor(options.rate)));
   const started = now();
-  let key = options.resume === undefined ? options.prefix : Buffer.concat([options.resume.after, Buffer.from([0])]);
+  let key =
+    options.resume === undefined ? options.prefix : Buffer.concat([options.resume.after, Buffer.from([0])]);
   let revision = options.resume?.revision ?? '0';
   let total = 0;
   let read = options.resume?.read ?? 0;
