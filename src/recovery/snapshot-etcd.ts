@@ -64,18 +64,16 @@ export async function withSnapshotEtcd<T>(
   }
   // mkdtemp makes the folder 0700: only this user can read the restored data.
   const folder = mkdtempSync(join(tmpdir(), 'kms-broker-snapshot-'));
-  let child: ChildProcess | undefined;
-  const cleanUp = () => {
-    if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null)
-      child.kill('SIGKILL');
-    rmSync(folder, { recursive: true, force: true });
-  };
+  // Ctrl-C (or SIGTERM) kills the tool running now; the folder is removed once it has exited,
+  // so that no write of it lands after the removal, and then the process exits.
+  let interrupted: NodeJS.Signals | undefined;
+  let running: ChildProcess | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
-    cleanUp();
-    process.exit(signal === 'SIGINT' ? 130 : 143);
+    interrupted ??= signal;
+    running?.kill('SIGKILL');
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     const [clientPort, peerPort] = [await freePort(), await freePort()];
     const endpoint = `http://127.0.0.1:${clientPort}`;
@@ -86,9 +84,10 @@ export async function withSnapshotEtcd<T>(
       `--initial-cluster=${NAME}=${peer}`,
       `--initial-advertise-peer-urls=${peer}`,
     ];
-    await restore(tools.etcdutl, snapshot, [`--data-dir=${dataDir}`, ...cluster]);
+    await restore(tools.etcdutl, snapshot, [`--data-dir=${dataDir}`, ...cluster], child => (running = child));
+    if (interrupted !== undefined) throw new Error('interrupted');
     const output: string[] = [];
-    child = spawn(
+    const etcd = spawn(
       tools.etcd,
       [
         ...cluster,
@@ -100,7 +99,8 @@ export async function withSnapshotEtcd<T>(
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
-    child.stderr?.on('data', (chunk: Buffer) => {
+    running = etcd;
+    etcd.stderr?.on('data', (chunk: Buffer) => {
       output.push(
         ...chunk
           .toString('utf8')
@@ -109,20 +109,31 @@ export async function withSnapshotEtcd<T>(
       );
       output.splice(0, Math.max(0, output.length - MAX_OUTPUT_LINES));
     });
-    await waitServing(child, endpoint, output);
+    await waitServing(etcd, endpoint, output);
     return await use({ endpoint });
   } finally {
+    if (running !== undefined) await stop(running);
+    rmSync(folder, { recursive: true, force: true });
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
-    if (child !== undefined) await stop(child);
-    cleanUp();
+    if (interrupted !== undefined) {
+      process.stderr.write(
+        `kms-broker: interrupted (${interrupted}); stopped etcd and removed its copy of the snapshot\n`,
+      );
+      process.exit(interrupted === 'SIGINT' ? 130 : 143);
+    }
   }
 }
 
 /** `etcdutl snapshot restore`; its own reason when it refuses the file (e.g. a hash mismatch). */
-function restore(etcdutl: string, snapshot: string, args: readonly string[]): Promise<void> {
+function restore(
+  etcdutl: string,
+  snapshot: string,
+  args: readonly string[],
+  started: (child: ChildProcess) => void,
+): Promise<void> {
   return new Promise((resolve, reject) => {
-    execFile(
+    const child = execFile(
       etcdutl,
       ['snapshot', 'restore', snapshot, ...args],
       { timeout: RESTORE_TIMEOUT_MS, maxBuffer: 4 * 1024 * 1024 },
@@ -136,6 +147,7 @@ function restore(etcdutl: string, snapshot: string, args: readonly string[]): Pr
         );
       },
     );
+    started(child);
   });
 }
 
