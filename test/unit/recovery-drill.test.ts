@@ -13,7 +13,10 @@ import { startDeadline } from '../../src/deadline.ts';
 import { readState } from '../../src/recovery/drill-state.ts';
 import { runDrill } from '../../src/recovery/drill.ts';
 import { drillReport, reportSections } from '../../src/recovery/drill-report.ts';
+import { ESCROW_MECHANISM, sealToEscrow } from '../../src/escrow/hybrid-wrap.ts';
+import { fingerprint, generateEscrowKeyPair } from '../../src/escrow/key-files.ts';
 import { SeedUnwrapper, type Sources } from '../../src/recovery/seed-sources.ts';
+import { readValue, type BrokerValue } from '../../src/recovery/stored-value.ts';
 import type { EtcdClient, RangeResponse } from '../../src/usage/etcd-client.ts';
 import { kdfEncrypt } from '../helpers/kube-encrypt.ts';
 import { MemoryBackend } from '../helpers/memory-backend.ts';
@@ -183,4 +186,50 @@ describe('recovery: the drill', () => {
       /DRILL_STATE_INVALID|belongs to a drill of snapshot sha256:abc/,
     );
   });
+
+  it('opens escrow wraps with the rebuilt key, and names an escrow key that was not given', async () => {
+    const a = new MemoryBackend({ name: 'a', versions: 1 });
+    const given = generateEscrowKeyPair();
+    const other = generateEscrowKeyPair();
+    const seed = randomBytes(32);
+    const wrapped = await encrypt(seed, [[a, '1']]);
+    const { binding } = readV2(value('/registry/secrets/ns/x', wrapped)).wraps[0]?.header ?? {};
+    const escrowWrap = (key: typeof given) => {
+      const aad = headerAad({
+        backend: 'escrow',
+        keyVersion: fingerprint(key.publicKey),
+        mechanism: ESCROW_MECHANISM,
+        binding,
+      });
+      return encodeEnvelope(aad, sealToEscrow(key.publicKey, seed, aad));
+    };
+    const sources: Sources = {
+      backends: new Map(),
+      escrow: { privateKey: given.privateKey, fingerprint: fingerprint(given.publicKey) },
+      close: () => Promise.resolve(),
+    };
+    const unwrapper = new SeedUnwrapper(sources);
+    const withEscrow = (key: typeof given, name: string) =>
+      readV2(
+        value(name, { ...wrapped, annotations: { [`escrow${WRAP_ANNOTATION_SUFFIX}`]: escrowWrap(key) } }),
+      );
+    const opened = await unwrapper.outcome(withEscrow(given, '/registry/secrets/ns/given'));
+    assert.deepEqual(opened.outcome.recoveredBy, ['escrow']);
+    assert.deepEqual(opened.outcome.seed, seed);
+    const notGiven = await unwrapper.outcome({
+      ...withEscrow(other, '/registry/secrets/ns/other'),
+      seedId: 'another',
+    });
+    assert.deepEqual(notGiven.outcome.recoveredBy, []);
+    assert.deepEqual(
+      notGiven.outcome.failures.map(failure => failure.reason),
+      ["backend 'a' is not in the config", `escrow key ${fingerprint(other.publicKey)} not given`],
+    );
+  });
 });
+
+function readV2({ value: stored }: { value: Buffer }): BrokerValue {
+  const parsed = readValue(stored);
+  assert.ok(parsed.kind === 'kms-v2');
+  return parsed;
+}
