@@ -8,7 +8,8 @@ import { allRecoverable } from './drill-tally.ts';
 
 export interface SourceReport {
   readonly name: string;
-  readonly status: 'reachable' | 'unreachable' | 'given';
+  /** Backends: reachable or not; the escrow: its key rebuilt from the shares, or not given. */
+  readonly status: 'reachable' | 'unreachable' | 'given' | 'not given';
   readonly reason?: string;
   /** Values this source alone can recover. */
   readonly recovers: number;
@@ -58,18 +59,29 @@ export function drillReport(
     onlyIt: tally.onlyBy[name] ?? { count: 0, keys: [] },
     failures: tally.failures[name] ?? {},
   }));
+  const escrowBackends = sources.escrowBackends ?? [];
+  const configured = escrowBackends.length > 0 ? ` (backend ${escrowBackends.join(', ')})` : '';
   if (sources.escrow !== undefined)
     rows.push({
       name: ESCROW_SOURCE,
       status: 'given',
-      reason: `escrow key ${sources.escrow.fingerprint}`,
+      reason: `escrow key ${sources.escrow.fingerprint}${configured}`,
       recovers: tally.recoverable[ESCROW_SOURCE] ?? 0,
       onlyIt: tally.onlyBy[ESCROW_SOURCE] ?? { count: 0, keys: [] },
       failures: tally.failures[ESCROW_SOURCE] ?? {},
     });
+  else if (tally.escrowWrapped > 0 || escrowBackends.length > 0)
+    rows.push({
+      name: ESCROW_SOURCE,
+      status: 'not given',
+      reason: `no shares given${configured}; --escrow-public-key and --share check it`,
+      recovers: 0,
+      onlyIt: { count: 0, keys: [] },
+      failures: {},
+    });
   // Wraps of backends that are not configured still count, under their own names.
   for (const name of Object.keys(tally.failures))
-    if (!rows.some(row => row.name === name) && !(name === ESCROW_SOURCE && sources.escrow === undefined))
+    if (!rows.some(row => row.name === name))
       rows.push({
         name,
         status: 'unreachable',

@@ -36,6 +36,8 @@ export interface Sources {
   /** Every configured backend by name, in config order; the opened ones as KekBackends. */
   readonly backends: ReadonlyMap<string, { readonly backend?: KekBackend; readonly unreachable?: string }>;
   readonly escrow?: Escrow | undefined;
+  /** The config's `escrow` backends: write-only, their wraps open only with the shares (`escrow`). */
+  readonly escrowBackends?: readonly string[];
   close(): Promise<void>;
 }
 
@@ -56,9 +58,14 @@ export async function openSources(
   logger: Logger,
 ): Promise<Sources> {
   const backends = new Map<string, { backend?: KekBackend; unreachable?: string }>();
+  const escrowBackends: string[] = [];
   if (configPath !== undefined) {
     const { config, readFile } = loadConfigFile(configPath);
-    const built = await createBackends(config.backends, { readSecret, readFile, logger });
+    // An escrow backend never unwraps (no broker holds its private key): its wraps are the
+    // escrow source's, opened with the shares, so it is not opened as a backend.
+    for (const backend of config.backends) if (backend.type === 'escrow') escrowBackends.push(backend.name);
+    const unwrapping = config.backends.filter(backend => backend.type !== 'escrow');
+    const built = await createBackends(unwrapping, { readSecret, readFile, logger });
     await Promise.all(
       [...built.values()].map(async backend => {
         try {
@@ -70,13 +77,14 @@ export async function openSources(
       }),
     );
     // Config order, whatever order they opened in.
-    const ordered = new Map(config.backends.map(({ name }) => [name, backends.get(name) ?? {}]));
+    const ordered = new Map(unwrapping.map(({ name }) => [name, backends.get(name) ?? {}]));
     backends.clear();
     for (const [name, entry] of ordered) backends.set(name, entry);
   }
   return {
     backends,
     escrow,
+    escrowBackends,
     async close() {
       await Promise.all(
         [...backends.values()].flatMap(({ backend }) =>

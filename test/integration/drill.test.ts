@@ -19,14 +19,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse } from 'yaml';
-import {
-  decodeEnvelope,
-  encodeEnvelope,
-  headerAad,
-  WRAP_ANNOTATION_SUFFIX,
-} from '../../src/broker/envelope.ts';
-import { ESCROW_MECHANISM, sealToEscrow } from '../../src/escrow/hybrid-wrap.ts';
-import { parsePublicKeyFile } from '../../src/escrow/key-files.ts';
+import { decodeEnvelope, WRAP_ANNOTATION_SUFFIX } from '../../src/broker/envelope.ts';
+import { ESCROW_MECHANISM } from '../../src/escrow/hybrid-wrap.ts';
 import { createKmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import type { DrillReport } from '../../src/recovery/drill-report.ts';
 import { startBrokerProcess } from '../helpers/broker-process.ts';
@@ -72,10 +66,6 @@ describe('kms-broker drill and recover', () => {
     await enableTransit(bao);
     const baoToken = join(dir, 'bao-token');
     writeFileSync(baoToken, `${bao.rootToken}\n`, { mode: 0o600 });
-    config = writeConfig(token, {
-      backends: [pkcs11Backend(token), vaultBackend(bao.address, { method: 'token', tokenFile: baoToken })],
-      failover: { order: ['hsm', 'vault'], wrap: 'all' },
-    });
     etcd = await startEtcd(dir);
 
     const init = await runCli([
@@ -103,13 +93,22 @@ describe('kms-broker drill and recover', () => {
       ceremony.shares[0]?.file ?? '',
       ceremony.shares[2]?.file ?? '',
     ];
-    const escrowKey = parsePublicKeyFile(readFileSync(ceremony.publicKey, 'utf8'), ceremony.publicKey);
+    config = writeConfig(token, {
+      backends: [
+        pkcs11Backend(token),
+        vaultBackend(bao.address, { method: 'token', tokenFile: baoToken }),
+        { name: 'escrow', type: 'escrow', publicKeyFile: ceremony.publicKey },
+      ],
+      failover: { order: ['hsm', 'vault', 'escrow'], wrap: 'all' },
+    });
 
     const broker = await startBrokerProcess(config.path, token.env);
     const client = createKmsV2Client(config.socket);
     const entries: [string, Buffer][] = [];
     try {
-      // Two seeds, as two apiserver key_ids would make: the first also wrapped to the escrow.
+      // Two seeds, as two apiserver key_ids would make, each wrapped by the HSM, Transit and the
+      // escrow backend; the second stored without its escrow wrap, as data written before the
+      // escrow backend was added is.
       for (const [namespace, count, escrowed] of [
         ['prod', 4, true],
         ['dev', 2, false],
@@ -117,20 +116,11 @@ describe('kms-broker drill and recover', () => {
         const seed = randomBytes(32);
         seeds.push(seed);
         const encrypted = await client.encrypt(seed);
-        const annotations: Record<string, Buffer> = { ...encrypted.annotations };
-        if (escrowed) {
-          const { binding } = decodeEnvelope(encrypted.ciphertext).header;
-          const aad = headerAad({
-            backend: 'escrow',
-            keyVersion: escrowFingerprint,
-            mechanism: ESCROW_MECHANISM,
-            binding,
-          });
-          annotations[`escrow${WRAP_ANNOTATION_SUFFIX}`] = encodeEnvelope(
-            aad,
-            sealToEscrow(escrowKey, seed, aad),
-          );
-        }
+        const { [`escrow${WRAP_ANNOTATION_SUFFIX}`]: escrowWrap, ...others } = encrypted.annotations;
+        assert.ok(escrowWrap !== undefined, 'the escrow backend wrapped the seed');
+        assert.equal(decodeEnvelope(escrowWrap).header.mechanism, ESCROW_MECHANISM);
+        assert.equal(decodeEnvelope(escrowWrap).header.keyVersion, escrowFingerprint);
+        const annotations = escrowed ? encrypted.annotations : others;
         for (let i = 0; i < count; i++) {
           const made = {
             namespace,
@@ -212,7 +202,7 @@ describe('kms-broker drill and recover', () => {
         ['escrow', 'given', 4, 0],
       ],
     );
-    assert.equal(report.sources[2]?.reason, `escrow key ${escrowFingerprint}`);
+    assert.equal(report.sources[2]?.reason, `escrow key ${escrowFingerprint} (backend escrow)`);
     assert.deepEqual(report.unrecoverable, { count: 0, keys: [] });
     assert.deepEqual(report.decrypt, { mode: 'full', decrypted: 6, failed: { count: 0, keys: [] } });
     assert.equal(report.backendCalls, 4, 'one unwrap per seed and backend, not per value');
@@ -227,6 +217,8 @@ describe('kms-broker drill and recover', () => {
     assert.match(run.stdout, /hsm\s+reachable\s+6\/6\s+0/);
     assert.match(run.stdout, /2 decrypted to the stored object, 0 failed/);
     assert.match(run.stdout, /every value is recoverable \(exit 0\)/);
+    // The escrow backend is not opened: without shares its row says so.
+    assert.match(run.stdout, /escrow\s+not given \(no shares given \(backend escrow\)/);
     assert.match(run.stderr, /scanning etcd: 8\/8 values/);
   });
 
@@ -421,12 +413,32 @@ describe('kms-broker drill and recover', () => {
             'INVALID_CIPHERTEXT: backend vault: Vault could not decrypt the wrapped key (tampered, or from another key)',
           ],
         ],
+        ['escrow', 'not given', 'no shares given; --escrow-public-key and --share check it', []],
         ['hsm', 'unreachable', 'not in the config', ["backend 'hsm' is not in the config"]],
       ],
     );
     assert.equal(lostReport.unrecoverable.count, 6);
     assert.deepEqual(lostReport.unrecoverable.keys, secrets.map(secret => secret.key).sort());
     assert.equal(lostReport.allRecoverable, false);
+    // With the escrow: the values stored with its wrap are saved, the others still lost.
+    const escrowed = await cli([
+      'drill',
+      '--config',
+      vaultOnly.path,
+      '--snapshot',
+      snapshot,
+      '--etcd-bin-dir',
+      ETCD_BIN_DIR,
+      '--json',
+      ...escrowArgs,
+    ]);
+    assert.equal(escrowed.code, 3, escrowed.stderr);
+    const escrowedReport = JSON.parse(escrowed.stdout) as DrillReport;
+    assert.deepEqual(escrowedReport.unrecoverable.keys, [
+      '/registry/secrets/dev/secret-0',
+      '/registry/secrets/dev/secret-1',
+    ]);
+    assert.equal(escrowedReport.sources.find(row => row.name === 'escrow')?.onlyIt.count, 4);
     const text = await cli([
       'drill',
       '--config',
