@@ -2,12 +2,14 @@
 # Builds the real Kubernetes control-plane binaries the end-to-end tests need, from the Go
 # module proxy (no prebuilt downloads): kube-apiserver, kube-controller-manager (its
 # storage-version-migrator controller runs the StorageVersionMigrations `kms-broker migrate`
-# creates) and kubectl from k8s.io/kubernetes, and etcd from go.etcd.io/etcd/server/v3, at the versions pinned in test/e2e/kube/go.mod.
+# creates) and kubectl from k8s.io/kubernetes, and etcd from go.etcd.io/etcd/server/v3, and
+# etcdutl (which `kms-broker drill` and `recover` use to restore a snapshot) from
+# go.etcd.io/etcd/etcdutl/v3, at the versions pinned in test/e2e/kube/go.mod.
 #
-# Output: $KUBE_CACHE_DIR/<kubernetes version>/bin/{kube-apiserver,kube-controller-manager,kubectl,etcd}
+# Output: $KUBE_CACHE_DIR/<kubernetes version>/bin/{kube-apiserver,kube-controller-manager,kubectl,etcd,etcdutl}
 #         (default KUBE_CACHE_DIR: ~/.cache/kms-broker/kube, outside the clone so that every
 #         clone on the machine, CI's fresh one included, shares it). Only the first run pays:
-#         when all four binaries exist and report the pinned versions, it only prints them.
+#         when all five binaries exist and report the pinned versions, it only prints them.
 # Cost of a first run on 2 cores (test/e2e/README.md): ~87 MiB of module downloads
 # (~590 MB unpacked in GOMODCACHE), ~3 GB of build cache (a private GOCACHE under the
 # cache dir, removed after a successful build), 2.4 GB peak memory, and about 17 min with
@@ -30,8 +32,10 @@ die() { echo "build-kube-apiserver: $*" >&2; exit 1; }
 [ -f "$module/go.mod" ] || die "missing $module/go.mod"
 kube_version=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$module/go.mod")
 etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2 }' "$module/go.mod")
+etcdutl_version=$(awk '$1 == "go.etcd.io/etcd/etcdutl/v3" { print $2 }' "$module/go.mod")
 [[ $kube_version == v1.* ]] || die "cannot read the k8s.io/kubernetes version from $module/go.mod"
 [[ $etcd_version == v3.* ]] || die "cannot read the go.etcd.io/etcd/server/v3 version from $module/go.mod"
+[[ $etcdutl_version == v3.* ]] || die "cannot read the go.etcd.io/etcd/etcdutl/v3 version from $module/go.mod"
 
 cache="${KUBE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kms-broker/kube}/$kube_version"
 bin="$cache/bin"
@@ -41,8 +45,9 @@ apiserver_version() { "$bin/kube-apiserver" --version 2>/dev/null | awk '{ print
 controller_manager_version() { "$bin/kube-controller-manager" --version 2>/dev/null | awk '{ print $2 }' || true; }
 kubectl_version() { "$bin/kubectl" version --client 2>/dev/null | awk '/^Client Version:/ { print $3 }' || true; }
 etcd_bin_version() { "$bin/etcd" --version 2>/dev/null | awk '/^etcd Version:/ { print "v" $3 }' || true; }
+etcdutl_bin_version() { "$bin/etcdutl" version 2>/dev/null | awk '/^etcdutl version:/ { print "v" $3 }' || true; }
 report() {
-  echo "kube: kube-apiserver $(apiserver_version), kube-controller-manager $(controller_manager_version), kubectl $(kubectl_version), etcd $(etcd_bin_version)"
+  echo "kube: kube-apiserver $(apiserver_version), kube-controller-manager $(controller_manager_version), kubectl $(kubectl_version), etcd $(etcd_bin_version), etcdutl $(etcdutl_bin_version)"
   echo "kube: bin=$bin"
 }
 
@@ -50,7 +55,8 @@ if [ "${KUBE_FORCE:-0}" != 1 ] &&
   [ "$(apiserver_version)" = "$kube_version" ] &&
   [ "$(controller_manager_version)" = "$kube_version" ] &&
   [ "$(kubectl_version)" = "$kube_version" ] &&
-  [ "$(etcd_bin_version)" = "$etcd_version" ]; then
+  [ "$(etcd_bin_version)" = "$etcd_version" ] &&
+  [ "$(etcdutl_bin_version)" = "$etcdutl_version" ]; then
   echo "kube: cached, nothing to build"
   report
   exit 0
@@ -92,7 +98,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
 done
 
-echo "kube: building kube-apiserver, kube-controller-manager and kubectl $kube_version, etcd $etcd_version into $bin"
+echo "kube: building kube-apiserver, kube-controller-manager and kubectl $kube_version, etcd $etcd_version, etcdutl $etcdutl_version into $bin"
 echo "kube: $("$go" version), go build -p $jobs, GOMAXPROCS=$jobs, nice -n $nice_level; first run: about 15-25 min"
 started=$(date +%s)
 build() { # name package ldflags
@@ -106,15 +112,20 @@ build() { # name package ldflags
   mv -f "$tmp/$name" "$bin/$name"
   echo "kube: built $name in $(($(date +%s) - t0)) s ($(du -m "$bin/$name" | cut -f1) MiB)"
 }
-build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
-build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$ldflags"
-build kubectl k8s.io/kubernetes/cmd/kubectl "$ldflags"
-build etcd go.etcd.io/etcd/server/v3 "-s -w"
+# Each binary is built only when it is missing or reports another version (or KUBE_FORCE=1):
+# a binary added to this list later (etcdutl was) costs its own build, not all of them again.
+stale() { [ "${KUBE_FORCE:-0}" = 1 ] || [ "$("$1")" != "$2" ]; }
+stale apiserver_version "$kube_version" && build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
+stale controller_manager_version "$kube_version" && build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$ldflags"
+stale kubectl_version "$kube_version" && build kubectl k8s.io/kubernetes/cmd/kubectl "$ldflags"
+stale etcd_bin_version "$etcd_version" && build etcd go.etcd.io/etcd/server/v3 "-s -w"
+stale etcdutl_bin_version "$etcdutl_version" && build etcdutl go.etcd.io/etcd/etcdutl/v3 "-s -w"
 
 [ "$(apiserver_version)" = "$kube_version" ] || die "$bin/kube-apiserver --version says '$(apiserver_version)', expected $kube_version"
 [ "$(controller_manager_version)" = "$kube_version" ] || die "$bin/kube-controller-manager --version says '$(controller_manager_version)', expected $kube_version"
 [ "$(kubectl_version)" = "$kube_version" ] || die "$bin/kubectl version --client says '$(kubectl_version)', expected $kube_version"
 [ "$(etcd_bin_version)" = "$etcd_version" ] || die "$bin/etcd --version says '$(etcd_bin_version)', expected $etcd_version"
+[ "$(etcdutl_bin_version)" = "$etcdutl_version" ] || die "$bin/etcdutl version says '$(etcdutl_bin_version)', expected $etcdutl_version"
 
 rm -rf "$tmp"
 if [ "${KUBE_KEEP_GOCACHE:-0}" != 1 ]; then

@@ -12,7 +12,7 @@ echo "== format"; prettier --check . >/dev/null
 # The e2e suite runs a real kube-apiserver, kubectl and etcd, built from the Go module proxy
 # on the first run (15-25 min on 2 cores) and cached outside the clone afterwards. If they
 # cannot be built, say why and fall back to the conformance harness alone.
-echo "== e2e binaries: kube-apiserver, kube-controller-manager, kubectl, etcd"
+echo "== e2e binaries: kube-apiserver, kube-controller-manager, kubectl, etcd, etcdutl"
 e2e_tests=('test/e2e/**/*.test.ts')
 kube_log=$(mktemp)
 if bash scripts/build-kube-apiserver.sh 2>&1 | tee "$kube_log"; then

@@ -225,6 +225,27 @@ export const errorCatalog = {
     http: 500,
     title: 'Escrow files cannot be written there safely',
   },
+  // `kms-broker drill` and `recover` (src/recovery): the command line's own failures.
+  ETCD_TOOL_MISSING: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'etcd or etcdutl, needed to read a snapshot, was not found',
+  },
+  SNAPSHOT_INVALID: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'The etcd snapshot cannot be read or restored',
+  },
+  DRILL_STATE_INVALID: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'The drill state file cannot be used',
+  },
+  RECOVERY_OUTPUT_REFUSED: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'Recovered objects cannot be written there safely',
+  },
   INTERNAL: { grpc: GrpcCode.INTERNAL, http: 500, title: 'Internal error' },
 } as const satisfies Record<string, CatalogEntry>;
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The kms-broker command line: serve and verify on the KMS socket, encryption-config from the
 // config file; everything else over the admin API. Exit codes: 0 done, 1 refused or failed,
-// 2 usage, 3 broker unreachable, 4 (serve) no restart can mend it, 5 (status) serving but
-// degraded, 6 (migrate, rotate --complete) the apiservers have not picked up the key_id yet.
+// 2 usage, 3 broker unreachable (drill, recover: some value is not recoverable), 4 (serve) no
+// restart can mend it, 5 (status) serving but degraded, 6 (migrate, rotate --complete) the
+// apiservers have not picked up the key_id yet.
 import { Command, CommanderError, Option } from 'commander';
 import { toBrokerError, type BrokerError, type ErrorCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
@@ -20,6 +21,8 @@ import {
 import type { RotateCompleteOptions } from './rotate-complete.ts';
 import type { MigrateOptions } from './migrate.ts';
 import type { InspectOptions } from './inspect.ts';
+import type { DrillCliOptions } from './drill.ts';
+import type { RecoverCliOptions } from './recover.ts';
 import { withMigrateOptions } from './migrate-options.ts';
 
 // Commands load their modules when they run: `kms-broker keys` need not load the HSM,
@@ -273,6 +276,79 @@ escrow
   .action(async (files: string[], options: VerifySharesOptions) =>
     (await import('./escrow.ts')).escrowVerifySharesCommand(files, options),
   );
+
+/** The flags `drill` and `recover` share: the snapshot and how to read it, the escrow. */
+function withRecoveryOptions(command: Command): Command {
+  return command
+    .option(
+      '--etcd-bin-dir <dir>',
+      'the folder of etcdutl and etcd to restore and serve --snapshot (default: PATH)',
+    )
+    .option('--escrow-public-key <pem>', 'also unwrap with the escrow key: its escrow-public.pem')
+    .option('--share <file...>', 'the escrow shares (at least the threshold), with --escrow-public-key')
+    .option('--json', 'print JSON for scripts');
+}
+
+withRecoveryOptions(
+  withEtcdOptions(
+    program
+      .command('drill')
+      .description(
+        'prove an etcd snapshot (or the live etcd) readable: per backend alone and with the escrow, what each value needs; exit 3 when some value is not recoverable',
+      ),
+  ),
+)
+  .requiredOption(
+    '-c, --config <file>',
+    "the broker's config file: its backends are opened (never written to)",
+  )
+  .option(
+    '--snapshot <file>',
+    'an etcd snapshot (etcdctl snapshot save); without it the live etcd is read (read-only)',
+  )
+  .option('--full', 'decrypt every value, not only a sample')
+  .option('--sample <n>', 'values to decrypt besides the first of every seed', '20')
+  .option('--state <file>', 'record progress here (0600) and resume from it after an interruption')
+  .addHelpText(
+    'after',
+    '\nNever starts the broker, never writes to etcd or a backend, never prints a seed or a plaintext.\nExit codes: 0 every value recoverable, 3 some value is not, 1 bad input or a failure, 2 usage.\n',
+  )
+  .action(async (options: DrillCliOptions, command: Command) => {
+    process.exitCode = await (
+      await import('./drill.ts')
+    ).drillCommand(etcdFromConfig(options, command), message =>
+      command.error(message, { exitCode: EXIT_USAGE }),
+    );
+  });
+
+withRecoveryOptions(
+  program
+    .command('recover')
+    .description(
+      'decrypt the values of an etcd snapshot into manifests (Secrets, ConfigMaps as YAML) in a private folder; no broker, no cluster needed',
+    ),
+)
+  .requiredOption('--snapshot <file>', 'the etcd snapshot (etcdctl snapshot save)')
+  .requiredOption('--out <dir>', 'a new folder (made 0700), or an empty one only you can enter')
+  .option(
+    '-c, --config <file>',
+    "the broker's config file: unwrap with its backends (with or instead of the escrow)",
+  )
+  .option('--prefix <prefix>', "the apiserver's etcd prefix (--etcd-prefix) with a trailing /", '/registry/')
+  .option(
+    '--resource <resource>',
+    'only this resource, as etcd names it: secrets, configmaps, <resource>.<group>',
+  )
+  .option('--namespace <namespace>', 'only this namespace')
+  .addHelpText(
+    'after',
+    '\nWrites each object once, 0600, never over an existing file: <out>/<resource>/<namespace>/<name>.yaml\n(Secrets, ConfigMaps, custom resources), or .pb (other built-in types, their stored protobuf).\nExit codes: 0 every selected value written, 3 some could not be, 1 bad input or a failure, 2 usage.\n',
+  )
+  .action(async (options: RecoverCliOptions, command: Command) => {
+    process.exitCode = await (
+      await import('./recover.ts')
+    ).recoverCommand(options, message => command.error(message, { exitCode: EXIT_USAGE }));
+  });
 
 /** Set when `serve` runs: its failures may end in EXIT_NEEDS_OPERATOR. */
 let serving = false;

@@ -13,11 +13,13 @@ export interface PagedReadOptions {
   readonly pageSize: number;
   /** Values a second at most. */
   readonly rate: number;
-  /** Called with each page, in key order. */
+  /** Called with each page, in key order; the next page is read once it has settled. */
   readonly onPage: (
     kvs: readonly { readonly key: Buffer; readonly value: Buffer }[],
     progress: Progress,
-  ) => void;
+  ) => unknown;
+  /** Resumes an interrupted read: the keys after this one, at `revision`. */
+  readonly resume?: { readonly after: Buffer; readonly revision: string; readonly read: number };
   readonly now?: () => number;
   readonly wait?: (ms: number) => Promise<unknown>;
 }
@@ -42,10 +44,13 @@ export async function readPrefix(client: EtcdClient, options: PagedReadOptions):
   // One page never holds more than a second's worth of values.
   let limit = Math.max(1, Math.min(options.pageSize, Math.floor(options.rate)));
   const started = now();
-  let key = options.prefix;
-  let revision = '0';
+  let key =
+    options.resume === undefined ? options.prefix : Buffer.concat([options.resume.after, Buffer.from([0])]);
+  let revision = options.resume?.revision ?? '0';
   let total = 0;
-  let read = 0;
+  let read = options.resume?.read ?? 0;
+  const resumedAt = read;
+  let first = true;
   // Pages are bounded: every page advances past at least one key, and the keys at one
   // revision are finite; the guard only stops a server that answers "more" forever.
   for (let page = 0; ; page++) {
@@ -54,7 +59,7 @@ export async function readPrefix(client: EtcdClient, options: PagedReadOptions):
         'ETCD_READ_FAILED',
         'etcd kept answering that more keys follow; stopped the scan',
       );
-    const due = started + (read / options.rate) * 1000 - now();
+    const due = started + ((read - resumedAt) / options.rate) * 1000 - now();
     if (due > 0) await wait(due);
     let response;
     try {
@@ -70,12 +75,14 @@ export async function readPrefix(client: EtcdClient, options: PagedReadOptions):
         throw new BrokerError('ETCD_READ_FAILED', 'a single stored value exceeds the 64 MiB a page may hold');
       throw error;
     }
-    if (revision === '0') {
-      revision = response.revision;
-      total = response.count;
+    if (first) {
+      // A resumed read counts what it read before, and the keys left at its revision.
+      if (revision === '0') revision = response.revision;
+      total = resumedAt + response.count;
+      first = false;
     }
     read += response.kvs.length;
-    options.onPage(response.kvs, { read, total: Math.max(total, read), revision });
+    await options.onPage(response.kvs, { read, total: Math.max(total, read), revision });
     const last = response.kvs.at(-1);
     if (!response.more || last === undefined) return { revision, read };
     key = Buffer.concat([last.key, Buffer.from([0])]);

@@ -10,6 +10,8 @@ export interface BrokerCluster {
   readonly config: TestConfig;
   readonly broker: BrokerProcess;
   readonly cluster: Cluster;
+  /** Environment for a process that uses the broker's token (a CLI command that opens its backends). */
+  readonly env: NodeJS.ProcessEnv;
   /** The apiserver and etcd, then the broker, then the token and config folders. */
   stop(): Promise<void>;
 }
@@ -34,6 +36,7 @@ export async function startBrokerCluster(
       config,
       broker: running,
       cluster,
+      env: token.env,
       async stop() {
         try {
           await cluster.stop();

@@ -1,6 +1,6 @@
 // Values as kube-apiserver stores them in etcd, built byte for byte: KMS v2 (EncryptedObject),
 // KMS v1, the local AES kinds and identity, with broker envelopes made by the broker's own
-// codec. For the usage scan's tests; the data parts are random bytes, as nothing decrypts them.
+// codec. The data parts are random bytes unless a test gives real ones (kube-encrypt.ts).
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
@@ -33,13 +33,15 @@ export interface KmsV2Parts {
   readonly keyId: string;
   readonly ciphertext: Buffer;
   readonly annotations?: Readonly<Record<string, Buffer>>;
+  /** Data a drill can decrypt (test/helpers/kube-encrypt.ts); random bytes by default. */
+  readonly encryptedData?: Buffer;
 }
 
 /** "k8s:enc:kms:v2:<provider>:" || EncryptedObject, with a KDF-seed data part. */
 export function kmsV2Value(provider: string, parts: KmsV2Parts): Buffer {
   const object = EncryptedObject.encode(
     EncryptedObject.fromObject({
-      encryptedData: randomBytes(32 + 12 + 40 + 16),
+      encryptedData: parts.encryptedData ?? randomBytes(32 + 12 + 40 + 16),
       keyID: parts.keyId,
       encryptedDEKSource: parts.ciphertext,
       annotations: parts.annotations ?? {},
