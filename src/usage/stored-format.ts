@@ -1,28 +1,14 @@
 // How one value stored in etcd is protected, read from its bytes alone: never decrypted, no
-// key needed. The apiserver's layouts (k8s.io/apiserver pkg/storage/value/encrypt):
-//   KMS v2   "k8s:enc:kms:v2:<provider>:" || EncryptedObject (proto/kms-v2-encrypted-object.proto)
-//   KMS v1   "k8s:enc:kms:v1:<provider>:" || uint16 BE len(DEK ciphertext) || DEK ciphertext || data
-//   aescbc, aesgcm, secretbox   "k8s:enc:<kind>:v1:<key name>:" || data
-//   identity   anything else (Kubernetes' own "k8s\0" protobuf, JSON, ...)
-// KMS values whose DEK ciphertext is the broker's are read down to its envelopes, with the
-// broker's own codecs, to say which backend key versions can unwrap them. readStoredValue
-// tells everything that is not secret (for `kms-broker inspect`); decodeStoredValue sums it
-// up for the usage scan. Total: any bytes yield an answer, never an exception.
-import { fileURLToPath } from 'node:url';
-import protobuf from 'protobufjs';
-import {
-  annotationWraps,
-  BOUND_ENVELOPE_MAGIC,
-  checkWrapsBelongTogether,
-  decodeEnvelope,
-  ENVELOPE_MAGIC,
-  type ParsedEnvelope,
-  WRAP_ANNOTATION_SUFFIX,
-} from '../broker/envelope.ts';
-import { isBrokerError } from '../errors.ts';
-import { isOwnKeyId } from '../broker/keys/key-id.ts';
+// key needed, no bytes kept. KMS values whose DEK ciphertext is the broker's are read down to
+// its envelopes (stored-parse.ts), to say which backend key versions can unwrap them.
+// readStoredValue tells everything that is not secret (for `kms-broker inspect`);
+// decodeStoredValue sums it up for the usage scan.
+import { BOUND_ENVELOPE_MAGIC } from '../broker/envelope.ts';
 import type { ScannedWrap, StoredFormat } from '../broker/usage-scan.ts';
-import { decodeWrapSet, WRAP_SET_MAGIC } from '../grpc/wrap-set.ts';
+import type { LOCAL_KINDS } from './stored-parse.ts';
+import { parseStoredValue, type EncryptedObjectReading, type ParsedBroker } from './stored-parse.ts';
+
+export type { EncryptedObjectReading } from './stored-parse.ts';
 
 /** Whose the DEK ciphertext of a KMS value is, as far as its bytes tell. */
 export type Ownership =
@@ -65,16 +51,6 @@ export type BrokerReading =
   | { readonly owner: 'broker-undecodable'; readonly reason: string }
   | { readonly owner: 'other' };
 
-/** The EncryptedObject's fields that are not secret: names and lengths, never bytes. */
-export interface EncryptedObjectReading {
-  readonly keyId?: string;
-  /** EncryptedDEKSourceType's name (or "unknown (n)"). */
-  readonly dekSourceType: string;
-  readonly dekSourceBytes: number;
-  readonly dataBytes: number;
-  readonly annotations: readonly string[];
-}
-
 /** Everything a value's bytes tell about how it is stored, without its secrets. */
 export type StoredReading =
   | {
@@ -93,30 +69,6 @@ export type StoredReading =
     }
   | { readonly format: (typeof LOCAL_KINDS)[number]; readonly keyName: string }
   | { readonly format: 'identity' };
-
-const KMS_V2 = Buffer.from('k8s:enc:kms:v2:', 'latin1');
-const KMS_V1 = Buffer.from('k8s:enc:kms:v1:', 'latin1');
-const LOCAL_KINDS = ['aescbc', 'aesgcm', 'secretbox'] as const;
-const LOCAL_PREFIXES = LOCAL_KINDS.map(kind => [kind, Buffer.from(`k8s:enc:${kind}:v1:`, 'latin1')] as const);
-/** Provider and key names are short; a value with no ':' within this many bytes is not one. */
-const MAX_NAME_BYTES = 256;
-const COLON = 0x3a;
-const OTHER = { owner: 'other' } as const;
-
-const kmsV2Root = new protobuf.Root().loadSync(
-  fileURLToPath(new URL('../../proto/kms-v2-encrypted-object.proto', import.meta.url)),
-  { keepCase: true },
-);
-const EncryptedObject = kmsV2Root.lookupType('v2.EncryptedObject');
-const DekSourceType = kmsV2Root.lookupEnum('v2.EncryptedDEKSourceType');
-
-interface EncryptedObjectMessage {
-  encryptedData?: Uint8Array;
-  keyID?: string;
-  encryptedDEKSource?: Uint8Array;
-  annotations?: Record<string, Uint8Array>;
-  encryptedDEKSourceType?: number;
-}
 
 /** How the usage scan counts a value: its format and the backend key versions it needs. */
 export function decodeStoredValue(value: Buffer): StoredValue {
@@ -139,15 +91,29 @@ export function decodeStoredValue(value: Buffer): StoredValue {
 }
 
 export function readStoredValue(value: Buffer): StoredReading {
-  const v2 = afterName(value, KMS_V2);
-  if (v2 !== undefined) return { format: 'kms-v2', provider: v2.name, ...readKmsV2(v2.rest) };
-  const v1 = afterName(value, KMS_V1);
-  if (v1 !== undefined) return { format: 'kms-v1', provider: v1.name, ...readKmsV1(v1.rest) };
-  for (const [kind, prefix] of LOCAL_PREFIXES) {
-    const local = afterName(value, prefix);
-    if (local !== undefined) return { format: kind, keyName: local.name };
+  const parsed = parseStoredValue(value);
+  switch (parsed.format) {
+    case 'kms-v2': {
+      const { provider, object, broker } = parsed;
+      return {
+        format: 'kms-v2',
+        provider,
+        ...(object !== undefined && { object }),
+        broker: readingOf(broker),
+      };
+    }
+    case 'kms-v1': {
+      const { provider, dekCiphertextBytes, broker } = parsed;
+      return {
+        format: 'kms-v1',
+        provider,
+        ...(dekCiphertextBytes !== undefined && { dekCiphertextBytes }),
+        broker: readingOf(broker),
+      };
+    }
+    default:
+      return parsed;
   }
-  return { format: 'identity' };
 }
 
 /** The backend versions a value needs, each once and sorted. */
@@ -158,81 +124,12 @@ function ownershipOf(broker: BrokerReading): Ownership {
   return { owner: 'broker', wraps: [...wraps.values()].sort(compareWraps) };
 }
 
-/** The name after `prefix` (up to the next ':') and the bytes after it, if `value` has that form. */
-function afterName(value: Buffer, prefix: Buffer): { name: string; rest: Buffer } | undefined {
-  if (value.length <= prefix.length || !value.subarray(0, prefix.length).equals(prefix)) return undefined;
-  const end = value.indexOf(COLON, prefix.length);
-  if (end <= prefix.length || end - prefix.length > MAX_NAME_BYTES) return undefined;
-  return { name: value.subarray(prefix.length, end).toString('utf8'), rest: value.subarray(end + 1) };
-}
-
-function readKmsV2(bytes: Buffer): { object?: EncryptedObjectReading; broker: BrokerReading } {
-  let message: EncryptedObjectMessage;
-  try {
-    message = EncryptedObject.decode(bytes) as EncryptedObjectMessage;
-  } catch {
-    return { broker: OTHER };
-  }
-  const keyId = message.keyID === undefined || message.keyID === '' ? undefined : message.keyID;
-  const source = Buffer.from(message.encryptedDEKSource ?? new Uint8Array(0));
-  const annotations = Object.fromEntries(
-    Object.entries(message.annotations ?? {}).map(([key, value]) => [key, Buffer.from(value)]),
-  );
-  const type = message.encryptedDEKSourceType ?? 0;
-  const object: EncryptedObjectReading = {
-    ...(keyId !== undefined && { keyId }),
-    dekSourceType: DekSourceType.valuesById[type] ?? `unknown (${type})`,
-    dekSourceBytes: source.length,
-    dataBytes: message.encryptedData?.length ?? 0,
-    annotations: Object.keys(annotations).sort(),
-  };
-  const marked =
-    (keyId !== undefined && isOwnKeyId(keyId)) ||
-    startsWith(source, BOUND_ENVELOPE_MAGIC) ||
-    startsWith(source, ENVELOPE_MAGIC);
-  if (!marked) return { object, broker: OTHER };
-  const broker = brokerWraps(() => [
-    { envelope: decodeEnvelope(source), location: 'ciphertext' },
-    // annotationWraps checked that each sits in the annotation named after its backend.
-    ...annotationWraps(annotations).map(envelope => ({
-      envelope,
-      location: 'annotation' as const,
-      annotation: `${envelope.header.backend}${WRAP_ANNOTATION_SUFFIX}`,
-    })),
-  ]);
-  return { object, broker };
-}
-
-function readKmsV1(bytes: Buffer): { dekCiphertextBytes?: number; broker: BrokerReading } {
-  if (bytes.length < 2) return { broker: OTHER };
-  const length = bytes.readUInt16BE(0);
-  if (length === 0 || 2 + length > bytes.length) return { broker: OTHER };
-  const cipher = bytes.subarray(2, 2 + length);
-  if (!startsWith(cipher, WRAP_SET_MAGIC)) return { dekCiphertextBytes: length, broker: OTHER };
-  const broker = brokerWraps(() =>
-    decodeWrapSet(cipher).map(wrap => ({ envelope: decodeEnvelope(wrap), location: 'ciphertext' as const })),
-  );
-  return { dekCiphertextBytes: length, broker };
-}
-
-interface PlacedEnvelope {
-  readonly envelope: ParsedEnvelope;
-  readonly location: WrapReading['location'];
-  readonly annotation?: string;
-}
-
-/** The wraps of envelopes that decode and were written together; else why not. */
-function brokerWraps(decode: () => PlacedEnvelope[]): BrokerReading {
-  let placed: PlacedEnvelope[];
-  try {
-    placed = decode();
-    checkWrapsBelongTogether(placed.map(({ envelope }) => envelope));
-  } catch (error) {
-    return { owner: 'broker-undecodable', reason: isBrokerError(error) ? error.message : 'malformed' };
-  }
+/** What the envelopes' headers tell, without their bytes. */
+function readingOf(broker: ParsedBroker): BrokerReading {
+  if (broker.owner !== 'broker') return broker;
   return {
     owner: 'broker',
-    wraps: placed.map(({ envelope: { header, aad, wrapped }, location, annotation }) => ({
+    wraps: broker.envelopes.map(({ envelope: { header, aad, wrapped }, location, annotation }) => ({
       backend: header.backend,
       version: header.keyVersion,
       mechanism: header.mechanism,
@@ -250,8 +147,4 @@ export function compareWraps(a: ScannedWrap, b: ScannedWrap): number {
 
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
-}
-
-function startsWith(bytes: Buffer, magic: Buffer): boolean {
-  return bytes.length > magic.length && bytes.subarray(0, magic.length).equals(magic);
 }
