@@ -2,17 +2,14 @@
 // escrow key pair and splits its private key into Shamir shares, and the yearly check that the
 // shares still rebuild it. Neither needs a broker, nor ever prints key bytes or share contents:
 // the shares exist only in the 0600 files the operator asked for.
-import { lstat, mkdir, readFile, rm, writeFile, chmod } from 'node:fs/promises';
+import { lstat, rm, writeFile, chmod } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { BrokerError } from '../errors.ts';
-import {
-  fingerprint,
-  formatPublicKeyFile,
-  generateEscrowKeyPair,
-  parsePublicKeyFile,
-} from '../escrow/key-files.ts';
-import { formatShare, parseShare } from '../escrow/share-format.ts';
-import { combineShares, MAX_SHARES, MIN_THRESHOLD, splitPrivateKey } from '../escrow/shares.ts';
+import { errnoOf, ownedFolder } from '../owned-folder.ts';
+import { escrowKeyFromFiles } from '../escrow/key-from-files.ts';
+import { fingerprint, formatPublicKeyFile, generateEscrowKeyPair } from '../escrow/key-files.ts';
+import { formatShare } from '../escrow/share-format.ts';
+import { MAX_SHARES, MIN_THRESHOLD, splitPrivateKey } from '../escrow/shares.ts';
 
 export interface EscrowInitOptions {
   readonly out: string;
@@ -23,9 +20,6 @@ export interface EscrowInitOptions {
 
 const PUBLIC_KEY_FILE = 'escrow-public.pem';
 const shareFileName = (index: number, total: number) => `share-${index}-of-${total}.txt`;
-/** A share file is read whole; anything much longer than a share is not one. */
-const MAX_SHARE_FILE_BYTES = 4096;
-const MAX_PUBLIC_KEY_FILE_BYTES = 16 * 1024;
 
 export async function escrowInitCommand(options: EscrowInitOptions, usage: (message: string) => never) {
   const total = Number(options.shares);
@@ -100,23 +94,12 @@ export async function escrowInitCommand(options: EscrowInitOptions, usage: (mess
 
 /** Creates the folder (0700), or accepts an existing one no other user can write to that holds none of `names`. */
 async function prepareFolder(folder: string, names: readonly string[]): Promise<void> {
-  try {
-    await mkdir(folder, { mode: 0o700 });
-    return;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
-      throw refused(folder, `cannot create it (${errnoOf(error)})`);
-  }
-  const stats = await lstat(folder);
-  if (!stats.isDirectory())
-    throw refused(folder, 'is not a folder (a symlink is refused: it could be pointed elsewhere)');
-  if ((stats.mode & 0o022) !== 0)
-    throw refused(
-      folder,
-      `other users can write to it (mode ${(stats.mode & 0o777).toString(8)}); \`chmod go-w ${folder}\` or use a new folder`,
-    );
-  if (stats.uid !== process.getuid?.())
-    throw refused(folder, 'belongs to another user; use a folder of your own');
+  ownedFolder(
+    folder,
+    0o022,
+    what => refused(folder, what),
+    mode => `other users can write to it (mode ${mode}); \`chmod go-w ${folder}\` or use a new folder`,
+  );
   const present = await Promise.all(
     names.map(name =>
       lstat(join(folder, name)).then(
@@ -139,26 +122,10 @@ export interface VerifySharesOptions {
 }
 
 export async function escrowVerifySharesCommand(shareFiles: readonly string[], options: VerifySharesOptions) {
-  const publicKeyText = await readBounded(
-    options.publicKey,
-    MAX_PUBLIC_KEY_FILE_BYTES,
-    reason => new BrokerError('ESCROW_KEY_INVALID', `escrow public key ${options.publicKey}: ${reason}`),
-  );
-  const publicKey = parsePublicKeyFile(publicKeyText, options.publicKey);
-  const shares = [];
-  for (const file of shareFiles) {
-    const text = await readBounded(
-      file,
-      MAX_SHARE_FILE_BYTES,
-      reason => new BrokerError('ESCROW_SHARES_INVALID', `share ${file}: ${reason}`),
-    );
-    shares.push({ source: file, share: parseShare(text, file) });
-  }
   // The rebuilt key is only compared with the public key, then dropped: nothing is unwrapped.
-  await combineShares(shares, publicKey, options.publicKey);
+  const { shares, fingerprint: keyFingerprint } = await escrowKeyFromFiles(options.publicKey, shareFiles);
   const [first] = shares;
   const { threshold, total } = first?.share ?? { threshold: 0, total: 0 };
-  const keyFingerprint = fingerprint(publicKey);
   if (options.json === true) {
     const list = shares.map(({ source, share }) => ({ file: source, index: share.index }));
     const result = { ok: true, fingerprint: keyFingerprint, threshold, total, shares: list };
@@ -170,25 +137,6 @@ export async function escrowVerifySharesCommand(shareFiles: readonly string[], o
   );
 }
 
-async function readBounded(
-  file: string,
-  limit: number,
-  refuse: (reason: string) => BrokerError,
-): Promise<string> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(file);
-  } catch (error) {
-    throw refuse(`cannot read it (${errnoOf(error)})`);
-  }
-  if (bytes.length > limit) throw refuse(`is ${bytes.length} bytes, far more than such a file holds`);
-  return bytes.toString('utf8');
-}
-
 function refused(folder: string, what: string): BrokerError {
   return new BrokerError('ESCROW_OUTPUT_REFUSED', `escrow output folder ${folder}: ${what}`);
-}
-
-function errnoOf(error: unknown): string {
-  return (error as NodeJS.ErrnoException).code ?? 'unknown error';
 }

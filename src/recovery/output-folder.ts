@@ -4,28 +4,18 @@
 import { chmodSync, lstatSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { BrokerError } from '../errors.ts';
+import { errnoOf, ownedFolder } from '../owned-folder.ts';
 
 /** Checks or creates the folder; returns its absolute path. */
 export function prepareOutput(folder: string): string {
   const path = resolve(folder);
-  try {
-    mkdirSync(path, { mode: 0o700 });
-    chmodSync(path, 0o700); // the umask may have taken bits; none must be added
-    return path;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
-      throw refused(path, `cannot create it (${errnoOf(error)})`);
-  }
-  const stats = lstatSync(path);
-  if (!stats.isDirectory())
-    throw refused(path, 'is not a folder (a symlink is refused: it could be pointed elsewhere)');
-  if (stats.uid !== process.getuid?.())
-    throw refused(path, 'belongs to another user; use a folder of your own');
-  if ((stats.mode & 0o077) !== 0)
-    throw refused(
-      path,
-      `its group or other users may enter, read or write it (mode ${(stats.mode & 0o777).toString(8)}), and recovered Secrets are plaintext; \`chmod 700 ${path}\` or use a new folder`,
-    );
+  ownedFolder(
+    path,
+    0o077,
+    what => refused(path, what),
+    mode =>
+      `its group or other users may enter, read or write it (mode ${mode}), and recovered Secrets are plaintext; \`chmod 700 ${path}\` or use a new folder`,
+  );
   return path;
 }
 
@@ -63,8 +53,4 @@ export function writeNew(
 
 function refused(path: string, what: string): BrokerError {
   return new BrokerError('RECOVERY_OUTPUT_REFUSED', `recovery output ${path}: ${what}`);
-}
-
-function errnoOf(error: unknown): string {
-  return (error as NodeJS.ErrnoException).code ?? 'unknown error';
 }

@@ -3,7 +3,7 @@
 // back to another, so the drill can say which sources each value depends on. Results are
 // cached per DEK ciphertext: the apiserver reuses one seed for every write until key_id
 // changes, so thousands of values cost a few dozen backend calls. Seeds stay in memory only.
-import { readFileSync } from 'node:fs';
+import { writeOnlyBackends } from '../backends/kinds.ts';
 import { createBackends } from '../backends/registry.ts';
 import type { KekBackend } from '../backends/kek.ts';
 import { commitsTo, type ParsedEnvelope } from '../broker/envelope.ts';
@@ -11,9 +11,8 @@ import { loadConfigFile } from '../config/load.ts';
 import { within } from '../deadline.ts';
 import { BrokerError, isBrokerError } from '../errors.ts';
 import { ESCROW_MECHANISM, openFromEscrow } from '../escrow/hybrid-wrap.ts';
-import { fingerprint, parsePublicKeyFile, type EscrowPrivateKey } from '../escrow/key-files.ts';
-import { parseShare } from '../escrow/share-format.ts';
-import { combineShares } from '../escrow/shares.ts';
+import type { EscrowPrivateKey } from '../escrow/key-files.ts';
+import { escrowKeyFromFiles } from '../escrow/key-from-files.ts';
 import type { Logger } from '../log.ts';
 import { readSecret } from '../secrets.ts';
 import type { BrokerValue } from './stored-value.ts';
@@ -25,7 +24,6 @@ const OPEN_BUDGET_MS = 20_000;
 const UNWRAP_BUDGET_MS = 15_000;
 /** Seeds kept at once; KMS v1 has one per value, so the cache must not grow with the cluster. */
 const MAX_CACHED_SEEDS = 10_000;
-const MAX_FILE_BYTES = 16 * 1024;
 
 export interface Escrow {
   readonly privateKey: EscrowPrivateKey;
@@ -63,8 +61,9 @@ export async function openSources(
     const { config, readFile } = loadConfigFile(configPath);
     // An escrow backend never unwraps (no broker holds its private key): its wraps are the
     // escrow source's, opened with the shares, so it is not opened as a backend.
-    for (const backend of config.backends) if (backend.type === 'escrow') escrowBackends.push(backend.name);
-    const unwrapping = config.backends.filter(backend => backend.type !== 'escrow');
+    const writeOnly = writeOnlyBackends(config.backends);
+    escrowBackends.push(...writeOnly);
+    const unwrapping = config.backends.filter(backend => !writeOnly.has(backend.name));
     const built = await createBackends(unwrapping, { readSecret, readFile, logger });
     await Promise.all(
       [...built.values()].map(async backend => {
@@ -97,22 +96,8 @@ export async function openSources(
 
 /** Rebuilds the escrow private key from its shares, checked against the public key file. */
 export async function loadEscrow(publicKeyFile: string, shareFiles: readonly string[]): Promise<Escrow> {
-  const keyText = readSmall(
-    publicKeyFile,
-    reason => new BrokerError('ESCROW_KEY_INVALID', `escrow public key ${publicKeyFile}: ${reason}`),
-  );
-  const publicKey = parsePublicKeyFile(keyText, publicKeyFile);
-  const shares = shareFiles.map(file => ({
-    source: file,
-    share: parseShare(
-      readSmall(file, reason => new BrokerError('ESCROW_SHARES_INVALID', `share ${file}: ${reason}`)),
-      file,
-    ),
-  }));
-  return {
-    privateKey: await combineShares(shares, publicKey, publicKeyFile),
-    fingerprint: fingerprint(publicKey),
-  };
+  const { privateKey, fingerprint } = await escrowKeyFromFiles(publicKeyFile, shareFiles);
+  return { privateKey, fingerprint };
 }
 
 /** Unwraps seeds, once per DEK ciphertext, and counts the backend calls it made. */
@@ -216,16 +201,4 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promi
     timer = setTimeout(() => reject(new BrokerError('BACKEND_UNAVAILABLE', message)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function readSmall(file: string, refuse: (reason: string) => BrokerError): string {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(file);
-  } catch (error) {
-    throw refuse(`cannot read it (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
-  if (bytes.length > MAX_FILE_BYTES)
-    throw refuse(`is ${bytes.length} bytes, far more than such a file holds`);
-  return bytes.toString('utf8');
 }
