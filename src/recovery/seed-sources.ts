@@ -8,7 +8,7 @@ import { createBackends } from '../backends/registry.ts';
 import type { KekBackend } from '../backends/kek.ts';
 import { commitsTo, type ParsedEnvelope } from '../broker/envelope.ts';
 import { loadConfigFile } from '../config/load.ts';
-import { within } from '../deadline.ts';
+import { within, withSignal } from '../deadline.ts';
 import { BrokerError, isBrokerError } from '../errors.ts';
 import { ESCROW_MECHANISM, openFromEscrow } from '../escrow/hybrid-wrap.ts';
 import type { EscrowPrivateKey } from '../escrow/key-files.ts';
@@ -68,7 +68,7 @@ export async function openSources(
     await Promise.all(
       [...built.values()].map(async backend => {
         try {
-          await withTimeout(backend.open(), OPEN_BUDGET_MS, `did not open within ${OPEN_BUDGET_MS / 1000} s`);
+          await within(OPEN_BUDGET_MS, deadline => withSignal(backend.open(), deadline.signal));
           backends.set(backend.name, { backend });
         } catch (error) {
           backends.set(backend.name, { unreachable: reasonOf(error) });
@@ -193,12 +193,4 @@ export class SeedUnwrapper {
 function reasonOf(error: unknown): string {
   if (isBrokerError(error)) return `${error.code}: ${error.message}`;
   return error instanceof Error ? error.message : 'failed';
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new BrokerError('BACKEND_UNAVAILABLE', message)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
