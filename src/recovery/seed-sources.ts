@@ -9,7 +9,7 @@ import type { KekBackend } from '../backends/kek.ts';
 import { commitsTo, type ParsedEnvelope } from '../broker/envelope.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { within, withSignal } from '../deadline.ts';
-import { BrokerError, isBrokerError } from '../errors.ts';
+import { isBrokerError } from '../errors.ts';
 import { ESCROW_MECHANISM, openFromEscrow } from '../escrow/hybrid-wrap.ts';
 import type { EscrowPrivateKey } from '../escrow/key-files.ts';
 import { escrowKeyFromFiles } from '../escrow/key-from-files.ts';
