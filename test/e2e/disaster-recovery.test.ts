@@ -17,12 +17,13 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe } from 'node:test';
 import { parse } from 'yaml';
 import type { DrillReport } from '../../src/recovery/drill-report.ts';
 import { adminClient } from '../helpers/admin-http.ts';
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
+import { drillArgs, recoverArgs } from '../helpers/recovery-cli.ts';
 import { runCli, type CliRun } from '../helpers/cli-run.ts';
 import {
   escrowBackend,
@@ -35,12 +36,11 @@ import { saveSnapshot } from '../helpers/etcd-snapshot.ts';
 import { createSecret, secretValue, startCluster, type Cluster } from '../helpers/kube-cluster.ts';
 import { identity, kms } from '../helpers/kube-encryption.ts';
 import { decodeStored } from '../helpers/kube-etcd.ts';
-import { kubeBinary, pollFor } from '../helpers/kube-process.ts';
+import { pollFor } from '../helpers/kube-process.ts';
 import { enableTransit, startDevServer, type BaoServer } from '../helpers/openbao.ts';
 import { orderedSteps } from '../helpers/ordered-steps.ts';
 import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 
-const ETCD_BIN_DIR = dirname(kubeBinary('etcd'));
 /** Secrets written under each HSM key version. */
 const PER_VERSION = 8;
 const LONG_MS = 180_000;
@@ -69,17 +69,7 @@ describe('disaster recovery, as docs/disaster-recovery.md runs it, on kube-apise
   const cli = (args: readonly string[]): Promise<CliRun> =>
     runCli(args, { env: token.env, timeoutMs: LONG_MS });
   const drill = async (args: readonly string[]): Promise<{ run: CliRun; report: DrillReport }> => {
-    const run = await cli([
-      'drill',
-      '--config',
-      config.path,
-      '--snapshot',
-      snapshot,
-      '--etcd-bin-dir',
-      ETCD_BIN_DIR,
-      '--json',
-      ...args,
-    ]);
+    const run = await cli([...drillArgs(config.path, snapshot), '--json', ...args]);
     assert.ok(run.code === 0 || run.code === 3, `drill exited ${run.code}: ${run.stderr}`);
     return { run, report: JSON.parse(run.stdout) as DrillReport };
   };
@@ -214,15 +204,7 @@ describe('disaster recovery, as docs/disaster-recovery.md runs it, on kube-apise
       const truncated = join(dir, 'truncated.db');
       copyFileSync(snapshot, truncated);
       truncateSync(truncated, Math.floor(statSync(snapshot).size / 2));
-      const cut = await cli([
-        'drill',
-        '--config',
-        config.path,
-        '--snapshot',
-        truncated,
-        '--etcd-bin-dir',
-        ETCD_BIN_DIR,
-      ]);
+      const cut = await cli([...drillArgs(config.path, truncated)]);
       assert.equal(cut.code, 1);
       assert.match(cut.stderr, /SNAPSHOT_INVALID: .*truncated\.db/);
       assert.doesNotMatch(cut.stderr, /\n\s+at /, 'a stack trace');
@@ -234,13 +216,7 @@ describe('disaster recovery, as docs/disaster-recovery.md runs it, on kube-apise
         mode: 0o600,
       });
       const mistyped = await cli([
-        'drill',
-        '--config',
-        config.path,
-        '--snapshot',
-        snapshot,
-        '--etcd-bin-dir',
-        ETCD_BIN_DIR,
+        ...drillArgs(config.path, snapshot),
         '--escrow-public-key',
         publicKey('ceremony'),
         '--share',
@@ -292,13 +268,7 @@ describe('disaster recovery, as docs/disaster-recovery.md runs it, on kube-apise
 
       const out = join(dir, 'recovered');
       const recovered = await cli([
-        'recover',
-        '--snapshot',
-        snapshot,
-        '--etcd-bin-dir',
-        ETCD_BIN_DIR,
-        '--out',
-        out,
+        ...recoverArgs(snapshot, out),
         '--resource',
         'secrets',
         '--json',

@@ -5,18 +5,16 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse } from 'yaml';
 import type { DrillReport } from '../../src/recovery/drill-report.ts';
+import { drillArgs, recoverArgs } from '../helpers/recovery-cli.ts';
 import { runCli } from '../helpers/cli-run.ts';
 import { saveSnapshot } from '../helpers/etcd-snapshot.ts';
 import { createSecret, secretValue } from '../helpers/kube-cluster.ts';
 import { identity, kms } from '../helpers/kube-encryption.ts';
-import { kubeBinary } from '../helpers/kube-process.ts';
 import { startBrokerCluster, type BrokerCluster } from '../helpers/kube-setup.ts';
-
-const ETCD_BIN_DIR = dirname(kubeBinary('etcd'));
 
 describe('drill and recover on data kube-apiserver stored through kms-broker', () => {
   let setup: BrokerCluster | undefined;
@@ -59,20 +57,10 @@ describe('drill and recover on data kube-apiserver stored through kms-broker', (
 
   it('decrypts every value the apiserver encrypted, KMS v1 and v2, with one unwrap per seed', async () => {
     const { config, env } = on();
-    const run = await runCli(
-      [
-        'drill',
-        '--config',
-        config.path,
-        '--snapshot',
-        snapshot,
-        '--etcd-bin-dir',
-        ETCD_BIN_DIR,
-        '--full',
-        '--json',
-      ],
-      { env, timeoutMs: 120_000 },
-    );
+    const run = await runCli([...drillArgs(config.path, snapshot), '--full', '--json'], {
+      env,
+      timeoutMs: 120_000,
+    });
     assert.equal(run.code, 0, run.stderr);
     const report = JSON.parse(run.stdout) as DrillReport;
     process.stdout.write(
@@ -95,15 +83,9 @@ describe('drill and recover on data kube-apiserver stored through kms-broker', (
     const out = join(dir, 'out');
     const run = await runCli(
       [
-        'recover',
+        ...recoverArgs(snapshot, out),
         '--config',
         config.path,
-        '--snapshot',
-        snapshot,
-        '--etcd-bin-dir',
-        ETCD_BIN_DIR,
-        '--out',
-        out,
         '--resource',
         'secrets',
         '--namespace',

@@ -29,7 +29,19 @@ export interface Core {
   close(): Promise<void>;
 }
 
-/** A config naming the memory backends (as pkcs11 entries: the broker never reads their fields). */
+/** A memory backend as the config names it: a pkcs11 entry whose fields the broker never reads. */
+export function memoryBackendEntry(name: string): Record<string, unknown> {
+  return {
+    name,
+    type: 'pkcs11',
+    module: '/usr/lib/softhsm/libsofthsm2.so',
+    tokenLabel: name,
+    pinEnv: 'UNUSED_PIN',
+    keyLabel: 'kek',
+  };
+}
+
+/** A config naming the memory backends. */
 export function coreConfig(names: readonly string[], wrap: 'all' | 'first', overrides = {}): BrokerConfig {
   return validateConfig({
     socket: '/run/kms-broker-unit/kms.sock',
@@ -37,14 +49,7 @@ export function coreConfig(names: readonly string[], wrap: 'all' | 'first', over
     admin: { enabled: false },
     // Probes only when a test asks (probeNow): no timer races the test's own steps.
     health: { probeIntervalMs: 3600000, failureThreshold: 1, openCooldownMs: 600000 },
-    backends: names.map(name => ({
-      name,
-      type: 'pkcs11',
-      module: '/usr/lib/softhsm/libsofthsm2.so',
-      tokenLabel: name,
-      pinEnv: 'UNUSED_PIN',
-      keyLabel: 'kek',
-    })),
+    backends: names.map(memoryBackendEntry),
     failover: { order: [...names], wrap, hysteresisMs: 0 },
     ...overrides,
   });

@@ -16,7 +16,7 @@ import {
   rmSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { decodeEnvelope, WRAP_ANNOTATION_SUFFIX } from '../../src/broker/envelope.ts';
@@ -24,6 +24,7 @@ import { ESCROW_MECHANISM } from '../../src/escrow/hybrid-wrap.ts';
 import { createKmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import type { DrillReport } from '../../src/recovery/drill-report.ts';
 import { startBrokerProcess } from '../helpers/broker-process.ts';
+import { drillArgs, recoverArgs } from '../helpers/recovery-cli.ts';
 import { runCli, type CliRun } from '../helpers/cli-run.ts';
 import { pkcs11Backend, vaultBackend, writeConfig, type TestConfig } from '../helpers/config.ts';
 import { putAll } from '../helpers/etcd-kv.ts';
@@ -31,7 +32,6 @@ import { saveSnapshot } from '../helpers/etcd-snapshot.ts';
 import { kdfEncrypt } from '../helpers/kube-encrypt.ts';
 import { storedSecret } from '../helpers/kube-objects.ts';
 import { startEtcd, type Etcd } from '../helpers/kube-etcd.ts';
-import { kubeBinary } from '../helpers/kube-process.ts';
 import { enableTransit, startDevServer, type BaoServer } from '../helpers/openbao.ts';
 import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 import { identityValue, kmsV2Value } from '../helpers/stored-values.ts';
@@ -42,8 +42,6 @@ interface MadeSecret {
   readonly name: string;
   readonly data: Record<string, Buffer>;
 }
-
-const ETCD_BIN_DIR = dirname(kubeBinary('etcd'));
 
 describe('kms-broker drill and recover', () => {
   let dir: string;
@@ -176,8 +174,7 @@ describe('kms-broker drill and recover', () => {
     outputs.push(run);
     return run;
   }
-  const drill = (...args: string[]) =>
-    cli(['drill', '--config', config.path, '--snapshot', snapshot, '--etcd-bin-dir', ETCD_BIN_DIR, ...args]);
+  const drill = (...args: string[]) => cli([...drillArgs(config.path, snapshot), ...args]);
   const snapshotFolders = () =>
     readdirSync(tmpdir()).filter(name => name.startsWith('kms-broker-snapshot-')).length;
 
@@ -227,15 +224,7 @@ describe('kms-broker drill and recover', () => {
     const bytes = readFileSync(snapshot);
     writeFileSync(truncated, bytes.subarray(0, Math.floor(bytes.length / 2)));
     const folders = snapshotFolders();
-    const run = await cli([
-      'drill',
-      '--config',
-      config.path,
-      '--snapshot',
-      truncated,
-      '--etcd-bin-dir',
-      ETCD_BIN_DIR,
-    ]);
+    const run = await cli([...drillArgs(config.path, truncated)]);
     assert.equal(run.code, 1);
     assert.match(
       run.stderr,
@@ -272,34 +261,14 @@ describe('kms-broker drill and recover', () => {
     const other = join(dir, 'other.db');
     await putAll(etcd.url, [['/registry/configmaps/prod/later', identityValue()]]);
     await saveSnapshot(etcd.url, other);
-    const refused = await cli([
-      'drill',
-      '--config',
-      config.path,
-      '--snapshot',
-      other,
-      '--etcd-bin-dir',
-      ETCD_BIN_DIR,
-      '--state',
-      state,
-    ]);
+    const refused = await cli([...drillArgs(config.path, other), '--state', state]);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /DRILL_STATE_INVALID: .*belongs to a drill of snapshot sha256:/);
   });
 
   it('recovers Secrets as 0600 manifests with the escrow alone, never overwrites, and refuses a folder others can enter', async () => {
     const out = join(dir, 'recovered');
-    const run = await cli([
-      'recover',
-      '--snapshot',
-      snapshot,
-      '--etcd-bin-dir',
-      ETCD_BIN_DIR,
-      '--out',
-      out,
-      '--json',
-      ...escrowArgs,
-    ]);
+    const run = await cli([...recoverArgs(snapshot, out), '--json', ...escrowArgs]);
     // The escrow wrapped only the first seed: the dev Secrets cannot be recovered with it.
     assert.equal(run.code, 3, run.stderr);
     const result = JSON.parse(run.stdout) as {
@@ -328,15 +297,9 @@ describe('kms-broker drill and recover', () => {
 
     // The backends recover the rest; the files already written are not touched.
     const again = await cli([
-      'recover',
+      ...recoverArgs(snapshot, out),
       '--config',
       config.path,
-      '--snapshot',
-      snapshot,
-      '--etcd-bin-dir',
-      ETCD_BIN_DIR,
-      '--out',
-      out,
       '--resource',
       'secrets',
       '--json',
@@ -353,17 +316,7 @@ describe('kms-broker drill and recover', () => {
     const open = join(dir, 'open-folder');
     mkdirSync(open);
     chmodSync(open, 0o755);
-    const refused = await cli([
-      'recover',
-      '--config',
-      config.path,
-      '--snapshot',
-      snapshot,
-      '--etcd-bin-dir',
-      ETCD_BIN_DIR,
-      '--out',
-      open,
-    ]);
+    const refused = await cli([...recoverArgs(snapshot, open), '--config', config.path]);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /RECOVERY_OUTPUT_REFUSED: .*mode 755/);
     assert.deepEqual(readdirSync(open), []);
@@ -390,16 +343,7 @@ describe('kms-broker drill and recover', () => {
       backends: [vaultBackend(bao.address, { method: 'token', tokenFile: join(dir, 'bao-token') })],
       failover: { order: ['vault'] },
     });
-    const lost = await cli([
-      'drill',
-      '--config',
-      vaultOnly.path,
-      '--snapshot',
-      snapshot,
-      '--etcd-bin-dir',
-      ETCD_BIN_DIR,
-      '--json',
-    ]);
+    const lost = await cli([...drillArgs(vaultOnly.path, snapshot), '--json']);
     assert.equal(lost.code, 3, lost.stderr);
     const lostReport = JSON.parse(lost.stdout) as DrillReport;
     assert.deepEqual(
@@ -421,17 +365,7 @@ describe('kms-broker drill and recover', () => {
     assert.deepEqual(lostReport.unrecoverable.keys, secrets.map(secret => secret.key).sort());
     assert.equal(lostReport.allRecoverable, false);
     // With the escrow: the values stored with its wrap are saved, the others still lost.
-    const escrowed = await cli([
-      'drill',
-      '--config',
-      vaultOnly.path,
-      '--snapshot',
-      snapshot,
-      '--etcd-bin-dir',
-      ETCD_BIN_DIR,
-      '--json',
-      ...escrowArgs,
-    ]);
+    const escrowed = await cli([...drillArgs(vaultOnly.path, snapshot), '--json', ...escrowArgs]);
     assert.equal(escrowed.code, 3, escrowed.stderr);
     const escrowedReport = JSON.parse(escrowed.stdout) as DrillReport;
     assert.deepEqual(escrowedReport.unrecoverable.keys, [
@@ -439,15 +373,7 @@ describe('kms-broker drill and recover', () => {
       '/registry/secrets/dev/secret-1',
     ]);
     assert.equal(escrowedReport.sources.find(row => row.name === 'escrow')?.onlyIt.count, 4);
-    const text = await cli([
-      'drill',
-      '--config',
-      vaultOnly.path,
-      '--snapshot',
-      snapshot,
-      '--etcd-bin-dir',
-      ETCD_BIN_DIR,
-    ]);
+    const text = await cli([...drillArgs(vaultOnly.path, snapshot)]);
     assert.equal(text.code, 3);
     assert.match(text.stdout, /Recoverable by no source:\n {2}\/registry\/secrets\/dev\/secret-0/);
   });

@@ -21,7 +21,7 @@ import {
   type EscrowPublicKey,
 } from '../../src/escrow/key-files.ts';
 import { Metrics } from '../../src/metrics.ts';
-import { memoryStateStore } from '../helpers/core-broker.ts';
+import { memoryBackendEntry, memoryStateStore } from '../helpers/core-broker.ts';
 import { MemoryBackend } from '../helpers/memory-backend.ts';
 import { memoryLog } from '../helpers/memory-log.ts';
 import { brokerError } from './expect-error.ts';
@@ -52,14 +52,7 @@ async function withEscrowCore(
     admin: { enabled: false },
     health: { probeIntervalMs: 3600000, failureThreshold: 1, openCooldownMs: 600000 },
     backends: [
-      ...['hsm', 'vault'].map(name => ({
-        name,
-        type: 'pkcs11',
-        module: '/usr/lib/softhsm/libsofthsm2.so',
-        tokenLabel: name,
-        pinEnv: 'UNUSED_PIN',
-        keyLabel: 'kek',
-      })),
+      ...['hsm', 'vault'].map(memoryBackendEntry),
       { name: 'escrow', type: 'escrow', publicKeyFile: PUBLIC_KEY_FILE },
     ],
     // Listed first on purpose: the escrow must still never be the writer.
