@@ -8,7 +8,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { decodeEnvelope } from '../../src/broker/envelope.ts';
+import {
+  decodeEnvelope,
+  encodeEnvelope,
+  headerAad,
+  WRAP_ANNOTATION_SUFFIX,
+} from '../../src/broker/envelope.ts';
+import { ESCROW_MECHANISM, sealToEscrow } from '../../src/escrow/hybrid-wrap.ts';
+import { fingerprint, generateEscrowKeyPair } from '../../src/escrow/key-files.ts';
 import { createKmsV2Client, type KmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import type { Explanation } from '../../src/inspect/explain.ts';
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
@@ -26,6 +33,9 @@ interface MadeValue {
   readonly keyId: string;
   /** Must never appear in any output: the seed and every wrap's wrapped bytes. */
   readonly secrets: readonly Buffer[];
+  readonly seed: Buffer;
+  readonly ciphertext: Buffer;
+  readonly annotations: Record<string, Buffer>;
 }
 
 describe('kms-broker inspect', () => {
@@ -77,6 +87,9 @@ describe('kms-broker inspect', () => {
       }),
       keyId: encrypted.key_id,
       secrets: [seed, ...envelopes.map(envelope => decodeEnvelope(envelope).wrapped)],
+      seed,
+      ciphertext: encrypted.ciphertext,
+      annotations: encrypted.annotations,
     };
   }
 
@@ -152,6 +165,42 @@ describe('kms-broker inspect', () => {
     assert.equal(run.code, 1);
     assert.match(run.stderr, /ETCD_KEY_NOT_FOUND: etcd has no key \/registry\/secrets\/default\/absent;/);
     assert.match(run.stderr, /etcdctl get --prefix --keys-only \/registry\/secrets\/default\//);
+  });
+
+  it("explains an escrow wrap and says it opens only offline, with its key's shares", async () => {
+    const { publicKey } = generateEscrowKeyPair();
+    const sealed = decodeEnvelope(made.ciphertext);
+    const header = {
+      backend: 'escrow',
+      keyVersion: fingerprint(publicKey),
+      mechanism: ESCROW_MECHANISM,
+      binding: sealed.header.binding,
+    };
+    const aad = headerAad(header);
+    const escrowWrap = encodeEnvelope(aad, sealToEscrow(publicKey, made.seed, aad));
+    const value = kmsV2Value('kms-broker', {
+      keyId: made.keyId,
+      ciphertext: made.ciphertext,
+      annotations: { ...made.annotations, [`escrow${WRAP_ANNOTATION_SUFFIX}`]: escrowWrap },
+    });
+    const run = await inspect(['--file', file('v2-escrow.bin', value), '--config', config.path, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const explained = JSON.parse(run.stdout) as Explanation;
+    const wraps = explained.broker?.owner === 'broker' ? explained.broker.wraps : [];
+    const escrow = wraps.find(wrap => wrap.backend === 'escrow');
+    assert.deepEqual(
+      [escrow?.mechanism, escrow?.version, escrow?.location, escrow?.unwrap],
+      [
+        ESCROW_MECHANISM,
+        fingerprint(publicKey),
+        'annotation',
+        {
+          now: 'no',
+          reason: `escrow wrap: opens offline with the shares of escrow key ${fingerprint(publicKey)}`,
+        },
+      ],
+    );
+    assertAbsent(run, decodeEnvelope(escrowWrap).wrapped);
   });
 
   it('says unknown (no broker reached) without a broker, and still explains the value', async () => {
