@@ -272,7 +272,7 @@ async function phase(parent: CleanUp, body: (scope: CleanUp) => Promise<void>): 
  * the delay itself.
  */
 function eventLoopDelay(metrics: string, which: 'p99' | 'max'): number {
-  const match = new RegExp(`^kms_broker_nodejs_eventloop_lag_${which}_seconds (\\S+)$`, 'm').exec(metrics);
+  const match = new RegExp(`^nodejs_eventloop_lag_${which}_seconds (\\S+)$`, 'm').exec(metrics);
   if (match === null) return NaN;
   return Math.round(Math.max(0, Number(match[1]) * 1000 - 10) * 100) / 100;
 }

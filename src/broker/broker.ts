@@ -131,6 +131,7 @@ export class Broker {
         return version === undefined ? [] : [{ backend, version }];
       }),
     }));
+    metrics.statusFrom(() => this.admin.status());
     metrics.rotationFrom(() => this.admin.rotation());
     this.#flushTimer = setInterval(() => void keys.flushUsage(), USAGE_FLUSH_INTERVAL_MS).unref();
   }

@@ -1044,7 +1044,11 @@ describe('admin API of a running broker', () => {
         sampleValue(after, 'kms_broker_write_key_version', { backend: 'hsm' }),
         Number(await writeVersion()),
       );
-      assert.equal(sampleValue(after, 'kms_broker_backend_breaker_state', { backend: 'hsm' }), 0);
+      const breaker = (state: string) =>
+        sampleValue(after, 'kms_broker_backend_breaker_state', { backend: 'hsm', state });
+      assert.deepEqual([breaker('closed'), breaker('half-open'), breaker('open')], [1, 0, 0]);
+      assert.equal(sampleValue(after, 'kms_broker_backend_up', { backend: 'hsm' }), 1);
+      assert.equal(sampleValue(after, 'kms_broker_status_healthy', {}), 1);
     });
 
     it('labels samples with bounded values only: outcomes are error codes, never a key_id or error text', async () => {

@@ -184,7 +184,6 @@ export class HealthMonitor {
     try {
       await backend.probe(deadline);
       await this.#checkCanary(backend, deadline);
-      this.#metrics.probeSucceeded(backend.name, Date.now());
     } catch (error) {
       const brokerError = toBrokerError(error);
       reason = brokerError.causeName ?? brokerError.code;
@@ -195,6 +194,7 @@ export class HealthMonitor {
     // A clear refusal opens the breaker at once; a timeout counts like a failed call, so
     // one slow answer under load does not take a backend out of the write set.
     this.record(backend.name, reason === undefined, reason, slow ? 'call' : 'probe');
+    this.#metrics.probed(backend.name, reason === undefined, Date.now());
     const record = this.#records.get(backend.name);
     if (record !== undefined) {
       record.lastProbeAt = new Date();
