@@ -23,6 +23,9 @@ else
   e2e_tests=()
 fi
 rm -f "$kube_log"
+# promtool checks and unit-tests the alerting rules in deploy/prometheus/; built from the Go
+# module proxy on the first run (about 2-5 min) and cached outside the clone afterwards.
+echo "== promtool"; bash scripts/build-promtool.sh
 echo "== tests"
 node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec \
   'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts' 'test/conformance/*.test.ts' "${e2e_tests[@]}"
