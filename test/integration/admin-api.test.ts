@@ -20,6 +20,7 @@ import {
   type LogRecord,
 } from '../helpers/broker-process.ts';
 import { pkcs11Backend, writeConfig, type TestConfig } from '../helpers/config.ts';
+import { until } from '../helpers/fault-injection.ts';
 import { expectGrpcError } from '../helpers/grpc.ts';
 import { addToken, createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 import { recordScan, usageScan } from '../helpers/usage-scans.ts';
@@ -1047,7 +1048,13 @@ describe('admin API of a running broker', () => {
       const breaker = (state: string) =>
         sampleValue(after, 'kms_broker_backend_breaker_state', { backend: 'hsm', state });
       assert.deepEqual([breaker('closed'), breaker('half-open'), breaker('open')], [1, 0, 0]);
-      assert.equal(sampleValue(after, 'kms_broker_backend_up', { backend: 'hsm' }), 1);
+      // The first health probe runs beside the calls above; up is absent until it ends.
+      const probed = await until(
+        () => admin.get('/metrics'),
+        got => got.text.includes('kms_broker_backend_up{'),
+        'the first health probe shows in /metrics',
+      );
+      assert.equal(sampleValue(parseExposition(probed.text), 'kms_broker_backend_up', { backend: 'hsm' }), 1);
       assert.equal(sampleValue(after, 'kms_broker_status_healthy', {}), 1);
     });
 
