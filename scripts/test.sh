@@ -24,7 +24,8 @@ else
 fi
 rm -f "$kube_log"
 # promtool checks and unit-tests the alerting rules in deploy/prometheus/; built from the Go
-# module proxy on the first run (about 2-5 min) and cached outside the clone afterwards.
+# module proxy on the first run (8 min with one job on a busy 2-core machine, ~1 GB of
+# modules) and cached outside the clone afterwards.
 echo "== promtool"; bash scripts/build-promtool.sh
 echo "== tests"
 node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec \
