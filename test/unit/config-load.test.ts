@@ -91,6 +91,7 @@ describe('config loading', () => {
       listen: '127.0.0.1:8787',
       tokens: [],
       metricsAuth: false,
+      console: { enabled: false },
     });
     assert.deepEqual(config.retirement, { scanAfterWriteMs: 90000 });
     assert.deepEqual(config.kmsV1, { enabled: true });
