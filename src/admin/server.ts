@@ -74,7 +74,7 @@ async function buildAdminApp(
     ),
   );
   registerRoutes(app, deps);
-  if (deps.console) registerConsole(app);
+  if (deps.console) registerConsole(app, () => deps.admin.backends());
   app.get('/openapi.json', { schema: { summary: 'This document', security: [] } }, () => app.swagger());
   await app.ready();
   return app;

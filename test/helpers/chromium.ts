@@ -2,16 +2,16 @@
 // driven by playwright-core, which never downloads a browser of its own. A missing Chromium
 // fails the test with the fix, never a skip. Every page's console messages and uncaught
 // errors are collected so a test can assert there were none, and screenshots are kept under
-// test-results/ (git-ignored) as artifacts.
+// test-artifacts/ (git-ignored) as artifacts.
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
-/** Where screenshots go: test-results/<suite>/ at the repository's root. */
+/** Where screenshots go: test-artifacts/<suite>/ at the repository's root. */
 export function artifactsDir(suite: string): string {
-  const dir = join(new URL('../../test-results/', import.meta.url).pathname, suite);
+  const dir = join(new URL('../../test-artifacts/', import.meta.url).pathname, suite);
   mkdirSync(dir, { recursive: true });
   return dir;
 }
@@ -46,7 +46,7 @@ export interface WatchedPage {
   readonly messages: string[];
   /** Uncaught exceptions in the page. */
   readonly errors: string[];
-  /** Every request the page sent, as `METHOD path`. */
+  /** Every request the page sent (or tried to: a CSP block is a failed request), as `METHOD url`. */
   readonly requests: string[];
   close(): Promise<void>;
 }
@@ -61,7 +61,7 @@ export async function openPage(browser: Browser): Promise<WatchedPage> {
   const requests: string[] = [];
   page.on('console', message => messages.push(`${message.type()}: ${message.text()}`));
   page.on('pageerror', error => errors.push(String(error)));
-  page.on('request', request => requests.push(`${request.method()} ${new URL(request.url()).pathname}`));
+  page.on('request', request => requests.push(`${request.method()} ${request.url()}`));
   return { context, page, messages, errors, requests, close: () => context.close() };
 }
 

@@ -2,7 +2,8 @@
 // `kms-broker serve` with two SoftHSM tokens: the page is served with a strict CSP from the
 // admin listener, signs in only with a token the API accepts, shows backends, keys, thin
 // seeds, rotation and the failover order, lets an admin reorder it (and the broker's Status
-// follows) and a viewer only look. Screenshots are kept under test-results/console/.
+// follows) and a viewer only look, and loads nothing from anywhere but the broker. Screenshots
+// are kept under test-artifacts/console/ (git-ignored); their paths are printed.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -13,11 +14,17 @@ import { CONSOLE_CSP } from '../../src/admin/console/routes.ts';
 import { createKmsV2Client, type KmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import { adminClient, problem, type AdminClient } from '../helpers/admin-http.ts';
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
+import { until } from '../helpers/core-broker.ts';
 import { artifactsDir, launchChromium, openPage, screenshot, type WatchedPage } from '../helpers/chromium.ts';
 import { pkcs11Backend, writeConfig, type TestConfig } from '../helpers/config.ts';
 import { addToken, createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 
 const started = Date.now();
+
+interface HistoryView {
+  limit: number;
+  backends: Record<string, { at: string; breaker: string; healthy: boolean }[]>;
+}
 
 /** Waits until the element shows text matching `text` (playwright's own polling, no sleeps). */
 async function shows(page: Page, selector: string, text: RegExp): Promise<void> {
@@ -27,6 +34,13 @@ async function shows(page: Page, selector: string, text: RegExp): Promise<void> 
 async function signIn(page: Page, token: string): Promise<void> {
   await page.locator('#token').fill(token);
   await page.getByRole('button', { name: 'Sign in' }).click();
+}
+
+/** Every request the page sent went to the broker's own origin (no CDN, fonts or beacons). */
+function assertOnlySameOrigin(watched: WatchedPage, origin: string): void {
+  assert.ok(watched.requests.length > 0, 'the page sent requests');
+  const outside = watched.requests.filter(request => new URL(request.split(' ')[1] ?? '').origin !== origin);
+  assert.deepEqual(outside, [], 'requests to another origin');
 }
 
 /** Console lines other than the browser's report of the given refused API calls. */
@@ -94,6 +108,7 @@ describe('web console in Chromium', () => {
     assert.equal(page.headers['content-security-policy'], CONSOLE_CSP);
     assert.equal(page.headers['x-content-type-options'], 'nosniff');
     assert.doesNotMatch(page.text, /<script>|<style>|style=|\son\w+=/, 'no inline script, style or handler');
+    assert.doesNotMatch(page.text, /https?:|(?:src|href)="\/\//, 'no resource from another origin');
     let weight = Buffer.byteLength(page.text);
     for (const [file, type] of [
       ['console.js', 'text/javascript; charset=utf-8'],
@@ -104,6 +119,7 @@ describe('web console in Chromium', () => {
       assert.equal(response.headers['content-type'], type);
       assert.equal(response.headers['content-security-policy'], CONSOLE_CSP);
       weight += Buffer.byteLength(response.text);
+      assert.doesNotMatch(response.text, /@import|url\(|fetch\(['"`]https?:/, `${file} loads nothing else`);
       const etag = String(response.headers.etag);
       const again = await admin.request(`/console/${file}`, { headers: { 'if-none-match': etag } });
       assert.equal(again.status, 304, `${file} revalidates by ETag`);
@@ -123,6 +139,29 @@ describe('web console in Chromium', () => {
     const openapi = (await admin.get('/openapi.json')).body as { paths: Record<string, unknown> };
     assert.ok(!Object.keys(openapi.paths).some(path => path.startsWith('/console')), 'not in the API');
     assert.ok('/v1/whoami' in openapi.paths);
+    assert.ok('/v1/backends/history' in openapi.paths, 'the console’s health history is an API route');
+  });
+
+  it('keeps a health history per backend for viewers, sampled at each probe', async () => {
+    problem(await admin.get('/v1/backends/history'), 401, 'UNAUTHORIZED');
+    // The test config probes every 500 ms: ask (bounded: 20 s) until each backend has 3 samples.
+    const history = await until(
+      async () => (await admin.get('/v1/backends/history', config.viewerToken)).body as HistoryView,
+      view => ['hsm', 'hsm2'].every(name => (view.backends[name]?.length ?? 0) >= 3),
+      'three health samples per backend',
+      { attempts: 200, intervalMs: 100 },
+    );
+    assert.equal(history.limit, 120);
+    for (const samples of Object.values(history.backends)) {
+      const times = samples.map(sample => Date.parse(sample.at));
+      assert.deepEqual(
+        [...times].sort((a, b) => a - b),
+        times,
+        'oldest first',
+      );
+      assert.equal(new Set(times).size, times.length, 'one sample per probe');
+      assert.ok(samples.every(sample => sample.healthy && sample.breaker === 'closed'));
+    }
   });
 
   it('shows the API’s 401 and loads nothing else without a token or with a wrong one', async () => {
@@ -138,9 +177,11 @@ describe('web console in Chromium', () => {
       await shows(page, '#message', /401 UNAUTHORIZED: the token is not one of the configured admin tokens/);
       assert.equal(await page.locator('#panels').isHidden(), true);
       assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'a refused token is not kept');
+      assert.equal(page.url(), `${address}/console/`, 'the token never reaches the URL');
       await screenshot(page, artifacts, 'login-refused');
-      const apiCalls = watched.requests.filter(request => request.includes(' /v1/'));
-      assert.deepEqual(apiCalls, ['GET /v1/whoami', 'GET /v1/whoami']);
+      const apiCalls = watched.requests.filter(request => request.includes('/v1/'));
+      assert.deepEqual(apiCalls, [`GET ${address}/v1/whoami`, `GET ${address}/v1/whoami`]);
+      assertOnlySameOrigin(watched, address);
       assert.deepEqual(unexpected(watched, [401]), []);
       assert.deepEqual(watched.errors, []);
     } finally {
@@ -160,10 +201,13 @@ describe('web console in Chromium', () => {
       await shows(page, '#keys tbody tr', /hsm2.*1.*write/);
       await shows(page, '#thin-seeds', /none/);
       await shows(page, '#rotation', /steady/);
-      // The history strip grows with each poll.
+      // The broker's health history, drawn as a strip, grows with each probe.
       await page
-        .locator('#backends tr[data-backend="hsm"] svg title', { hasText: /last ([3-9]|\d\d+) polls/ })
+        .locator('#backends tr[data-backend="hsm"] svg title', {
+          hasText: /^([3-9]|\d\d+) samples since .*, 0 of them down$/,
+        })
         .waitFor({ state: 'attached' });
+      assert.ok((await page.locator('#backends tr[data-backend="hsm"] svg rect.closed').count()) >= 3);
       assert.deepEqual(await page.locator('#failover-order li').allTextContents(), ['hsm↑↓', 'hsm2↑↓']);
       for (const control of ['#failover-apply', '#failover-wrap', '[aria-label="move hsm2 up"]'])
         assert.equal(await page.locator(control).isDisabled(), true, `${control} is disabled for a viewer`);
@@ -190,6 +234,7 @@ describe('web console in Chromium', () => {
       const setting = (await admin.get('/v1/failover', config.viewerToken)).body as { order: string[] };
       assert.deepEqual(setting.order, ['hsm', 'hsm2'], 'nothing changed');
       assert.deepEqual(unexpected(watched, [403]), []);
+      assertOnlySameOrigin(watched, address);
       assert.deepEqual(watched.errors, []);
     } finally {
       await watched.close();
@@ -223,6 +268,7 @@ describe('web console in Chromium', () => {
       await shows(page, '#status', new RegExp(after.key_id));
       await screenshot(page, artifacts, 'admin-reordered');
       assert.deepEqual(watched.messages, [], 'no console messages, CSP reports included');
+      assertOnlySameOrigin(watched, address);
       assert.deepEqual(watched.errors, []);
     } finally {
       await watched.close();

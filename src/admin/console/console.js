@@ -13,12 +13,11 @@
 /** @typedef {{ keyId: string, stage: string, versions: Judgement[], lastScan?: { scannedAt: string, objects: number } }} Rotation */
 /** @typedef {{ order: string[], wrap: string }} Failover */
 /** @typedef {{ code?: string, detail?: string }} Problem */
-/** @typedef {{ breaker: string, healthy: boolean, ms: number }} Sample */
+/** @typedef {{ at: string, healthy: boolean, breaker: string, probeMs?: number, reason?: string }} Sample */
+/** @typedef {{ limit: number, backends: Record<string, Sample[]> }} HealthHistory */
 
 const TOKEN_KEY = 'kms-broker.console.token';
 const POLL_MS = 2000;
-/** Polls kept per backend for the history strip: two minutes at POLL_MS. */
-const HISTORY_LENGTH = 60;
 
 /** @param {string} id */
 const byId = id => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -93,9 +92,6 @@ function fillPairs(list, pairs) {
 let caller;
 /** @type {ReturnType<typeof setTimeout> | undefined} */
 let pollTimer;
-/** Probe samples per backend, newest last: the history strip's data, kept only in this tab. */
-/** @type {Map<string, Sample[]>} */
-const probeHistory = new Map();
 
 async function signIn() {
   try {
@@ -118,7 +114,6 @@ function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
   caller = undefined;
   clearTimeout(pollTimer);
-  probeHistory.clear();
   failover = { draft: undefined, base: undefined };
   byId('panels').hidden = true;
   byId('session').hidden = true;
@@ -128,16 +123,17 @@ function signOut() {
 async function poll() {
   clearTimeout(pollTimer);
   try {
-    const [status, backends, keys, usage, rotation, failoverNow] = await Promise.all([
+    const [status, backends, history, keys, usage, rotation, failoverNow] = await Promise.all([
       /** @type {Promise<{ body: Status }>} */ (api('/v1/status')),
       /** @type {Promise<{ body: { backends: Backend[] } }>} */ (api('/v1/backends')),
+      /** @type {Promise<{ body: HealthHistory }>} */ (api('/v1/backends/history')),
       /** @type {Promise<{ body: { backends: Record<string, Version[]> } }>} */ (api('/v1/keys')),
       /** @type {Promise<{ body: { versions: Judgement[] } }>} */ (api('/v1/usage')),
       /** @type {Promise<{ body: Rotation }>} */ (api('/v1/rotation')),
       /** @type {Promise<{ body: Failover, etag: string | null }>} */ (api('/v1/failover')),
     ]);
     renderStatus(status.body);
-    renderBackends(backends.body.backends);
+    renderBackends(backends.body.backends, history.body);
     renderKeys(keys.body.backends, usage.body.versions);
     renderRotation(rotation.body);
     if (failover.draft === undefined) failover.base = { ...failoverNow.body, etag: failoverNow.etag };
@@ -173,14 +169,10 @@ function renderStatus(status) {
   );
 }
 
-/** @param {Backend[]} backends */
-function renderBackends(backends) {
+/** @param {Backend[]} backends @param {HealthHistory} history */
+function renderBackends(backends, history) {
   const rows = backends.map(backend => {
-    const samples = [
-      ...(probeHistory.get(backend.name) ?? []),
-      { breaker: backend.breaker, healthy: backend.healthy, ms: backend.lastProbeMs ?? 0 },
-    ].slice(-HISTORY_LENGTH);
-    probeHistory.set(backend.name, samples);
+    const samples = history.backends[backend.name] ?? [];
     const health = backend.healthy ? 'healthy' : `down: ${backend.reason ?? 'unknown'}`;
     return el(
       'tr',
@@ -190,27 +182,34 @@ function renderBackends(backends) {
       el('td', { class: backend.healthy ? 'ok' : 'bad' }, health),
       el('td', {}, backend.breaker),
       el('td', {}, backend.lastProbeMs === undefined ? '-' : `${backend.lastProbeMs.toFixed(1)} ms`),
-      el('td', {}, strip(samples)),
+      el('td', {}, strip(samples, history.limit)),
     );
   });
   /** @type {HTMLElement} */ (byId('backends').querySelector('tbody')).replaceChildren(...rows);
 }
 
-/** A state strip (one bar per poll: closed, half-open, open) under a line of probe times. */
-function strip(/** @type {Sample[]} */ samples) {
-  const width = HISTORY_LENGTH * 3;
+/**
+ * The broker's health samples as a strip, oldest left: one bar per sample (closed, half-open,
+ * open, down) under a line of probe times scaled to the slowest.
+ * @param {Sample[]} samples @param {number} limit
+ */
+function strip(samples, limit) {
+  const width = limit * 3;
   const chart = svg('svg', { class: 'history', width, height: 28, viewBox: `0 0 ${width} 28` });
   chart.append(svg('rect', { x: 0, y: 0, width, height: 28, class: 'slots' }));
-  const slowest = Math.max(1, ...samples.map(sample => sample.ms));
+  const slowest = Math.max(1, ...samples.map(sample => sample.probeMs ?? 0));
   const points = samples.map((sample, index) => {
     const state = sample.healthy ? sample.breaker : 'down';
     chart.append(svg('rect', { x: index * 3, y: 20, width: 3, height: 8, class: state }));
-    return `${index * 3 + 1.5},${(17 - (sample.ms / slowest) * 15).toFixed(1)}`;
+    return `${index * 3 + 1.5},${(17 - ((sample.probeMs ?? 0) / slowest) * 15).toFixed(1)}`;
   });
   chart.append(svg('polyline', { points: points.join(' ') }));
-  const label = samples.map(sample => (sample.healthy ? sample.breaker : 'down')).join(' ');
+  const first = samples[0];
+  const since = first === undefined ? '' : ` since ${when(first.at)}`;
+  const down = samples.filter(sample => !sample.healthy).length;
   chart.append(svg('title', {}));
-  /** @type {Element} */ (chart.lastChild).textContent = `last ${samples.length} polls: ${label}`;
+  /** @type {Element} */ (chart.lastChild).textContent =
+    `${samples.length} samples${since}, ${down} of them down`;
   return chart;
 }
 

@@ -6,17 +6,24 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { BackendView } from '../../broker/ports.ts';
 import { BrokerError } from '../../errors.ts';
 import { sendProblem } from '../problem.ts';
+import { HealthHistory, registerHealthHistory } from './health-history.ts';
 
 export const CONSOLE_PATH = '/console/';
 
+/**
+ * Only this origin's files: no inline script or style (no 'unsafe-inline' anywhere), no
+ * plugins, no <base> or form posts elsewhere, never inside a frame. `data:` images only for
+ * the empty favicon, which keeps the browser from asking for /favicon.ico.
+ */
 export const CONSOLE_CSP = [
-  "default-src 'none'",
+  "default-src 'self'",
   "script-src 'self'",
   "style-src 'self'",
-  "connect-src 'self'",
   "img-src 'self' data:",
+  "object-src 'none'",
   "base-uri 'none'",
   "form-action 'none'",
   "frame-ancestors 'none'",
@@ -50,7 +57,16 @@ export function loadConsoleFiles(
   return files;
 }
 
-export function registerConsole(app: FastifyInstance, files = loadConsoleFiles()): void {
+/**
+ * The console's pages and the one API route only it needs (the health history it samples).
+ * `backends` is the admin service's own report, read from memory.
+ */
+export function registerConsole(
+  app: FastifyInstance,
+  backends: () => readonly BackendView[],
+  files = loadConsoleFiles(),
+): void {
+  registerHealthHistory(app, new HealthHistory(backends));
   // Not part of the API: kept out of the OpenAPI document.
   const options = { schema: { hide: true } };
   app.get('/console', options, (_request, reply) => reply.redirect(CONSOLE_PATH, 301));
