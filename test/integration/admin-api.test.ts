@@ -661,6 +661,11 @@ describe('admin API of a running broker', () => {
       problem(await admin.get('/v1/whoami'), 401, 'UNAUTHORIZED');
     });
 
+    it('serves no web console, nor its health history, unless admin.console.enabled', async () => {
+      for (const path of ['/console/', '/console/console.js', '/v1/backends/history'])
+        problem(await admin.get(path, config.adminToken), 404, 'NOT_FOUND');
+    });
+
     it('refuses every change by the viewer token as 403, audits the attempt, changes nothing; the admin token may', async () => {
       await rotate();
       const keysBefore = roles(await keys());

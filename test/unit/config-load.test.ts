@@ -283,6 +283,22 @@ describe('config loading', () => {
         expected: 'socket: the path is 121 bytes',
       },
       {
+        name: 'the console on a unix-socket admin listener',
+        change: raw =>
+          (raw.admin = {
+            listen: 'unix:///run/kms-broker/admin.sock',
+            tokens: [{ name: 'ops', role: 'admin', file: '/etc/kms-broker/admin-token' }],
+            console: { enabled: true },
+          }),
+        expected:
+          'admin.console.enabled: a browser cannot reach a unix socket; set admin.listen to HOST:PORT',
+      },
+      {
+        name: 'the console without a token to sign in with',
+        change: raw => (raw.admin = { console: { enabled: true } }),
+        expected: 'admin.console.enabled: signing in needs a token; add one to admin.tokens',
+      },
+      {
         name: 'no backends at all',
         change: raw => (raw.backends = []),
         expected: 'backends: must NOT have fewer than 1 items',
