@@ -241,7 +241,7 @@ describe('web console in Chromium', () => {
     }
   });
 
-  it('lets an admin put hsm2 first; Status follows with a new key_id, and the page logs nothing', async () => {
+  it('lets an admin put hsm2 first; Status follows with a new key_id; a rotation shows in progress', async () => {
     const before = await kms.status();
     const watched = await openPage(browser);
     try {
@@ -267,6 +267,16 @@ describe('web console in Chromium', () => {
       // The page shows the new key_id too, at its next poll.
       await shows(page, '#status', new RegExp(after.key_id));
       await screenshot(page, artifacts, 'admin-reordered');
+
+      // A rotation in progress: the old write version stays needed until the apiservers
+      // re-seed and a usage scan clears it; the page says which stage it is in.
+      const rotated = await admin.post('/v1/backends/hsm2/rotate', config.adminToken);
+      assert.equal(rotated.status, 200);
+      await shows(page, '#rotation', /stage\s*re-seeding/);
+      await shows(page, '#rotation', /hsm2 1: re-seeding/);
+      await shows(page, '#keys tbody tr', /hsm2\s*2\s*write/);
+      await shows(page, '#keys tbody tr', /hsm2\s*1\s*active.*apiservers may still write under it/);
+      await screenshot(page, artifacts, 'rotation-in-progress');
       assert.deepEqual(watched.messages, [], 'no console messages, CSP reports included');
       assertOnlySameOrigin(watched, address);
       assert.deepEqual(watched.errors, []);
