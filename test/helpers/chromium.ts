@@ -26,8 +26,9 @@ export async function launchChromium(): Promise<Browser> {
   // launch() gives every browser a fresh, temporary user-data-dir, removed at close.
   return chromium.launch({
     executablePath: CHROMIUM,
+    // No sandbox: CI runs as root, where Chromium refuses to start with one. The rest keeps
+    // the browser from calling out (updates, sync, metrics): nothing but the broker answers.
     args: [
-      '--headless',
       '--no-sandbox',
       '--disable-gpu',
       '--disable-quic',
@@ -55,7 +56,8 @@ export interface WatchedPage {
 export async function openPage(browser: Browser): Promise<WatchedPage> {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
-  page.setDefaultTimeout(20000);
+  // Bounded waits, generous for a busy 2-core CI machine.
+  page.setDefaultTimeout(30000);
   const messages: string[] = [];
   const errors: string[] = [];
   const requests: string[] = [];

@@ -106,6 +106,9 @@ describe('web console in Chromium', () => {
     assert.equal(page.status, 200);
     assert.equal(page.headers['content-type'], 'text/html; charset=utf-8');
     assert.equal(page.headers['content-security-policy'], CONSOLE_CSP);
+    for (const directive of ["default-src 'self'", "frame-ancestors 'none'", "object-src 'none'"])
+      assert.ok(CONSOLE_CSP.split('; ').includes(directive), directive);
+    assert.doesNotMatch(CONSOLE_CSP, /unsafe|\*|https?:/, 'no inline code, no other origin');
     assert.equal(page.headers['x-content-type-options'], 'nosniff');
     assert.doesNotMatch(page.text, /<script>|<style>|style=|\son\w+=/, 'no inline script, style or handler');
     assert.doesNotMatch(page.text, /https?:|(?:src|href)="\/\//, 'no resource from another origin');
