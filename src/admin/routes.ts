@@ -20,6 +20,7 @@ import {
   statusSchema,
   versionParams,
   versionStateSchema,
+  whoamiSchema,
 } from './schemas.ts';
 
 /** What /metrics serves: the Prometheus text and its content type. */
@@ -76,6 +77,18 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
       },
     },
     () => ({ ...admin.status(), version: deps.version }),
+  );
+
+  app.get(
+    '/v1/whoami',
+    {
+      config: { role: 'viewer' },
+      schema: {
+        summary: "The caller: its token's name and role (what the console may offer)",
+        response: { 200: whoamiSchema, ...problems },
+      },
+    },
+    request => callerOf(request),
   );
 
   app.get(

@@ -67,6 +67,12 @@ const versionView = Type.Object({
 });
 export const keysSchema = Type.Object({ backends: Type.Record(Type.String(), Type.Array(versionView)) });
 
+/** The caller: the token's name (with the client certificate's subject under mTLS) and role. */
+export const whoamiSchema = Type.Object({
+  name: Type.String(),
+  role: Type.Union([Type.Literal('viewer'), Type.Literal('admin')]),
+});
+
 export const rotateResultSchema = Type.Object({
   backend: Type.String(),
   version: Type.String(),

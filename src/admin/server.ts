@@ -14,6 +14,7 @@ import { listenFailure, prepareSocketPath } from '../socket-path.ts';
 import type { Logger } from '../log.ts';
 import { BrokerError } from '../errors.ts';
 import { registerAccessHook } from './access.ts';
+import { registerConsole } from './console/routes.ts';
 import * as limits from './limits.ts';
 import { clientErrorHandler, frameworkErrorHandler, problemHandler, sendProblem } from './problem.ts';
 import { registerRoutes, type RouteDeps } from './routes.ts';
@@ -28,7 +29,7 @@ const httpTimeouts = {
 };
 
 async function buildAdminApp(
-  deps: AdminAppDeps & { checkHost: boolean },
+  deps: AdminAppDeps & { checkHost: boolean; console: boolean },
   https?: { cert: Buffer; key: Buffer; ca?: Buffer },
 ): Promise<FastifyInstance> {
   const app = Fastify({
@@ -73,6 +74,7 @@ async function buildAdminApp(
     ),
   );
   registerRoutes(app, deps);
+  if (deps.console) registerConsole(app, () => deps.admin.backends());
   app.get('/openapi.json', { schema: { summary: 'This document', security: [] } }, () => app.swagger());
   await app.ready();
   return app;
@@ -100,7 +102,10 @@ export async function startAdminServer(
         };
   const isUnix = config.listen.startsWith('unix://');
   // Plain HTTP is allowed only on loopback TCP (the config refuses it elsewhere).
-  const app = await buildAdminApp({ ...deps, checkHost: !isUnix && tls === undefined }, tls);
+  const app = await buildAdminApp(
+    { ...deps, checkHost: !isUnix && tls === undefined, console: config.console.enabled },
+    tls,
+  );
   const guard = guardConnections(app, tls !== undefined, logger);
   let address: string;
   if (isUnix) {

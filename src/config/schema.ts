@@ -85,6 +85,8 @@ export const configSchema = Type.Object(
         ),
         /** Whether GET /metrics needs a token (any role). */
         metricsAuth: Type.Boolean({ default: false }),
+        /** The web console at /console/: a page that calls this API with the user's own token. */
+        console: Type.Object({ enabled: Type.Boolean({ default: false }) }, { ...strict, default: {} }),
       },
       { ...strict, default: {} },
     ),

@@ -374,6 +374,7 @@ const SERVED_OPERATIONS = [
   'GET /metrics',
   'GET /openapi.json',
   'GET /v1/status',
+  'GET /v1/whoami',
   'GET /v1/backends',
   'GET /v1/keys',
   'POST /v1/backends/{name}/rotate',
@@ -647,6 +648,23 @@ describe('admin API of a running broker', () => {
         assert.equal((await admin.get(path, config.viewerToken)).status, 200, path);
         assert.equal((await admin.get(path, config.adminToken)).status, 200, path);
       }
+    });
+
+    it('tells each token its name and role (whoami), and no token nothing', async () => {
+      assert.deepEqual((await admin.get('/v1/whoami', config.viewerToken)).body, {
+        name: 'dashboards',
+        role: 'viewer',
+      });
+      assert.deepEqual((await admin.get('/v1/whoami', config.adminToken)).body, {
+        name: 'ops',
+        role: 'admin',
+      });
+      problem(await admin.get('/v1/whoami'), 401, 'UNAUTHORIZED');
+    });
+
+    it('serves no web console, nor its health history, unless admin.console.enabled', async () => {
+      for (const path of ['/console/', '/console/console.js', '/v1/backends/history'])
+        problem(await admin.get(path, config.adminToken), 404, 'NOT_FOUND');
     });
 
     it('refuses every change by the viewer token as 403, audits the attempt, changes nothing; the admin token may', async () => {

@@ -91,6 +91,7 @@ describe('config loading', () => {
       listen: '127.0.0.1:8787',
       tokens: [],
       metricsAuth: false,
+      console: { enabled: false },
     });
     assert.deepEqual(config.retirement, { scanAfterWriteMs: 90000 });
     assert.deepEqual(config.kmsV1, { enabled: true });
@@ -280,6 +281,22 @@ describe('config loading', () => {
         name: 'a socket path of 61 characters but 121 UTF-8 bytes',
         change: raw => (raw.socket = '/' + 'é'.repeat(60)),
         expected: 'socket: the path is 121 bytes',
+      },
+      {
+        name: 'the console on a unix-socket admin listener',
+        change: raw =>
+          (raw.admin = {
+            listen: 'unix:///run/kms-broker/admin.sock',
+            tokens: [{ name: 'ops', role: 'admin', file: '/etc/kms-broker/admin-token' }],
+            console: { enabled: true },
+          }),
+        expected:
+          'admin.console.enabled: a browser cannot reach a unix socket; set admin.listen to HOST:PORT',
+      },
+      {
+        name: 'the console without a token to sign in with',
+        change: raw => (raw.admin = { console: { enabled: true } }),
+        expected: 'admin.console.enabled: signing in needs a token; add one to admin.tokens',
       },
       {
         name: 'no backends at all',
