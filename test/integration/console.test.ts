@@ -115,6 +115,7 @@ describe('web console in Chromium', () => {
     let weight = Buffer.byteLength(page.text);
     for (const [file, type] of [
       ['console.js', 'text/javascript; charset=utf-8'],
+      ['console-dom.js', 'text/javascript; charset=utf-8'],
       ['console.css', 'text/css; charset=utf-8'],
     ] as const) {
       const response = await admin.get(`/console/${file}`);

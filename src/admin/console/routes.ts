@@ -1,4 +1,4 @@
-// The web console (admin.console.enabled): one page, its script and its style, served by the
+// The web console (admin.console.enabled): one page, its two scripts and its style, served by the
 // admin listener at /console/. The page holds no data: it calls the JSON API with the token
 // the user pastes, so it has the same tokens, roles and listener as every other client, and
 // its own routes need no token. The files are read once at start and served from memory with
@@ -33,6 +33,7 @@ export const CONSOLE_CSP = [
 const FILES = {
   'index.html': 'text/html; charset=utf-8',
   'console.js': 'text/javascript; charset=utf-8',
+  'console-dom.js': 'text/javascript; charset=utf-8',
   'console.css': 'text/css; charset=utf-8',
 } as const;
 
