@@ -6,6 +6,7 @@ import https from 'node:https';
 import { readSecret } from '../secrets.ts';
 import { BrokerError } from '../errors.ts';
 import { readAdminSection, type AdminSection } from './admin-config.ts';
+import { UnreachableError } from './unreachable.ts';
 import { DEFAULT_CONFIG_PATH, missingConfigMessage, optionalConfigPath } from './config-path.ts';
 
 export interface AdminTarget {
@@ -28,8 +29,7 @@ export interface AdminResponse {
   readonly body: unknown;
 }
 
-/** A failure to reach the broker at all (exit code 3), as opposed to a refused request. */
-export class UnreachableError extends Error {}
+export { UnreachableError };
 
 /**
  * Where the admin API is and which token to send. The config file (--config, KMS_BROKER_CONFIG,

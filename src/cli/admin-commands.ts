@@ -20,7 +20,7 @@ import {
   type KeysBody,
   type StatusBody,
 } from './views.ts';
-import type { WatchOptions } from './watch.ts';
+import type { WatchOptions } from './watch-options.ts';
 
 export interface OutputOptions extends AdminOptions, FormatOptions {}
 

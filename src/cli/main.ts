@@ -7,11 +7,11 @@
 import { Command, CommanderError, Option } from 'commander';
 import { toBrokerError, type BrokerError, type ErrorCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { UnreachableError } from './admin-client.ts';
+import { UnreachableError } from './unreachable.ts';
 import type { OutputOptions, ReadOptions } from './admin-commands.ts';
 import { CONFIG_ENV, DEFAULT_CONFIG_PATH, requiredConfigPath } from './config-path.ts';
 import { withOutputOptions } from './output.ts';
-import { DEFAULT_INTERVAL, parseInterval } from './watch.ts';
+import { withWatchOptions } from './watch-options.ts';
 import type { EncryptionConfigOptions } from './encryption-config.ts';
 import type { EscrowInitOptions, VerifySharesOptions } from './escrow.ts';
 import {
@@ -86,17 +86,6 @@ type WithConfig<T extends { config: string }> = Omit<T, 'config'> & { config?: s
 
 /** How a command finds the config without --config, for its help. */
 const CONFIG_DEFAULT = `(default: env ${CONFIG_ENV}, else ${DEFAULT_CONFIG_PATH})`;
-
-/** `--watch` and `--interval` of the read commands that can be watched. */
-function withWatchOptions(command: Command): Command {
-  return command
-    .option('-w, --watch', 'poll and print changes until Ctrl-C (a terminal is redrawn)')
-    .option(
-      '--interval <duration>',
-      `with --watch: time between polls (500ms, 2s, 1m; default ${DEFAULT_INTERVAL})`,
-      parseInterval,
-    );
-}
 
 function adminCommand(name: string, description: string): Command {
   return withOutputOptions(withAdminOptions(program.command(name).description(description)));

@@ -2,34 +2,15 @@
 // (exit 0). On a terminal the view is redrawn in place; into a pipe or a file only what
 // changed is printed, as new lines (a row whose content changed, not one whose age ticked).
 import { setTimeout as sleep } from 'node:timers/promises';
-import { InvalidArgumentError } from 'commander';
-import { UnreachableError, type AdminTarget } from './admin-client.ts';
-import { formatOf, type FormatOptions } from './output.ts';
+import type { AdminTarget } from './admin-client.ts';
+import { UnreachableError } from './unreachable.ts';
+import { formatOf } from './output.ts';
 import { printable, type ReadView } from './read-view.ts';
 import { render } from './views.ts';
+import { DEFAULT_INTERVAL, parseInterval, type WatchOptions } from './watch-options.ts';
 
-const MIN_INTERVAL_MS = 100;
-const MAX_INTERVAL_MS = 3_600_000;
 /** Home the cursor and clear the screen: the redraw of `watch(1)` and `kubectl get -w` on a TTY. */
 const CLEAR_SCREEN = '\u001b[H\u001b[2J';
-
-export interface WatchOptions extends FormatOptions {
-  readonly watch?: boolean;
-  /** Milliseconds, parsed by parseInterval. */
-  readonly interval?: number;
-}
-
-export const DEFAULT_INTERVAL = '2s';
-
-/** `--interval`: 2s, 500ms, 1m, or a plain number of seconds; 100ms to 1h. */
-export function parseInterval(text: string): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  const unit = { ms: 1, s: 1000, m: 60_000 }[match?.[2] ?? 's'] ?? 1000;
-  const ms = match === null ? Number.NaN : Number(match[1]) * unit;
-  if (!(ms >= MIN_INTERVAL_MS && ms <= MAX_INTERVAL_MS))
-    throw new InvalidArgumentError('give a duration from 100ms to 1h, such as 2s, 500ms or 1m');
-  return ms;
-}
 
 /** Polls and prints until SIGINT or SIGTERM, which end the command with exit code 0. */
 export async function watch<Body>(
