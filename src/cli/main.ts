@@ -154,7 +154,11 @@ withWatchOptions(
     '--cluster',
     'every broker sharing the state: the key_id each advertises, what it unwraps, when last seen; exit 5 while they disagree or etcd is unreachable',
   )
-  .action(async (options: ReadOptions & { cluster?: boolean }) => {
+  .action(async (options: ReadOptions & { cluster?: boolean }, command: Command) => {
+    if (options.cluster === true && options.watch === true)
+      command.error('error: --watch follows status, backends and keys, not --cluster', {
+        exitCode: EXIT_USAGE,
+      });
     process.exitCode =
       options.cluster === true
         ? await (await import('./cluster-status.ts')).clusterStatusCommand(options)
