@@ -1,6 +1,7 @@
 // The table and the targets of issue 8, from one run's figures. Each broker figure is set
 // beside its limits: the bare transport alone, the bare transport plus the bare backend
 // operation, and (on the same SoftHSM token) the Go reference plugin.
+import type { CliStartResult } from './cli-start.ts';
 import type { LoadResult } from './load.ts';
 
 export interface CaseResult extends LoadResult {
@@ -27,8 +28,13 @@ export interface Report {
   readonly wallSeconds: number;
   readonly cases: readonly CaseResult[];
   readonly storms: readonly StormResult[];
+  /** CLI start times (issue 17); absent from reports written before. */
+  readonly cliStarts?: readonly CliStartResult[];
   readonly notes: readonly string[];
 }
+
+/** What `--version` and `status` may take from exec to exit, against a running broker. */
+const CLI_START_BOUND_MS = 300;
 
 export interface Target {
   readonly target: string;
@@ -141,7 +147,17 @@ export function printReport(report: Report, targets: readonly Target[]): void {
       storm.rssPeakMb === undefined ? '' : `${storm.rssBeforeMb}/${storm.rssPeakMb}/${storm.rssAfterMb}`,
     ]),
   );
-  process.stdout.write('\nTargets (issue 8)\n');
+  const cliStarts = report.cliStarts ?? [];
+  if (cliStarts.length > 0) {
+    process.stdout.write(
+      `\nCLI start: exec to exit, a fresh process each run (${cliStarts[0]?.runs} runs)\n`,
+    );
+    printTable(
+      ['command', '', 'median ms', 'min ms', 'max ms'],
+      cliStarts.map(cli => [cli.command, '', fixed(cli.medianMs), fixed(cli.minMs), fixed(cli.maxMs)]),
+    );
+  }
+  process.stdout.write('\nTargets (issues 8 and 17)\n');
   printTable(
     ['target', 'measured', 'met'],
     targets.map(t => [t.target, t.measured, t.met === 'report' ? '-' : t.met ? 'yes' : 'NO']),
@@ -202,6 +218,15 @@ export function judge(report: Report): Target[] {
       target: `vs Go reference, ${operation} c${concurrency}`,
       measured: `throughput ${ratio(ours.perSecond, theirs.perSecond)}, p50 ${ratio(ours.p50Ms, theirs.p50Ms)}`,
       met: 'report',
+    });
+  }
+  for (const command of ['--version', 'status']) {
+    const cli = report.cliStarts?.find(entry => entry.command === command);
+    if (cli === undefined) continue;
+    targets.push({
+      target: `kms-broker ${command} < ${CLI_START_BOUND_MS} ms (median)`,
+      measured: `${cli.medianMs} ms (min ${cli.minMs}, max ${cli.maxMs})`,
+      met: cli.medianMs < CLI_START_BOUND_MS,
     });
   }
   const ourStorm = storms.find(s => s.group === 'softhsm');

@@ -10,6 +10,7 @@ import { formatPublicKeyFile, generateEscrowKeyPair } from '../src/escrow/key-fi
 import { escrowBackend, pkcs11Backend, vaultBackend, writeConfig } from '../test/helpers/config.ts';
 import { createTransitKey, enableTransit, startDevServer } from '../test/helpers/openbao.ts';
 import { createToken, SOFTHSM_MODULE } from '../test/helpers/softhsm.ts';
+import { measureCliStart, type CliStartResult } from './cli-start.ts';
 import type { CaseSpec } from './client.ts';
 import type { Operation, Target } from './drivers.ts';
 import type { LoadResult } from './load.ts';
@@ -70,6 +71,7 @@ async function main(): Promise<Report> {
   cleanUp.push(() => rmSync(runDir, { recursive: true, force: true }));
   const cases: CaseResult[] = [];
   const storms: StormResult[] = [];
+  const cliStarts: CliStartResult[] = [];
   const notes: string[] = [];
   const record = (group: string, operation: string, concurrency: number, result: LoadResult) => {
     cases.push({ group, operation, concurrency, ...result });
@@ -151,6 +153,12 @@ async function main(): Promise<Report> {
             () => false,
           ),
         );
+        if (broker.group === 'softhsm') {
+          // What an operator waits for a command, each run a fresh process (no profiler).
+          cliStarts.push(...measureCliStart(CLI, config.path, token.env, quick ? 5 : 20));
+          for (const cli of cliStarts)
+            process.stderr.write(`bench: cli ${cli.command}: median ${cli.medianMs} ms\n`);
+        }
         const target: Target = { kind: 'kms-v2', socket: config.socket, connections: 1 };
         await sweep(broker.group, startClient(scope, target, env));
         if (broker.v1) {
@@ -251,6 +259,7 @@ async function main(): Promise<Report> {
     wallSeconds: Math.round((Date.now() - started) / 1000),
     cases,
     storms,
+    cliStarts,
     notes,
   };
 }

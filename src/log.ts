@@ -25,6 +25,9 @@ export function createLogger(level: LevelWithSilent, destination?: DestinationSt
       base: { service: 'kms-broker' },
       redact: { paths: redactPaths, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
+      // "level":"warn", not 40: what klog, Vault and zap users read, and what log pipelines
+      // match on without a table of pino's numbers.
+      formatters: { level: label => ({ level: label }) },
     },
     destination ?? pino.destination({ fd: 2, sync: false }),
   );

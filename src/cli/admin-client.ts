@@ -1,11 +1,13 @@
 // The CLI's way to the admin API: where it listens and which token to send come from flags,
-// then the environment, then the broker's config file.
+// then the environment, then the broker's config file (see config-path.ts).
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { readConfigFile } from '../config/load.ts';
 import { readSecret } from '../secrets.ts';
 import { BrokerError } from '../errors.ts';
+import { readAdminSection, type AdminSection } from './admin-config.ts';
+import { UnreachableError } from './unreachable.ts';
+import { DEFAULT_CONFIG_PATH, missingConfigMessage, optionalConfigPath } from './config-path.ts';
 
 export interface AdminTarget {
   /** `http(s)://host:port` or `unix:///path`. */
@@ -27,37 +29,48 @@ export interface AdminResponse {
   readonly body: unknown;
 }
 
-/** A failure to reach the broker at all (exit code 3), as opposed to a refused request. */
-export class UnreachableError extends Error {}
+export { UnreachableError };
 
-export function resolveTarget(options: AdminOptions, role: 'viewer' | 'admin'): AdminTarget {
-  const config = options.config === undefined ? undefined : readConfigFile(options.config);
-  const address = options.admin ?? process.env.KMS_BROKER_ADMIN ?? configAddress(config);
-  if (address === undefined) {
-    throw new BrokerError(
-      'INVALID_REQUEST',
-      'say where the admin API listens: --admin, KMS_BROKER_ADMIN or --config',
-    );
-  }
+/**
+ * Where the admin API is and which token to send. The config file (--config, KMS_BROKER_CONFIG,
+ * or /etc/kms-broker/config.yaml where it exists) is read only for what the flags and the
+ * environment leave open, and then only its `admin` section (see admin-config.ts).
+ */
+export async function resolveTarget(options: AdminOptions, role: 'viewer' | 'admin'): Promise<AdminTarget> {
+  const configPath = optionalConfigPath(options.config);
+  const givenAddress = options.admin ?? process.env.KMS_BROKER_ADMIN;
   const tokenFile = options.tokenFile ?? process.env.KMS_BROKER_TOKEN_FILE;
   let token: string | undefined;
   if (tokenFile !== undefined) token = readSecret({ file: tokenFile }, 'admin token');
   else if (process.env.KMS_BROKER_TOKEN !== undefined)
     token = readSecret({ env: 'KMS_BROKER_TOKEN' }, 'admin token');
-  else if (config !== undefined) {
+  const config =
+    configPath !== undefined && (givenAddress === undefined || token === undefined)
+      ? await readAdminSection(configPath)
+      : undefined;
+  const address = givenAddress ?? configAddress(config);
+  if (address === undefined) {
+    const why =
+      configPath === undefined ? missingConfigMessage(DEFAULT_CONFIG_PATH) : `${configPath} disables it`;
+    throw new BrokerError(
+      'INVALID_REQUEST',
+      `say where the admin API listens: --admin, KMS_BROKER_ADMIN or the broker's config (${why})`,
+    );
+  }
+  if (token === undefined && config !== undefined) {
     // From the config: an admin token for changes, any token for reads.
     const entry =
-      config.admin.tokens.find(candidate => candidate.role === 'admin') ??
-      (role === 'viewer' ? config.admin.tokens[0] : undefined);
+      config.tokens.find(candidate => candidate.role === 'admin') ??
+      (role === 'viewer' ? config.tokens[0] : undefined);
     if (entry !== undefined) token = readSecret({ file: entry.file }, `admin token ${entry.name}`);
   }
   return { address, token, caFile: options.caFile };
 }
 
-function configAddress(config: ReturnType<typeof readConfigFile> | undefined): string | undefined {
-  if (config === undefined || !config.admin.enabled) return undefined;
-  if (config.admin.listen.startsWith('unix://')) return config.admin.listen;
-  return `${config.admin.tls === undefined ? 'http' : 'https'}://${config.admin.listen}`;
+function configAddress(config: AdminSection | undefined): string | undefined {
+  if (config === undefined || !config.enabled) return undefined;
+  if (config.listen.startsWith('unix://')) return config.listen;
+  return `${config.tls ? 'https' : 'http'}://${config.listen}`;
 }
 
 export function request(

@@ -1,5 +1,5 @@
 // CLI commands over the admin API: status, backends, keys, rotate, retire, restore,
-// failover. Human tables by default, `--json` for scripts. Exit codes: 0 done, 1 the broker
+// failover. Tables by default, `-o wide|json|yaml` (`--json` for scripts), --watch on reads. Exit codes: 0 done, 1 the broker
 // refused or failed the request, 2 usage, 3 the broker could not be reached; `status` also
 // says how healthy the broker is (see statusCommand).
 import { BrokerError } from '../errors.ts';
@@ -10,24 +10,22 @@ import {
   type AdminResponse,
   type AdminTarget,
 } from './admin-client.ts';
-import { table } from './table.ts';
+import { documentOf, formatOf, type FormatOptions } from './output.ts';
+import { printable, type ReadView } from './read-view.ts';
+import {
+  backendsListing,
+  keysListing,
+  statusListing,
+  type BackendsBody,
+  type KeysBody,
+  type StatusBody,
+} from './views.ts';
+import type { WatchOptions } from './watch-options.ts';
 
-export interface OutputOptions extends AdminOptions {
-  readonly json?: boolean;
-}
+export interface OutputOptions extends AdminOptions, FormatOptions {}
 
-interface StatusBody {
-  keyId: string;
-  healthz: string;
-  kmsApiVersion: string;
-  writeVersions: Record<string, string>;
-  failover: { order: string[]; wrap: string };
-  degraded: string[];
-  underReplicatedKeyIds: string[];
-  uptimeSeconds: number;
-  version: string;
-  cluster?: { etcdReachable: boolean; converged: boolean; members: number };
-}
+/** The read commands' options: a format, and --watch with its --interval. */
+export interface ReadOptions extends OutputOptions, WatchOptions {}
 
 /** `status` exits 1 when Status is not healthy (the apiserver's writes fail). */
 const EXIT_UNHEALTHY = 1;
@@ -38,32 +36,14 @@ const EXIT_UNHEALTHY = 1;
  * a monitoring script can page on it without parsing text.
  */
 const EXIT_DEGRADED = 5;
-interface BackendsBody {
-  backends: {
-    name: string;
-    type: string;
-    healthy: boolean;
-    breaker: string;
-    reason?: string;
-    lastProbeAt?: string;
-    lastProbeMs?: number;
-    errors: Record<string, number>;
-    writeVersion?: string;
-  }[];
-}
-interface KeysBody {
-  backends: Record<
-    string,
-    {
-      version: string;
-      role: string;
-      createdAt: string;
-      lastDecryptAt?: string;
-      decryptCount: number;
-      decryptsSinceStart: number;
-    }[]
-  >;
-}
+
+const statusView: ReadView<StatusBody> = { name: 'status', path: '/v1/status', listing: statusListing };
+const backendsView: ReadView<BackendsBody> = {
+  name: 'backends',
+  path: '/v1/backends',
+  listing: backendsListing,
+};
+const keysView: ReadView<KeysBody> = { name: 'keys', path: '/v1/keys', listing: keysListing };
 
 /** A refused request, printed as one line: `kms-broker: CODE: detail`. */
 class RequestRefused extends BrokerError {}
@@ -85,93 +65,40 @@ export async function call(
   return response;
 }
 
-function print(options: OutputOptions, body: unknown, human: () => string): void {
-  process.stdout.write(options.json === true ? `${JSON.stringify(body, null, 2)}\n` : human());
+async function print(options: OutputOptions, body: unknown, human: () => string): Promise<void> {
+  const format = formatOf(options);
+  process.stdout.write(format === 'json' || format === 'yaml' ? await documentOf(format, body) : human());
+}
+
+/** Reads the view's answer and prints it, or with --watch keeps doing so until Ctrl-C. */
+async function show<Body>(view: ReadView<Body>, options: ReadOptions): Promise<Body> {
+  const target = await resolveTarget(options, 'viewer');
+  const fetch = async () => (await call(target, 'GET', view.path)).body as Body;
+  if (options.watch === true) return (await import('./watch.ts')).watch(view, target, fetch, options);
+  const body = await fetch();
+  process.stdout.write(await printable(view, body, formatOf(options), Date.now()));
+  return body;
 }
 
 /**
  * Prints Status, and returns the exit code that sums it up: 0 all healthy, 1 not healthy,
  * EXIT_DEGRADED serving while degraded.
  */
-export async function statusCommand(options: OutputOptions): Promise<number> {
-  const { body } = await call(resolveTarget(options, 'viewer'), 'GET', '/v1/status');
-  const status = body as StatusBody;
+export async function statusCommand(options: ReadOptions): Promise<number> {
+  const status = await show(statusView, options);
   const { degraded, underReplicatedKeyIds } = status;
-  print(options, status, () =>
-    table(
-      ['FIELD', 'VALUE'],
-      [
-        ['key_id', status.keyId],
-        ['healthz', status.healthz],
-        ['degraded', degraded.length === 0 ? '-' : `${degraded.join(' ')} (see kms-broker backends)`],
-        ['under-replicated', underReplicatedKeyIds.join(' ') || '-'],
-        [
-          'write versions',
-          Object.entries(status.writeVersions)
-            .map(([backend, version]) => `${backend}=${version}`)
-            .join(' '),
-        ],
-        ['failover', `${status.failover.order.join(',')} (wrap: ${status.failover.wrap})`],
-        ...(status.cluster === undefined
-          ? []
-          : [
-              [
-                'cluster',
-                `${status.cluster.members} brokers, ${status.cluster.converged ? 'converged' : 'NOT converged'}, etcd ${status.cluster.etcdReachable ? 'reachable' : 'UNREACHABLE'} (see status --cluster)`,
-              ],
-            ]),
-        ['uptime', `${status.uptimeSeconds}s`],
-        ['version', status.version],
-      ],
-    ),
-  );
   if (status.healthz !== 'ok') return EXIT_UNHEALTHY;
   const clusterDegraded =
     status.cluster !== undefined && !(status.cluster.converged && status.cluster.etcdReachable);
   return degraded.length > 0 || underReplicatedKeyIds.length > 0 || clusterDegraded ? EXIT_DEGRADED : 0;
 }
 
-export async function backendsCommand(options: OutputOptions): Promise<void> {
-  const { body } = await call(resolveTarget(options, 'viewer'), 'GET', '/v1/backends');
-  const { backends } = body as BackendsBody;
-  print(options, body, () =>
-    table(
-      ['NAME', 'TYPE', 'HEALTH', 'BREAKER', 'WRITE', 'LAST PROBE', 'LATENCY', 'ERRORS'],
-      backends.map(backend => [
-        backend.name,
-        backend.type,
-        backend.healthy ? 'ok' : `unhealthy (${backend.reason ?? '?'})`,
-        backend.breaker,
-        backend.writeVersion ?? '-',
-        backend.lastProbeAt ?? '-',
-        backend.lastProbeMs === undefined ? '-' : `${backend.lastProbeMs}ms`,
-        Object.entries(backend.errors)
-          .map(([code, count]) => `${code}=${count}`)
-          .join(' ') || '-',
-      ]),
-    ),
-  );
+export async function backendsCommand(options: ReadOptions): Promise<void> {
+  await show(backendsView, options);
 }
 
-export async function keysCommand(options: OutputOptions): Promise<void> {
-  const { body } = await call(resolveTarget(options, 'viewer'), 'GET', '/v1/keys');
-  const { backends } = body as KeysBody;
-  print(options, body, () =>
-    table(
-      ['BACKEND', 'VERSION', 'ROLE', 'CREATED', 'LAST DECRYPT', 'DECRYPTS', 'SINCE START'],
-      Object.entries(backends).flatMap(([backend, versions]) =>
-        versions.map(version => [
-          backend,
-          version.version,
-          version.role,
-          version.createdAt,
-          version.lastDecryptAt ?? '-',
-          String(version.decryptCount),
-          String(version.decryptsSinceStart),
-        ]),
-      ),
-    ),
-  );
+export async function keysCommand(options: ReadOptions): Promise<void> {
+  await show(keysView, options);
 }
 
 /**
@@ -190,11 +117,11 @@ export async function defaultRotationBackend(target: AdminTarget): Promise<strin
 }
 
 export async function rotateCommand(backend: string | undefined, options: OutputOptions): Promise<void> {
-  const target = resolveTarget(options, 'admin');
+  const target = await resolveTarget(options, 'admin');
   const name = backend ?? (await defaultRotationBackend(target));
   const { body } = await call(target, 'POST', `/v1/backends/${encodeURIComponent(name)}/rotate`);
   const result = body as { backend: string; version: string; keyId: string };
-  print(
+  await print(
     options,
     result,
     () => `rotated ${result.backend} to version ${result.version}; key_id is now ${result.keyId}\n`,
@@ -209,9 +136,9 @@ export async function versionStateCommand(
 ): Promise<void> {
   const query = action === 'retire' && options.force === true ? '?force=true' : '';
   const path = `/v1/backends/${encodeURIComponent(backend)}/versions/${encodeURIComponent(version)}/${action}${query}`;
-  const { body } = await call(resolveTarget(options, 'admin'), 'POST', path);
+  const { body } = await call(await resolveTarget(options, 'admin'), 'POST', path);
   const result = body as { backend: string; version: string; state: string; forced: boolean };
-  print(
+  await print(
     options,
     result,
     () =>
@@ -220,16 +147,16 @@ export async function versionStateCommand(
 }
 
 export async function failoverGetCommand(options: OutputOptions): Promise<void> {
-  const { body } = await call(resolveTarget(options, 'viewer'), 'GET', '/v1/failover');
+  const { body } = await call(await resolveTarget(options, 'viewer'), 'GET', '/v1/failover');
   const failover = body as { order: string[]; wrap: string };
-  print(options, failover, () => `order: ${failover.order.join(',')}\nwrap:  ${failover.wrap}\n`);
+  await print(options, failover, () => `order: ${failover.order.join(',')}\nwrap:  ${failover.wrap}\n`);
 }
 
 export async function failoverSetCommand(
   order: string,
   options: OutputOptions & { wrap?: string },
 ): Promise<void> {
-  const target = resolveTarget(options, 'admin');
+  const target = await resolveTarget(options, 'admin');
   const current = await call(target, 'GET', '/v1/failover');
   const etag = current.headers.etag;
   const wrap = options.wrap ?? (current.body as { wrap: string }).wrap;
@@ -245,7 +172,7 @@ export async function failoverSetCommand(
     etag === undefined ? {} : { 'if-match': etag },
   );
   const result = body as { order: string[]; wrap: string; keyId: string };
-  print(
+  await print(
     options,
     result,
     () => `failover is now ${result.order.join(',')} (wrap: ${result.wrap}); key_id ${result.keyId}\n`,

@@ -111,7 +111,7 @@ async function brokerLookup(options: InspectOptions, reading: StoredReading): Pr
     return { reached: false, reason: 'nothing to ask it' };
   let target;
   try {
-    target = resolveTarget(options, 'viewer');
+    target = await resolveTarget(options, 'viewer');
   } catch (error) {
     return { reached: false, reason: isBrokerError(error) ? error.message : 'no admin API given' };
   }

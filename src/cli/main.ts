@@ -7,8 +7,11 @@
 import { Command, CommanderError, Option } from 'commander';
 import { toBrokerError, type BrokerError, type ErrorCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { UnreachableError } from './admin-client.ts';
-import type { OutputOptions } from './admin-commands.ts';
+import { UnreachableError } from './unreachable.ts';
+import type { OutputOptions, ReadOptions } from './admin-commands.ts';
+import { CONFIG_ENV, DEFAULT_CONFIG_PATH, requiredConfigPath } from './config-path.ts';
+import { withOutputOptions } from './output.ts';
+import { withWatchOptions } from './watch-options.ts';
 import type { EncryptionConfigOptions } from './encryption-config.ts';
 import type { EscrowInitOptions, VerifySharesOptions } from './escrow.ts';
 import {
@@ -71,22 +74,41 @@ function withAdminOptions(command: Command): Command {
   return command
     .option('--admin <address>', 'admin API: http(s)://host:port or unix:///path (env KMS_BROKER_ADMIN)')
     .option('--token-file <file>', 'bearer token file (env KMS_BROKER_TOKEN_FILE or KMS_BROKER_TOKEN)')
-    .option('-c, --config <file>', "the broker's config file, to find the admin API and a token")
-    .option('--ca-file <file>', 'CA certificate of an https admin API')
-    .option('--json', 'print JSON for scripts');
+    .option(
+      '-c, --config <file>',
+      `the broker's config file, to find the admin API and a token ${CONFIG_DEFAULT}`,
+    )
+    .option('--ca-file <file>', 'CA certificate of an https admin API');
 }
 
+/** A command's options before the config path is resolved: --config may be absent. */
+type WithConfig<T extends { config: string }> = Omit<T, 'config'> & { config?: string };
+
+/** How a command finds the config without --config, for its help. */
+const CONFIG_DEFAULT = `(default: env ${CONFIG_ENV}, else ${DEFAULT_CONFIG_PATH})`;
+
 function adminCommand(name: string, description: string): Command {
-  return withAdminOptions(program.command(name).description(description));
+  return withOutputOptions(withAdminOptions(program.command(name).description(description)));
 }
 
 program
   .command('serve')
   .description('serve KMS v2 on the configured unix socket, and the admin API')
-  .requiredOption('-c, --config <file>', 'YAML configuration file')
-  .action(async (options: { config: string }) => {
+  .option('-c, --config <file>', `YAML configuration file ${CONFIG_DEFAULT}`)
+  .action(async (options: { config?: string }) => {
     serving = true;
-    await (await import('./serve.ts')).serveCommand(options.config);
+    await (await import('./serve.ts')).serveCommand(requiredConfigPath(options.config));
+  });
+
+program
+  .command('check-config')
+  .description(
+    'validate the config and the files it names, listing every problem; opens no backend (exit 0 valid, 4 not)',
+  )
+  .option('-c, --config <file>', `YAML configuration file ${CONFIG_DEFAULT}`)
+  .option('--json', 'print the result as JSON for scripts')
+  .action(async (options: { config?: string; json?: boolean }) => {
+    process.exitCode = (await import('./check-config.ts')).checkConfigCommand(options);
   });
 
 program
@@ -103,7 +125,7 @@ program
 program
   .command('encryption-config')
   .description("print kube-apiserver's EncryptionConfiguration for this broker (YAML)")
-  .requiredOption('-c, --config <file>', "the broker's config file: socket and call budget")
+  .option('-c, --config <file>', `the broker's config file: socket and call budget ${CONFIG_DEFAULT}`)
   .option('--name <name>', 'provider name; never change it once data is written under it', 'kms-broker')
   .addOption(
     new Option('--kms-api <version>', 'KMS API the provider speaks').choices(['v2', 'v1']).default('v2'),
@@ -115,31 +137,38 @@ program
     'after',
     '\nThe name is part of every value stored in etcd (k8s:enc:kms:v2:<name>:): data written under one\nname reads only through a provider of that name. Keep it, and keep it equal on every node.\n',
   )
-  .action(async (options: EncryptionConfigOptions, command: Command) =>
-    (await import('./encryption-config.ts')).encryptionConfigCommand(options, message =>
-      command.error(`error: ${message}`, { exitCode: EXIT_USAGE }),
+  .action(async (options: WithConfig<EncryptionConfigOptions>, command: Command) =>
+    (await import('./encryption-config.ts')).encryptionConfigCommand(
+      { ...options, config: requiredConfigPath(options.config) },
+      message => command.error(`error: ${message}`, { exitCode: EXIT_USAGE }),
     ),
   );
 
-adminCommand(
-  'status',
-  'key_id, health, write versions and failover; exit 1 unhealthy, 5 degraded (a backend down, thin seeds)',
+withWatchOptions(
+  adminCommand(
+    'status',
+    'key_id, health, write versions and failover; exit 1 unhealthy, 5 degraded (a backend down, thin seeds)',
+  ),
 )
   .option(
     '--cluster',
     'every broker sharing the state: the key_id each advertises, what it unwraps, when last seen; exit 5 while they disagree or etcd is unreachable',
   )
-  .action(async (options: OutputOptions & { cluster?: boolean }) => {
+  .action(async (options: ReadOptions & { cluster?: boolean }, command: Command) => {
+    if (options.cluster === true && options.watch === true)
+      command.error('error: --watch follows status, backends and keys, not --cluster', {
+        exitCode: EXIT_USAGE,
+      });
     process.exitCode =
       options.cluster === true
         ? await (await import('./cluster-status.ts')).clusterStatusCommand(options)
         : await (await commands()).statusCommand(options);
   });
-adminCommand('backends', 'health, breaker state and errors per backend').action(
-  async (options: OutputOptions) => (await commands()).backendsCommand(options),
+withWatchOptions(adminCommand('backends', 'health, breaker state and errors per backend')).action(
+  async (options: ReadOptions) => (await commands()).backendsCommand(options),
 );
-adminCommand('keys', 'key versions per backend, with role and usage').action(async (options: OutputOptions) =>
-  (await commands()).keysCommand(options),
+withWatchOptions(adminCommand('keys', 'key versions per backend, with role and usage')).action(
+  async (options: ReadOptions) => (await commands()).keysCommand(options),
 );
 
 withEtcdOptions(
@@ -154,7 +183,7 @@ withEtcdOptions(
   )
   .option(
     '--offline',
-    'rotate in the backend and state file directly, without a running broker (needs --config)',
+    `rotate in the backend and state file directly, without a running broker (reads the config ${CONFIG_DEFAULT})`,
   )
   .option(
     '--complete',
@@ -173,12 +202,11 @@ withEtcdOptions(
           return usage('error: --complete needs the running broker; drop --offline');
         process.exitCode = await (
           await import('./rotate-complete.ts')
-        ).rotateCompleteCommand(backend, etcdFromConfig(options, command), usage);
+        ).rotateCompleteCommand(backend, await etcdFromConfig(options, command), usage);
         return;
       }
       if (options.offline !== true) return (await commands()).rotateCommand(backend, options);
-      if (options.config === undefined) return usage('error: --offline needs --config');
-      return (await import('./rotate.ts')).offlineRotateCommand(options.config, backend);
+      return (await import('./rotate.ts')).offlineRotateCommand(requiredConfigPath(options.config), backend);
     },
   );
 
@@ -199,7 +227,9 @@ adminCommand('restore', 'undo a retirement')
 
 withUsageOptions(adminCommand('usage', USAGE_DESCRIPTION)).action(
   async (options: UsageOptions, command: Command) => {
-    process.exitCode = await (await import('./usage.ts')).usageCommand(etcdFromConfig(options, command));
+    process.exitCode = await (
+      await import('./usage.ts')
+    ).usageCommand(await etcdFromConfig(options, command));
   },
 );
 withEtcdOptions(
@@ -218,7 +248,7 @@ withEtcdOptions(
   .action(async (stdin: string | undefined, options: InspectOptions, command: Command) => {
     process.exitCode = await (
       await import('./inspect.ts')
-    ).inspectCommand(stdin, etcdFromConfig(options, command), message =>
+    ).inspectCommand(stdin, await etcdFromConfig(options, command), message =>
       command.error(message, { exitCode: EXIT_USAGE }),
     );
   });
@@ -232,20 +262,22 @@ withMigrateOptions(
 });
 
 const failover = program.command('failover').description('read or change the failover order');
-withAdminOptions(
-  failover.command('get', { isDefault: true }).description('print the failover setting'),
+withOutputOptions(
+  withAdminOptions(failover.command('get', { isDefault: true }).description('print the failover setting')),
 ).action(async (options: OutputOptions) => (await commands()).failoverGetCommand(options));
-withAdminOptions(
-  failover
-    .command('set')
-    .description('set the order (comma-separated backend names) and optionally the wrap mode')
-    .argument('<order>', 'e.g. hsm,vault')
-    .addOption(
-      new Option('--wrap <mode>', 'all: every backend wraps; first: the first healthy one').choices([
-        'all',
-        'first',
-      ]),
-    ),
+withOutputOptions(
+  withAdminOptions(
+    failover
+      .command('set')
+      .description('set the order (comma-separated backend names) and optionally the wrap mode')
+      .argument('<order>', 'e.g. hsm,vault')
+      .addOption(
+        new Option('--wrap <mode>', 'all: every backend wraps; first: the first healthy one').choices([
+          'all',
+          'first',
+        ]),
+      ),
+  ),
 ).action(async (order: string, options: OutputOptions & { wrap?: string }) =>
   (await commands()).failoverSetCommand(order, options),
 );
@@ -298,9 +330,9 @@ withRecoveryOptions(
       ),
   ),
 )
-  .requiredOption(
+  .option(
     '-c, --config <file>',
-    "the broker's config file: its backends are opened (never written to)",
+    `the broker's config file: its backends are opened (never written to) ${CONFIG_DEFAULT}`,
   )
   .option(
     '--snapshot <file>',
@@ -313,11 +345,12 @@ withRecoveryOptions(
     'after',
     '\nNever starts the broker, never writes to etcd or a backend, never prints a seed or a plaintext.\nExit codes: 0 every value recoverable, 3 some value is not, 1 bad input or a failure, 2 usage.\n',
   )
-  .action(async (options: DrillCliOptions, command: Command) => {
+  .action(async (options: WithConfig<DrillCliOptions>, command: Command) => {
     process.exitCode = await (
       await import('./drill.ts')
-    ).drillCommand(etcdFromConfig(options, command), message =>
-      command.error(message, { exitCode: EXIT_USAGE }),
+    ).drillCommand(
+      await etcdFromConfig({ ...options, config: requiredConfigPath(options.config) }, command),
+      message => command.error(message, { exitCode: EXIT_USAGE }),
     );
   });
 

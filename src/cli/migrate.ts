@@ -81,7 +81,7 @@ export function migrationSettings(options: MigrateOptions, signal: AbortSignal):
 
 /** The broker's current key_id, from the admin API. */
 export async function brokerKeyId(options: AdminOptions): Promise<string> {
-  const target = resolveTarget(options, 'viewer');
+  const target = await resolveTarget(options, 'viewer');
   const response = await request(target, 'GET', '/v1/status');
   const body = response.body as { keyId?: unknown; code?: string; detail?: string };
   if (response.status !== 200 || typeof body.keyId !== 'string') {

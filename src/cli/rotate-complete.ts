@@ -45,7 +45,7 @@ async function rotateComplete(
 ): Promise<number> {
   const migrateOptions = { ...options, ...REWRITE_DEFAULTS, wait: true };
   const migration = migrationSettings(migrateOptions, signal);
-  const target = resolveTarget(options, 'admin');
+  const target = await resolveTarget(options, 'admin');
   const backend = backendArgument ?? (await defaultRotationBackend(target));
   const kube = await connectKube(findKubeconfig(options.kubeconfig));
   const write = (line: string) => process.stderr.write(`${line}\n`);

@@ -1,11 +1,11 @@
 // The flags of `kms-broker usage`, kept apart from the command so that registering it loads
 // neither gRPC nor the scanner. Defaults are where kubeadm puts etcd and its client files.
 import type { Command } from 'commander';
-import { KUBEADM_ETCD_FILES } from '../config/config-files.ts';
-import { readConfigFile } from '../config/load.ts';
+import { KUBEADM_ETCD_FILES } from '../config/kubeadm-files.ts';
 import { BrokerError } from '../errors.ts';
 import type { EtcdTlsFiles } from '../etcd/tls.ts';
 import type { OutputOptions } from './admin-commands.ts';
+import { optionalConfigPath } from './config-path.ts';
 
 /** Where etcd is and how to reach it. */
 export interface EtcdLocation {
@@ -89,13 +89,15 @@ export function withUsageOptions(command: Command): Command {
 
 /**
  * The options with every etcd setting the flags left at its default taken from the broker
- * config's `etcd` section, when --config names one: flags, then the config, then kubeadm's paths.
+ * config's `etcd` section, when there is a config (--config, KMS_BROKER_CONFIG, or the default
+ * where it exists): flags, then the config, then kubeadm's paths.
  */
-export function etcdFromConfig<T extends EtcdLocation & { readonly config?: string | undefined }>(
+export async function etcdFromConfig<T extends EtcdLocation & { readonly config?: string | undefined }>(
   options: T,
   command: Command,
-): T {
-  const etcd = options.config === undefined ? undefined : readConfigFile(options.config).etcd;
+): Promise<T> {
+  const path = optionalConfigPath(options.config);
+  const etcd = path === undefined ? undefined : (await import('../config/load.ts')).readConfigFile(path).etcd;
   if (etcd === undefined) return options;
   const fromConfig: Record<keyof EtcdLocation, string | undefined> = {
     etcdEndpoints: etcd.endpoints.join(','),

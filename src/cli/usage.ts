@@ -8,6 +8,7 @@ import { progressView } from '../usage/progress.ts';
 import { reportSections, type ConfiguredBackends } from '../usage/report.ts';
 import { scanUsage } from '../usage/scan.ts';
 import { request, resolveTarget, type AdminTarget } from './admin-client.ts';
+import { documentOf, formatOf } from './output.ts';
 import { table } from './table.ts';
 import {
   checkedLocation,
@@ -23,10 +24,12 @@ const MAX_PAGE_SIZE = 10_000;
 export async function usageCommand(options: UsageOptions): Promise<number> {
   const settings = checkedSettings(options);
   // Settings that can only be wrong are refused before a scan that may take minutes.
-  const target = adminTarget(options);
+  const target = await adminTarget(options);
   const scan = await scanEtcd(options, settings);
   const configured = await configuredBackends(target);
-  const text = options.json === true ? `${JSON.stringify(scan, null, 2)}\n` : render(scan, configured);
+  const format = formatOf(options);
+  const text =
+    format === 'json' || format === 'yaml' ? await documentOf(format, scan) : render(scan, configured);
   process.stdout.write(text);
   if (!options.record) return 0;
   if (target.target === undefined) return notRecorded(target.reason);
@@ -74,9 +77,9 @@ type TargetOrReason =
   | { readonly target: AdminTarget; readonly reason?: undefined }
   | { readonly target?: undefined; readonly reason: string };
 
-function adminTarget(options: UsageOptions): TargetOrReason {
+async function adminTarget(options: UsageOptions): Promise<TargetOrReason> {
   try {
-    return { target: resolveTarget(options, 'admin') };
+    return { target: await resolveTarget(options, 'admin') };
   } catch (error) {
     // Recording needs the broker: a missing address or token file is the caller's to fix now.
     if (options.record) {

@@ -10,6 +10,7 @@ import { backendKind } from '../backends/kinds.ts';
 import { BrokerError } from '../errors.ts';
 import { readPublicKey } from '../escrow/key-files.ts';
 import type { FileReader } from '../file-reader.ts';
+import { KUBEADM_ETCD_FILES } from './kubeadm-files.ts';
 import type { BrokerConfig } from './schema.ts';
 
 /** A file the config names: the key that names it (`backends[0].tls.caFile`), its path, its kind. */
@@ -155,12 +156,7 @@ export function exposedSecretFiles(
   return exposed;
 }
 
-/** Where kubeadm puts etcd's CA and the apiserver's etcd client certificate on a control-plane node. */
-export const KUBEADM_ETCD_FILES = {
-  caFile: '/etc/kubernetes/pki/etcd/ca.crt',
-  certFile: '/etc/kubernetes/pki/apiserver-etcd-client.crt',
-  keyFile: '/etc/kubernetes/pki/apiserver-etcd-client.key',
-} as const;
+export { KUBEADM_ETCD_FILES } from './kubeadm-files.ts';
 
 /**
  * The TLS files of the shared state's etcd, kubeadm's where the config names none; undefined

@@ -4,7 +4,7 @@
 // e.g. `backends[0].tokenLabel`. parseConfig and validateConfig touch no disk.
 import { readFileSync } from 'node:fs';
 import type { Static, TObject } from '@sinclair/typebox';
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { backendKind, writeOnlyBackends, type BackendType } from '../backends/kinds.ts';
 import { BrokerError } from '../errors.ts';
@@ -15,10 +15,26 @@ import { backendHeadSchema, configSchema, type BrokerConfig } from './schema.ts'
 
 const MAX_SOCKET_PATH_BYTES = 107;
 
-// verbose: errors carry their schema, whose property names suggest the key a typo meant.
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, verbose: true });
-const validateTop = ajv.compile(configSchema);
-const validateHead = ajv.compile(backendHeadSchema);
+/**
+ * The validators, compiled on first use: compiling costs more than a CLI command that never
+ * reads a config may spend (`kms-broker --version`, `status --admin ...`). ajv keeps what it
+ * compiled by schema, so a backend kind's schema also compiles once, when first configured.
+ */
+interface Validators {
+  readonly ajv: Ajv;
+  readonly top: ValidateFunction;
+  readonly head: ValidateFunction;
+}
+let compiled: Validators | undefined;
+
+function validators(): Validators {
+  if (compiled === undefined) {
+    // verbose: errors carry their schema, whose property names suggest the key a typo meant.
+    const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, verbose: true });
+    compiled = { ajv, top: ajv.compile(configSchema), head: ajv.compile(backendHeadSchema) };
+  }
+  return compiled;
+}
 
 export interface LoadedConfig {
   readonly config: BrokerConfig;
@@ -59,38 +75,70 @@ function readConfigText(path: string, read: FileReader): string {
 }
 
 export function parseConfig(text: string, source = 'config'): BrokerConfig {
-  let raw: unknown;
+  const parsed = parseYamlText(text);
+  if ('problem' in parsed) throw invalid(source, parsed.problem);
+  return validateConfig(parsed.raw, source);
+}
+
+/** The YAML of a config, or what is wrong with it (its first line: the parser's position). */
+export function parseYamlText(text: string): { readonly raw: unknown } | { readonly problem: string } {
   try {
-    raw = parseYaml(text, { maxAliasCount: 100 });
+    return { raw: parseYaml(text, { maxAliasCount: 100 }) as unknown };
   } catch (error) {
-    throw new BrokerError(
-      'CONFIG_INVALID',
-      `${source}: not valid YAML: ${(error as Error).message.split('\n')[0]}`,
-    );
+    return { problem: `not valid YAML: ${(error as Error).message.split('\n')[0]}` };
   }
-  return validateConfig(raw, source);
 }
 
 export function validateConfig(raw: unknown, source = 'config'): BrokerConfig {
+  const { config, problems } = configProblems(raw);
+  if (problems.length === 1) throw invalid(source, problems[0] ?? '');
+  if (problems.length > 1) throw invalid(source, `${problems.length} problems:\n  ${problems.join('\n  ')}`);
+  return deepFreeze(config);
+}
+
+/**
+ * Every problem of a parsed config at once: the schema's at the top level and each backend's,
+ * then the cross-references (names, the failover order, listeners): only on a config the schema
+ * accepts, unless `evenIfMalformed` (check-config), where they are checked as far as its shape
+ * allows. The candidate comes back
+ * with the schema's defaults filled in; it is a BrokerConfig only when there are no problems.
+ */
+export function configProblems(
+  raw: unknown,
+  { evenIfMalformed = false }: { readonly evenIfMalformed?: boolean } = {},
+): { readonly config: BrokerConfig; readonly problems: string[] } {
   const candidate: unknown = structuredClone(raw ?? {});
+  const { top } = validators();
   // Every problem at once: the top level's and each backend's, so that one edit fixes all.
-  const problems = validateTop(candidate) ? [] : schemaProblems(validateTop.errors, '');
+  const problems = top(candidate) ? [] : schemaProblems(top.errors, '');
   const backends = (candidate as { backends?: unknown }).backends;
   if (Array.isArray(backends))
     backends.forEach((backend, index) => problems.push(...backendProblems(backend, index)));
-  if (problems.length === 1) throw invalid(source, problems[0] ?? '');
-  if (problems.length > 1) throw invalid(source, `${problems.length} problems:\n  ${problems.join('\n  ')}`);
   const config = candidate as BrokerConfig;
-  checkCrossReferences(config, source);
-  return deepFreeze(config);
+  if (problems.length === 0) problems.push(...crossReferenceProblems(config));
+  else if (evenIfMalformed) problems.push(...tolerantly(() => crossReferenceProblems(config)));
+  return { config, problems };
+}
+
+/**
+ * Checks that assume a well-formed config, run on one with schema problems too so that one
+ * edit fixes all; a part too malformed to check is left to the schema's own message.
+ */
+export function tolerantly(check: () => string[]): string[] {
+  try {
+    return check();
+  } catch (error) {
+    if (error instanceof BrokerError) throw error;
+    return [];
+  }
 }
 
 /** What is wrong with one backend: its common fields, then its kind's schema, then its kind's rules. */
 function backendProblems(backend: unknown, index: number): string[] {
   const at = `/backends/${index}`;
-  if (!validateHead(backend)) return schemaProblems(onlyHeadErrors(validateHead.errors), at);
+  const { ajv, head } = validators();
+  if (!head(backend)) return schemaProblems(onlyHeadErrors(head.errors), at);
   const kind = backendKind((backend as { type: BackendType }).type);
-  // ajv keeps what it compiled by schema, so a kind's schema compiles once, when configured.
   const validate = ajv.compile<Static<TObject>>(kind.schema);
   if (!validate(backend)) return schemaProblems(validate.errors, at);
   const violation = kind.check(backend);
@@ -104,47 +152,41 @@ function onlyHeadErrors(errors: ErrorObject[] | null | undefined): ErrorObject[]
   return (errors ?? []).filter(error => error.keyword !== 'additionalProperties');
 }
 
-function checkCrossReferences(config: BrokerConfig, source: string): void {
+function crossReferenceProblems(config: BrokerConfig): string[] {
+  const problems: string[] = [];
   const names = new Set<string>();
   config.backends.forEach((backend, index) => {
     if (names.has(backend.name))
-      throw invalid(source, `backends[${index}].name: duplicate backend name '${backend.name}'`);
+      problems.push(`backends[${index}].name: duplicate backend name '${backend.name}'`);
     names.add(backend.name);
   });
   config.failover.order.forEach((name, index) => {
-    if (!names.has(name)) throw invalid(source, `failover.order[${index}]: no backend is named '${name}'`);
+    if (!names.has(name)) problems.push(`failover.order[${index}]: no backend is named '${name}'`);
   });
   const writeOnly = writeOnlyBackends(config.backends);
   config.backends.forEach((backend, index) => {
     if (writeOnly.has(backend.name) && !config.failover.order.includes(backend.name))
-      throw invalid(
-        source,
+      problems.push(
         `backends[${index}]: escrow backend '${backend.name}' wraps only as a member of the failover order; add it to failover.order`,
       );
   });
   if (config.failover.order.every(name => writeOnly.has(name)))
-    throw invalid(
-      source,
+    problems.push(
       'failover.order: lists only escrow backends, which never unwrap; add a backend that can (an HSM, Transit, a cloud KMS)',
     );
-  if (config.state.path === config.socket) throw invalid(source, 'state.path: must differ from socket');
+  if (config.state.path === config.socket) problems.push('state.path: must differ from socket');
   if (config.cluster !== undefined && config.etcd === undefined)
-    throw invalid(
-      source,
+    problems.push(
       'cluster: the shared state needs etcd.endpoints (kubeadm: etcd: {endpoints: [https://127.0.0.1:2379]})',
     );
   if (config.cluster !== undefined && config.cluster.promotionTimeoutMs <= config.cluster.leaseTtlMs)
-    throw invalid(
-      source,
+    problems.push(
       'cluster.promotionTimeoutMs: must exceed cluster.leaseTtlMs, so that a promotion outlasts a silent member',
     );
   const { admin } = config;
   if (admin.enabled && !admin.listen.startsWith('unix://') && !isLoopback(admin.listen)) {
     if (admin.tls === undefined || admin.tokens.length === 0) {
-      throw invalid(
-        source,
-        'admin.listen: a non-loopback address needs admin.tls and at least one admin token',
-      );
+      problems.push('admin.listen: a non-loopback address needs admin.tls and at least one admin token');
     }
   }
   if (admin.enabled && admin.console.enabled) {
@@ -159,11 +201,11 @@ function checkCrossReferences(config: BrokerConfig, source: string): void {
   // sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
   const socketBytes = Buffer.byteLength(config.socket);
   if (socketBytes > MAX_SOCKET_PATH_BYTES) {
-    throw invalid(
-      source,
+    problems.push(
       `socket: the path is ${socketBytes} bytes; unix sockets allow at most ${MAX_SOCKET_PATH_BYTES}`,
     );
   }
+  return problems;
 }
 
 /** Whether `host:port` binds a loopback address only. */

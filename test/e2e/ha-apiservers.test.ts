@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe } from 'node:test';
 import { createKmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import { adminClient, type AdminClient } from '../helpers/admin-http.ts';
-import { startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
+import { isWarningOrWorse, startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.ts';
 import { writeConfig, type TestConfig } from '../helpers/config.ts';
 import type { Apiserver } from '../helpers/kube-apiserver.ts';
 import { startCluster, type Cluster } from '../helpers/kube-cluster.ts';
@@ -188,7 +188,7 @@ describe('three kube-apiservers on one etcd, each with its own kms-broker sharin
       for (const entry of nodes) {
         await entry.broker?.stop();
         for (const record of entry.broker?.logs ?? [])
-          if (Number(record['level']) >= 40)
+          if (isWarningOrWorse(record))
             process.stdout.write(`# broker ${entry.name}: ${JSON.stringify(record)}\n`);
       }
       await cluster?.stop();

@@ -10,6 +10,11 @@ export interface LogRecord {
   readonly [field: string]: unknown;
 }
 
+/** A warning, error or fatal record: the broker writes levels as words ("level":"warn"). */
+export function isWarningOrWorse(record: LogRecord): boolean {
+  return record['level'] === 'warn' || record['level'] === 'error' || record['level'] === 'fatal';
+}
+
 export interface BrokerProcess {
   readonly child: ChildProcess;
   readonly logs: LogRecord[];

@@ -1,7 +1,12 @@
 // The usual end-to-end arrangement: a kms-broker process on a fresh SoftHSM token, and a
 // cluster (etcd, no apiserver yet) for it. One stop() tears everything down in order.
 import { rmSync } from 'node:fs';
-import { startBrokerProcess, type BrokerProcess, type LogRecord } from './broker-process.ts';
+import {
+  isWarningOrWorse,
+  startBrokerProcess,
+  type BrokerProcess,
+  type LogRecord,
+} from './broker-process.ts';
 import { writeConfig, type TestConfig } from './config.ts';
 import { startCluster, type Cluster } from './kube-cluster.ts';
 import { createToken } from './softhsm.ts';
@@ -58,7 +63,7 @@ export async function startBrokerCluster(
 /** The broker's warnings and errors as report lines (its logs never hold secrets). */
 function problems(logs: readonly LogRecord[]): string {
   return logs
-    .filter(record => Number(record['level']) >= 40)
+    .filter(isWarningOrWorse)
     .map(record => `# broker: ${JSON.stringify(record)}\n`)
     .join('');
 }

@@ -69,12 +69,15 @@ describe('kms-broker CLI over the admin API', () => {
     assert.equal(result.version, '2');
 
     const keys = await cli(['keys', '--config', config.path]);
+    assert.match(keys.stdout, /^BACKEND\s+VERSION\s+ROLE\s+AGE\s+LAST DECRYPT\s+DECRYPTS$/m);
+    assert.match(keys.stdout, /^hsm\s+1\s+active\s+\d+[smhd]\s/m);
+    assert.match(keys.stdout, /^hsm\s+2\s+write\s/m);
+    const wide = await cli(['keys', '--config', config.path, '-o', 'wide']);
     assert.match(
-      keys.stdout,
+      wide.stdout,
       /^BACKEND\s+VERSION\s+ROLE\s+CREATED\s+LAST DECRYPT\s+DECRYPTS\s+SINCE START$/m,
     );
-    assert.match(keys.stdout, /^hsm\s+1\s+active\s/m);
-    assert.match(keys.stdout, /^hsm\s+2\s+write\s/m);
+    assert.match(wide.stdout, /^hsm\s+1\s+active\s+\d{4}-\d\d-\d\dT/m);
 
     const backends = await cli(['backends', '--config', config.path, '--json']);
     const listed = JSON.parse(backends.stdout) as { backends: { name: string; writeVersion: string }[] };

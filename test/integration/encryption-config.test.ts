@@ -163,9 +163,21 @@ describe('kms-broker encryption-config', () => {
       assert.equal(run.stdout, '', args.join(' '));
       assert.match(run.stderr, message, args.join(' '));
     }
-    const noConfig = await encryptionConfig([]);
-    assert.equal(noConfig.code, 2);
-    assert.match(noConfig.stderr, /^error: required option '-c, --config <file>' not specified/);
+  });
+
+  it('reads the config KMS_BROKER_CONFIG names without --config, and names the path tried when there is none', async () => {
+    const viaEnv = await runCli(['encryption-config'], {
+      env: { ...process.env, KMS_BROKER_CONFIG: defaults.path },
+    });
+    assert.equal(viaEnv.code, 0, viaEnv.stderr);
+    assert.match(viaEnv.stdout, /^kind: EncryptionConfiguration$/m);
+    const nowhere = `${defaults.dir}/nowhere.yaml`;
+    const none = await runCli(['encryption-config'], { env: { ...process.env, KMS_BROKER_CONFIG: nowhere } });
+    assert.equal(none.code, 1);
+    assert.equal(
+      none.stderr,
+      `kms-broker: CONFIG_INVALID: no config file at ${nowhere}; pass --config FILE or set KMS_BROKER_CONFIG=FILE\n`,
+    );
   });
 
   it('refuses a v1 provider for a broker that does not serve KMS v1', async () => {
@@ -181,7 +193,7 @@ describe('kms-broker encryption-config', () => {
     assert.equal(missing.stdout, '');
     assert.match(
       missing.stderr,
-      /^kms-broker: CONFIG_INVALID: cannot read config file .*missing\.yaml: ENOENT\n$/,
+      /^kms-broker: CONFIG_INVALID: no config file at .*missing\.yaml; pass --config FILE or set KMS_BROKER_CONFIG=FILE\n$/,
     );
     const invalid = brokerConfig({ sockett: '/run/x.sock' });
     configs.push(invalid);

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { createKmsV2Client } from '../../src/grpc/kms-v2-client.ts';
@@ -307,11 +309,27 @@ describe('broker lifecycle', () => {
   });
 
   it('prints usage and exits 2 on a bad command line', async () => {
-    const child = spawn(CLI, ['serve'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(CLI, ['serve', '--confg', 'x.yaml'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', chunk => (stderr += String(chunk)));
     const code = await new Promise(resolve => child.once('exit', resolve));
     assert.equal(code, 2, 'usage errors exit 2');
-    assert.match(stderr, /required option '-c, --config <file>' not specified/);
+    assert.match(stderr, /unknown option '--confg'/);
+  });
+
+  it('without --config reads the file KMS_BROKER_CONFIG names, and exits 4 naming that path when there is none', async () => {
+    const nowhere = join(tmpdir(), `kmsb-no-config-${process.pid}.yaml`);
+    const child = spawn(CLI, ['serve'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, KMS_BROKER_CONFIG: nowhere },
+    });
+    let stderr = '';
+    child.stderr.on('data', chunk => (stderr += String(chunk)));
+    const code = await new Promise(resolve => child.once('exit', resolve));
+    assert.equal(code, 4, 'no restart mends a missing config');
+    assert.equal(
+      stderr,
+      `kms-broker: CONFIG_INVALID: no config file at ${nowhere}; pass --config FILE or set KMS_BROKER_CONFIG=FILE\n`,
+    );
   });
 });
