@@ -191,12 +191,11 @@ function crossReferenceProblems(config: BrokerConfig): string[] {
   }
   if (admin.enabled && admin.console.enabled) {
     if (admin.listen.startsWith('unix://'))
-      throw invalid(
-        source,
+      problems.push(
         'admin.console.enabled: a browser cannot reach a unix socket; set admin.listen to HOST:PORT (loopback, or with admin.tls)',
       );
     if (admin.tokens.length === 0)
-      throw invalid(source, 'admin.console.enabled: signing in needs a token; add one to admin.tokens');
+      problems.push('admin.console.enabled: signing in needs a token; add one to admin.tokens');
   }
   // sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
   const socketBytes = Buffer.byteLength(config.socket);
