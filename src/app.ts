@@ -16,7 +16,7 @@ import { KmsServer } from './grpc/server.ts';
 import type { Logger } from './log.ts';
 import { createAuthenticator } from './admin/auth.ts';
 import { startAdminServer, type AdminServer } from './admin/server.ts';
-import { Metrics } from './metrics.ts';
+import { Metrics } from './metrics/metrics.ts';
 import { VERSION } from './version.ts';
 
 export interface AppDeps {

@@ -2,7 +2,7 @@
 // document is generated from them: one source.
 import { Type } from '@sinclair/typebox';
 import { backendNameSchema as backendName, failoverSettingSchema, usageScanSchema } from '../broker/ports.ts';
-import { BREAKER_STATES } from '../metrics.ts';
+import { BREAKER_STATES } from '../metrics/metrics.ts';
 import { MAX_PARAM_LENGTH } from './limits.ts';
 
 const strict = { additionalProperties: false } as const;

@@ -5,7 +5,7 @@ import type { KekBackend } from '../backends/kek.ts';
 import { withSignal, type Deadline } from '../deadline.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
 import { MAX_CIPHERTEXT_BYTES, MAX_WRAP_BYTES } from '../kms-limits.ts';
-import type { Metrics } from '../metrics.ts';
+import type { Metrics } from '../metrics/metrics.ts';
 import { encodeEnvelope, headerAad, type ParsedEnvelope, type WrapBinding } from './envelope.ts';
 import type { HealthMonitor } from './health/health-monitor.ts';
 import type { WriteKey } from './keys/key-id.ts';

@@ -4,7 +4,7 @@
 import type { KekBackend } from '../backends/kek.ts';
 import type { BrokerConfig } from '../config/schema.ts';
 import type { Logger } from '../log.ts';
-import type { Metrics } from '../metrics.ts';
+import type { Metrics } from '../metrics/metrics.ts';
 import { createAdminService } from './admin-service.ts';
 import { BackendCalls } from './backend-calls.ts';
 import { HealthMonitor } from './health/health-monitor.ts';

@@ -5,7 +5,7 @@ import type { KekBackend } from '../backends/kek.ts';
 import { partOfDeadline, remainingMs, startDeadline, type Deadline } from '../deadline.ts';
 import { BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import type { Metrics } from '../metrics.ts';
+import type { Metrics } from '../metrics/metrics.ts';
 import { ESCROW_MECHANISM } from '../escrow/hybrid-wrap.ts';
 import type { BackendCalls } from './backend-calls.ts';
 import {

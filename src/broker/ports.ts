@@ -1,7 +1,7 @@
 // What the adapters see of the broker: src/grpc a KMS service of three calls (plus the
 // decoded-wrap entry of KMS v1), src/admin an admin service. Neither reaches the key set,
 // the health monitor or the state store behind them.
-import type { BreakerState } from '../metrics.ts';
+import type { BreakerState } from '../metrics/metrics.ts';
 import type { VersionJudgement, VersionStage } from './keys/retirement.ts';
 import type { FailoverSetting } from './state/state-schema.ts';
 import type { UsageScan } from './usage-scan.ts';

@@ -6,7 +6,7 @@ import type { BrokerState } from '../../src/broker/state/state-schema.ts';
 import type { StateStore } from '../../src/broker/state/state-store.ts';
 import { validateConfig } from '../../src/config/load.ts';
 import type { BrokerConfig } from '../../src/config/schema.ts';
-import { Metrics } from '../../src/metrics.ts';
+import { Metrics } from '../../src/metrics/metrics.ts';
 import { MemoryBackend } from './memory-backend.ts';
 import { memoryLog, type MemoryLog } from './memory-log.ts';
 

@@ -20,7 +20,7 @@ import {
   type EscrowPrivateKey,
   type EscrowPublicKey,
 } from '../../src/escrow/key-files.ts';
-import { Metrics } from '../../src/metrics.ts';
+import { Metrics } from '../../src/metrics/metrics.ts';
 import { memoryBackendEntry, memoryStateStore } from '../helpers/core-broker.ts';
 import { MemoryBackend } from '../helpers/memory-backend.ts';
 import { memoryLog } from '../helpers/memory-log.ts';

@@ -6,7 +6,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { BackendView } from '../../broker/ports.ts';
-import { BREAKER_STATES } from '../../metrics.ts';
+import { BREAKER_STATES } from '../../metrics/metrics.ts';
 import { problems } from '../route-support.ts';
 
 /** Samples kept per backend: 20 minutes at the default 10 s probe interval. */

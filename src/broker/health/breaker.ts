@@ -3,7 +3,7 @@
 // half-open: the next success closes it, a failure opens it again. A failed probe opens it
 // at once (probes are cheap and deliberate); real calls need several failures in a row,
 // so one unlucky timeout does not take a backend out.
-import type { BreakerState } from '../../metrics.ts';
+import type { BreakerState } from '../../metrics/metrics.ts';
 
 export interface BreakerOptions {
   readonly failureThreshold: number;

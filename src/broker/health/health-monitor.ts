@@ -8,7 +8,7 @@ import type { KekBackend } from '../../backends/kek.ts';
 import { BrokerError, toBrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
 import { startDeadline, type Deadline } from '../../deadline.ts';
-import type { BreakerState, Metrics } from '../../metrics.ts';
+import type { BreakerState, Metrics } from '../../metrics/metrics.ts';
 import type { FailoverSetting } from '../state/state-schema.ts';
 import { Breaker } from './breaker.ts';
 

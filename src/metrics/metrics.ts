@@ -5,7 +5,7 @@
 // `nodejs_*` names for the process, so that stock dashboards read them. docs/metrics.md
 // lists every metric; test/unit/metrics-doc.test.ts keeps that list true.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { buildInfo } from './metrics/build-info.ts';
+import { buildInfo } from './build-info.ts';
 import {
   registerStateGauges,
   type ClusterHealth,
@@ -13,9 +13,9 @@ import {
   type RotationEvidence,
   type ScrapeSources,
   type StatusEvidence,
-} from './metrics/state-gauges.ts';
+} from './state-gauges.ts';
 
-export type { ClusterHealth, KeySet, RotationEvidence, StatusEvidence } from './metrics/state-gauges.ts';
+export type { ClusterHealth, KeySet, RotationEvidence, StatusEvidence } from './state-gauges.ts';
 
 const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
