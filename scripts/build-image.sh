@@ -12,14 +12,21 @@
 #   app      bin/, src/, proto/ and package*.json, root-owned and read-only, under /opt/kms-broker;
 #            user kms-broker (uid/gid 65532) and the folders the static Pod mounts.
 #
-# Usage: scripts/build-image.sh [OUTPUT_DIR]      (default .cache/image)
-# Prints `image: archive=<path> ref=<name>` last. Needs root (debootstrap), debootstrap, npm,
-# g++, make and python3 (node-gyp). The addon is compiled on this machine: its glibc must not
-# be newer than bookworm's (2.36), which the script checks.
+#   verify   scripts/verify-image.sh: `kms-broker verify` inside the image, under podman or, where
+#            podman cannot run, in a chroot; against a SoftHSM token mounted from the host.
+#
+# Usage: scripts/build-image.sh [--no-verify] [OUTPUT_DIR]      (default .cache/image)
+# Prints `image: archive=<path> ref=<name>` (and, verified, `verify: ok engine=<engine>`).
+# Needs root (debootstrap), debootstrap, npm, g++, make and python3 (node-gyp); to verify,
+# softhsm2 and podman + runc or util-linux's unshare. The addon is compiled on this machine:
+# its glibc must not be newer than bookworm's (2.36), which the script checks.
+# Cache: .cache/image-build (KMS_BROKER_IMAGE_CACHE); delete it to rebuild from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+verify=yes
+if [ "${1:-}" = --no-verify ]; then verify=no; shift; fi
 out=$(realpath -m "${1:-.cache/image}")
-cache=${KMS_BROKER_IMAGE_CACHE:-$HOME/.cache/kms-broker/image}
+cache=$(realpath -m "${KMS_BROKER_IMAGE_CACHE:-.cache/image-build}")
 suite=bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 base_packages=(ca-certificates)
@@ -157,3 +164,7 @@ archive=$out/kms-broker-$version.oci.tar
 tar -C "$layout" -cf "$archive.tmp" . && mv "$archive.tmp" "$archive"
 say "done in $(($(date +%s) - started)) s: rootfs $(du -sm "$rootfs" | cut -f1) MB, archive $(($(stat -c %s "$archive") / 1048576)) MB, manifest sha256:$manifest_digest"
 echo "image: archive=$archive ref=$ref"
+if [ "$verify" = yes ]; then
+  rm -rf "$work" # the verify unpacks its own copy; do not hold two rootfs on disk
+  scripts/verify-image.sh "$archive"
+fi
