@@ -3,6 +3,8 @@
 // a read-only root, no capabilities, no network but its own loopback.
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
 
 const run = promisify(execFile);
 const buildScript = new URL('../../scripts/build-image.sh', import.meta.url).pathname;
@@ -40,22 +42,70 @@ export interface BuiltImage {
   readonly output: string;
 }
 
-/** Why this machine cannot build or run the image, if it cannot. */
-export async function missingEngine(): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return 'needs root: debootstrap, and rootful podman';
-  for (const tool of ['podman', 'runc', 'debootstrap']) {
-    const found = await run(tool, ['--version']).then(
-      () => true,
-      () => false,
-    );
-    if (!found) return `${tool} is not installed (scripts/install.sh installs it from Debian)`;
+const succeeds = (command: string, args: readonly string[], timeout = 60_000) =>
+  run(command, args, { timeout }).then(
+    () => undefined,
+    (error: Error & { stderr?: string }) =>
+      (error.stderr ?? error.message).trim().split('\n').at(-1) ?? error.message,
+  );
+
+async function missingTools(tools: readonly string[]): Promise<string | undefined> {
+  for (const tool of tools) {
+    if ((await succeeds('sh', ['-c', `command -v ${tool}`])) !== undefined) {
+      return `${tool} is not installed (scripts/install.sh installs it from Debian)`;
+    }
   }
   return undefined;
 }
 
+/** Why this machine cannot build the image (scripts/build-image.sh), if it cannot. */
+export async function cannotBuild(): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return 'scripts/build-image.sh needs root (debootstrap)';
+  return missingTools(['debootstrap', 'npm', 'g++', 'make', 'python3']);
+}
+
+/**
+ * Loads the image into podman and starts a container of it; says why that cannot be done
+ * here, if it cannot.
+ */
+export async function loadIntoPodman(image: BuiltImage): Promise<string | undefined> {
+  const missing = await missingTools(['podman', 'runc']);
+  if (missing !== undefined) return missing;
+  const notLoaded = await succeeds('podman', ['load', '--quiet', '--input', image.archive], 300_000);
+  if (notLoaded !== undefined) return `podman cannot load the archive: ${notLoaded}`;
+  const failed = await succeeds('podman', [
+    ...ENGINE_FLAGS,
+    'run',
+    '--rm',
+    '--network',
+    'none',
+    ...RLIMITS,
+    '--entrypoint',
+    '/bin/true',
+    image.ref,
+  ]);
+  return failed === undefined ? undefined : `podman cannot start a container here: ${failed}`;
+}
+
+/** Why scripts/verify-image.sh's chroot fallback cannot run here, if it cannot. */
+export async function cannotChroot(): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return 'the chroot fallback needs root';
+  const missing = await missingTools(['unshare', 'setpriv', 'ip', 'chroot']);
+  if (missing !== undefined) return missing;
+  const failed = await succeeds('unshare', ['--mount', '--pid', '--net', '--fork', 'true']);
+  return failed === undefined ? undefined : `unshare cannot make namespaces here: ${failed}`;
+}
+
+/** Says why a part of the test cannot run, where the reporter and a CI log both show it. */
+export function explain(t: { diagnostic(message: string): void }, reason: string): void {
+  t.diagnostic(`NOT RUN: ${reason}`);
+  process.stderr.write(`image.test: not run: ${reason}\n`);
+}
+
 export async function buildImage(outputDir: string): Promise<BuiltImage> {
   const started = Date.now();
-  const child = spawn('bash', [buildScript, outputDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The verify runs below, step by step, where a failure says more than the script's output.
+  const child = spawn('bash', [buildScript, '--no-verify', outputDir], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
@@ -71,15 +121,49 @@ export async function buildImage(outputDir: string): Promise<BuiltImage> {
   };
 }
 
-/** The image config inside an OCI archive, read through its index and manifest. */
-export async function readImageConfig(archive: string): Promise<ImageConfig> {
+const blob = (digest: string) => `./blobs/sha256/${digest.replace('sha256:', '')}`;
+
+async function readManifest(archive: string) {
   const member = async (path: string) =>
     JSON.parse((await run('tar', ['-xOf', archive, path], { maxBuffer: 1 << 20 })).stdout) as unknown;
-  const blob = (digest: string) => `./blobs/sha256/${digest.replace('sha256:', '')}`;
   const index = (await member('./index.json')) as { manifests: { digest: string }[] };
-  const manifest = (await member(blob(index.manifests[0]?.digest ?? ''))) as { config: { digest: string } };
+  const manifest = (await member(blob(index.manifests[0]?.digest ?? ''))) as {
+    config: { digest: string };
+    layers: { digest: string }[];
+  };
   const config = (await member(blob(manifest.config.digest))) as { config: ImageConfig };
-  return config.config;
+  return { config: config.config, layers: manifest.layers.map(layer => layer.digest) };
+}
+
+/** The image config inside an OCI archive, read through its index and manifest. */
+export async function readImageConfig(archive: string): Promise<ImageConfig> {
+  return (await readManifest(archive)).config;
+}
+
+/** The image's single layer (build-image.sh writes one), unpacked under `into`. */
+export async function unpackLayer(
+  archive: string,
+  into: string,
+  paths: readonly string[] = [],
+): Promise<void> {
+  const { layers } = await readManifest(archive);
+  assert.equal(layers.length, 1, 'build-image.sh writes one layer');
+  mkdirSync(into, { recursive: true });
+  const script = 'tar -xOf "$1" "$2" | tar -xz --no-same-owner -C "$3" "${@:4}"';
+  await run('bash', ['-c', script, 'unpack', archive, blob(layers[0] as string), into, ...paths], {
+    timeout: 300_000,
+  });
+}
+
+/** `tar -tv` of the image's layer: one line per entry, with owner and mode. */
+export async function listLayer(archive: string): Promise<string[]> {
+  const { layers } = await readManifest(archive);
+  const script = 'tar -xOf "$1" "$2" | tar -tvz --numeric-owner';
+  const { stdout } = await run('bash', ['-c', script, 'list', archive, blob(layers[0] as string)], {
+    timeout: 300_000,
+    maxBuffer: 256 << 20,
+  });
+  return stdout.split('\n').filter(line => line !== '');
 }
 
 export async function podman(args: readonly string[], timeoutMs = 120_000): Promise<string> {
@@ -119,4 +203,20 @@ export function confinedRun(options: {
     ...options.mounts.flatMap(mount => ['--volume', mount]),
     ...Object.entries(options.env).flatMap(([name, value]) => ['--env', `${name}=${value}`]),
   ];
+}
+
+const verifyScript = new URL('../../scripts/verify-image.sh', import.meta.url).pathname;
+
+/** scripts/verify-image.sh with one engine: exit status and everything it printed. */
+export async function verifyImage(archive: string, engine: 'podman' | 'chroot') {
+  return run('bash', [verifyScript, '--engine', engine, archive], {
+    timeout: 300_000,
+    maxBuffer: 16 << 20,
+  }).then(
+    ({ stdout, stderr }) => ({ code: 0, output: stdout + stderr }),
+    (error: Error & { code?: number | string; stdout?: string; stderr?: string }) => ({
+      code: typeof error.code === 'number' ? error.code : -1,
+      output: `${error.stdout ?? ''}${error.stderr ?? error.message}`,
+    }),
+  );
 }
