@@ -105,14 +105,20 @@ verify_podman() {
 
 # --- chroot in new namespaces ---------------------------------------------------------------
 verify_chroot() {
-  local rootfs=$work/rootfs manifest layer
-  # One layer (build-image.sh writes one): index.json -> manifest -> layers[0].
-  blob() { tar -xOf "$archive" "./blobs/sha256/${1#sha256:}"; }
+  local rootfs=$work/rootfs manifest layer whiteout
+  # index.json -> manifest -> layers, applied in order with their whiteouts (.wh.NAME deletes
+  # NAME of the layers below), so an image from `podman save --format oci-archive` works too.
+  member() { tar -xOf "$archive" --wildcards --no-anchored "$1"; } # with or without ./
+  blob() { member "blobs/sha256/${1#sha256:}"; }
   json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
-  manifest=$(tar -xOf "$archive" ./index.json | json "['manifests'][0]['digest']")
-  layer=$(blob "$manifest" | json "['layers'][0]['digest']")
+  manifest=$(member index.json | json "['manifests'][0]['digest']")
   mkdir "$rootfs"
-  blob "$layer" | tar -xz --numeric-owner -C "$rootfs"
+  for layer in $(blob "$manifest" | json "['layers']" | tr -d "[]{}'," | grep -o 'sha256:[0-9a-f]*'); do
+    blob "$layer" | gzip -dcf | tar -x --numeric-owner -C "$rootfs"
+    find "$rootfs" -name '.wh.*' | while read -r whiteout; do
+      rm -rf "$(dirname "$whiteout")/$(basename "$whiteout" | sed 's/^\.wh\.//')" "$whiteout"
+    done
+  done
   local binds=() mount host path mode
   for mount in "${mounts[@]}"; do
     IFS=: read -r host path mode <<<"$mount"
@@ -145,7 +151,7 @@ verify_chroot() {
 }
 
 if [ "$engine" != chroot ]; then
-  ref=$(tar -xOf "$archive" ./index.json | python3 -c "import json, sys; print(json.load(sys.stdin)['manifests'][0]['annotations']['org.opencontainers.image.ref.name'])")
+  ref=$(tar -xOf "$archive" --wildcards --no-anchored index.json | python3 -c "import json, sys; print(json.load(sys.stdin)['manifests'][0]['annotations']['org.opencontainers.image.ref.name'])")
   [ -n "$ref" ] || fail "$archive names no image (index.json has no ref.name)"
   if command -v podman >/dev/null; then podman load --quiet --input "$archive" >/dev/null; fi
   reason=$(podman_reason)
