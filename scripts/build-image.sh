@@ -163,6 +163,8 @@ echo '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
 archive=$out/kms-broker-$version.oci.tar
 tar -C "$layout" -cf "$archive.tmp" . && mv "$archive.tmp" "$archive"
 say "done in $(($(date +%s) - started)) s: rootfs $(du -sm "$rootfs" | cut -f1) MB, archive $(($(stat -c %s "$archive") / 1048576)) MB, manifest sha256:$manifest_digest"
+# The cached Debian root, for a Containerfile build that cannot reach a registry (the image test).
+echo "base: $base_tar"
 echo "image: archive=$archive ref=$ref"
 if [ "$verify" = yes ]; then
   rm -rf "$work" # the verify unpacks its own copy; do not hold two rootfs on disk

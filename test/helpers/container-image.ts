@@ -4,7 +4,8 @@
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { basename } from 'node:path';
 
 const run = promisify(execFile);
 const buildScript = new URL('../../scripts/build-image.sh', import.meta.url).pathname;
@@ -38,6 +39,8 @@ export interface ImageConfig {
 export interface BuiltImage {
   readonly archive: string;
   readonly ref: string;
+  /** The cached debootstrap root (a tar), usable as a local base image. */
+  readonly baseTar: string;
   readonly buildSeconds: number;
   readonly output: string;
 }
@@ -113,9 +116,12 @@ export async function buildImage(outputDir: string): Promise<BuiltImage> {
   if (code !== 0) throw new Error(`scripts/build-image.sh exited with ${code}:\n${output.slice(-4000)}`);
   const result = /^image: archive=(\S+) ref=(\S+)$/m.exec(output);
   if (result === null) throw new Error(`scripts/build-image.sh printed no image line:\n${output}`);
+  const base = /^base: (\S+)$/m.exec(output);
+  if (base === null) throw new Error(`scripts/build-image.sh printed no base line:\n${output}`);
   return {
     archive: result[1] as string,
     ref: result[2] as string,
+    baseTar: base[1] as string,
     buildSeconds: (Date.now() - started) / 1000,
     output,
   };
@@ -219,4 +225,48 @@ export async function verifyImage(archive: string, engine: 'podman' | 'chroot') 
       output: `${error.stdout ?? ''}${error.stderr ?? error.message}`,
     }),
   );
+}
+
+const repoRoot = new URL('../..', import.meta.url).pathname;
+/** The host's trust store: a TLS-intercepting proxy's CA must reach apt and npm in the build. */
+const HOST_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+
+/**
+ * Builds deploy/Containerfile with podman, on the debootstrap root instead of the pinned
+ * registry base (none reachable here), and saves it as an OCI archive.
+ */
+export async function buildContainerfile(image: BuiltImage, archive: string): Promise<string> {
+  // Tagged by the cached root's key and kept: a new import would be a new base, and podman's
+  // layer cache (apt, npm, the addon) would miss on every run.
+  const base = `localhost/kmsb-debootstrap-base:${basename(image.baseTar, '.tar')}`;
+  const ref = 'localhost/kms-broker-containerfile:test';
+  if ((await podmanStatus(['image', 'exists', base])).code !== 0) {
+    await podman(['import', '--quiet', image.baseTar, base], 300_000);
+  }
+  const trust = existsSync(HOST_CA_BUNDLE) ? ['--volume', `${HOST_CA_BUNDLE}:${HOST_CA_BUNDLE}:ro`] : [];
+  const build = await podmanStatus(
+    [
+      'build',
+      '--network',
+      'host',
+      ...RLIMITS,
+      ...trust,
+      '--build-arg',
+      `BASE_IMAGE=${base}`,
+      '--file',
+      `${repoRoot}deploy/Containerfile`,
+      '--tag',
+      ref,
+      repoRoot,
+    ],
+    900_000,
+  );
+  assert.equal(
+    build.code,
+    0,
+    `podman build -f deploy/Containerfile failed:\n${(build.stdout + build.stderr).slice(-4000)}`,
+  );
+  await podman(['save', '--format', 'oci-archive', '--output', archive, ref], 300_000);
+  await podmanStatus(['rmi', ref]);
+  return archive;
 }

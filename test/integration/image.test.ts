@@ -31,6 +31,7 @@ import { createToken, SOFTHSM_MODULE } from '../helpers/softhsm.ts';
 import { defer } from '../helpers/test-scope.ts';
 import {
   type BuiltImage,
+  buildContainerfile,
   buildImage,
   cannotBuild,
   cannotChroot,
@@ -328,6 +329,21 @@ describe('the container image (scripts/build-image.sh)', () => {
       assert.equal(result.code, 0, result.output.slice(-4000));
       assert.match(result.output, /^ok {3}decrypt: plaintext matches$/m);
       assert.match(result.output, /^verify: ok engine=chroot$/m);
+    },
+  );
+
+  it(
+    'deploy/Containerfile builds (on the debootstrap root instead of the pinned registry base) and `kms-broker verify` passes inside it',
+    { timeout: 20 * 60_000 },
+    async t => {
+      if (image === undefined) return explain(t, `no debootstrap base to build on: ${buildReason}`);
+      if (podmanReason !== undefined) return explain(t, `podman cannot build here: ${podmanReason}`);
+      const started = Date.now();
+      const archive = await buildContainerfile(image, join(work, 'containerfile.oci.tar'));
+      t.diagnostic(`podman build -f deploy/Containerfile: ${((Date.now() - started) / 1000).toFixed(0)} s`);
+      const result = await verifyImage(archive, 'podman');
+      assert.equal(result.code, 0, result.output.slice(-4000));
+      assert.match(result.output, /^verify: ok engine=podman$/m);
     },
   );
 });
