@@ -11,23 +11,14 @@
 // diagnostic) and asserts what it still can.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { parse, stringify } from 'yaml';
-import { createToken, SOFTHSM_MODULE } from '../helpers/softhsm.ts';
+import { parse } from 'yaml';
+import { SOFTHSM_MODULE } from '../helpers/softhsm.ts';
+import { prepareBrokerHost } from '../helpers/image-host.ts';
 import { defer } from '../helpers/test-scope.ts';
 import {
   type BuiltImage,
@@ -49,12 +40,10 @@ import { createKmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 
 const deploy = (file: string) => new URL(`../../deploy/${file}`, import.meta.url).pathname;
 const buildScript = new URL('../../scripts/build-image.sh', import.meta.url).pathname;
-/** An uncached build (debootstrap, npm ci, the addon) takes about 5 min on 2 busy cores. */
+/** An uncached build (debootstrap, npm ci, the addon) took under 3 min on 2 busy cores. */
 const BUILD_TIMEOUT_MS = 25 * 60_000;
 const READY_TIMEOUT_MS = 60_000;
 const POLL_INTERVAL_MS = 200;
-const CONTAINER_SOFTHSM_CONF = '/etc/kms-broker/softhsm2.conf';
-const CONTAINER_TOKENS = '/var/lib/softhsm/tokens';
 
 interface PodSpec {
   readonly spec: {
@@ -192,39 +181,8 @@ describe('the container image (scripts/build-image.sh)', () => {
         return explain(t, `${podmanReason}; the chroot test below runs verify instead`);
 
       // The host side, prepared as docs/deploy.md says, under a temporary folder.
-      const token = createToken('kms', join(work, 'softhsm'));
+      const { options, socket: containerSocket } = prepareBrokerHost(join(work, 'host'), uid, gid);
       const host = (path: string) => join(work, 'host', path);
-      for (const folder of ['run', 'state', 'secrets', 'etc']) mkdirSync(host(folder), { recursive: true });
-      copyFileSync(token.pinFile, host('secrets/hsm-pin'));
-      writeFileSync(host('secrets/admin-token'), 'admin-token-for-the-image-test\n');
-      const brokerConfig = parse(readFileSync(deploy('config.yaml'), 'utf8')) as {
-        socket: string;
-        backends: { generateIfMissing?: boolean }[];
-      };
-      (brokerConfig.backends[0] as { generateIfMissing?: boolean }).generateIfMissing = true; // an empty token
-      writeFileSync(host('etc/config.yaml'), stringify(brokerConfig));
-      // SoftHSM's config as the container sees it: the token folder at the path it is mounted.
-      writeFileSync(
-        host('etc/softhsm2.conf'),
-        `directories.tokendir = ${CONTAINER_TOKENS}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`,
-      );
-      const tokens = join(token.dir, 'tokens');
-      execFileSync('chown', ['-R', `${uid}:${gid}`, host('run'), host('state'), host('secrets'), tokens]);
-      for (const file of ['secrets/hsm-pin', 'secrets/admin-token']) chmodSync(host(file), 0o400);
-
-      const options = {
-        user: `${uid}:${gid}`,
-        env: { SOFTHSM2_CONF: CONTAINER_SOFTHSM_CONF },
-        mounts: [
-          `${host('run')}:/var/run/kmsplugin`,
-          `${host('state')}:/var/lib/kms-broker`,
-          `${host('etc/config.yaml')}:/etc/kms-broker/config.yaml:ro`,
-          `${host('secrets')}:/etc/kms-broker/secrets:ro`,
-          `${host('etc/softhsm2.conf')}:${CONTAINER_SOFTHSM_CONF}:ro`,
-          `${tokens}:${CONTAINER_TOKENS}`,
-          `${SOFTHSM_MODULE}:${SOFTHSM_MODULE}:ro`,
-        ],
-      };
 
       // The addon under the image's own runtime: a real session opened and closed, exit 0.
       const addon = await podmanStatus([
@@ -282,7 +240,7 @@ describe('the container image (scripts/build-image.sh)', () => {
         '/opt/kms-broker/bin/kms-broker',
         'verify',
         '--socket',
-        brokerConfig.socket,
+        containerSocket,
       ]);
       t.diagnostic(`verify inside the container: ${Date.now() - verifyStarted} ms`);
       assert.equal(verify.code, 0, `verify failed: ${verify.stdout}${verify.stderr}`);
