@@ -75,10 +75,11 @@ wait_for_socket() { # $1: a function that succeeds while the broker runs
 }
 
 # --- podman -----------------------------------------------------------------------------------
-podman_reason() { # prints why podman cannot run the image here; empty when it can
+podman_reason() { # loads the image; prints why podman cannot run it here, empty when it can
   command -v podman >/dev/null || { echo "podman is not installed"; return; }
   command -v runc >/dev/null || { echo "runc is not installed"; return; }
   local out
+  out=$(podman load --quiet --input "$archive" 2>&1) || { echo "podman cannot load the archive: $(tail -1 <<<"$out")"; return; }
   out=$(podman --runtime runc run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
     --entrypoint /bin/true "$ref" 2>&1) || echo "podman cannot start a container here: $(tail -1 <<<"$out")"
 }
@@ -153,7 +154,6 @@ verify_chroot() {
 if [ "$engine" != chroot ]; then
   ref=$(tar -xOf "$archive" --wildcards --no-anchored index.json | python3 -c "import json, sys; print(json.load(sys.stdin)['manifests'][0]['annotations']['org.opencontainers.image.ref.name'])")
   [ -n "$ref" ] || fail "$archive names no image (index.json has no ref.name)"
-  if command -v podman >/dev/null; then podman load --quiet --input "$archive" >/dev/null; fi
   reason=$(podman_reason)
   if [ -z "$reason" ]; then
     engine=podman
