@@ -20,6 +20,14 @@ command -v openssl >/dev/null || apt_packages+=(openssl)
 # Go builds the conformance harness; Debian's go is old, but GOTOOLCHAIN=auto fetches the
 # toolchain the harness's go.mod asks for through the Go module proxy.
 command -v go >/dev/null || apt_packages+=(golang-go)
+# The container image test (test/integration/image.test.ts): scripts/build-image.sh makes a
+# Debian base with debootstrap and compiles the PKCS#11 addon (g++, make); podman runs the
+# image, with runc (crun refuses hosts whose cgroups are in hybrid mode); verify-image.sh's
+# chroot fallback brings up loopback in its own network namespace with ip (iproute2).
+apt_packages+=(debootstrap podman runc)
+command -v ip >/dev/null || apt_packages+=(iproute2)
+command -v g++ >/dev/null || apt_packages+=(g++)
+command -v make >/dev/null || apt_packages+=(make)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

@@ -32,7 +32,11 @@ interface StaticPod {
     readonly dnsPolicy: string;
     readonly priorityClassName: string;
     readonly terminationGracePeriodSeconds: number;
-    readonly securityContext: Record<string, unknown> & { seccompProfile: { type: string } };
+    readonly securityContext: Record<string, unknown> & {
+      seccompProfile: { type: string };
+      runAsUser: number;
+      runAsGroup: number;
+    };
     readonly containers: readonly {
       readonly args: readonly string[];
       readonly securityContext: Record<string, unknown> & { capabilities: Record<string, unknown> };
@@ -75,7 +79,7 @@ describe('deploy/kms-broker.static-pod.yaml', () => {
 
   it('runs as a non-root user with no capabilities, no escalation, a read-only root and RuntimeDefault seccomp', () => {
     assert.equal(pod.spec.securityContext.runAsNonRoot, true);
-    assert.ok((pod.spec.securityContext.runAsUser as number) > 0);
+    assert.ok(pod.spec.securityContext.runAsUser > 0);
     assert.equal(pod.spec.securityContext.seccompProfile.type, 'RuntimeDefault');
     const security = container.securityContext;
     assert.equal(security.privileged, false);
@@ -127,6 +131,120 @@ describe('deploy/kms-broker.static-pod.yaml', () => {
     assert.ok(container.resources.limits.memory !== undefined);
     assert.equal(container.resources.limits.cpu, undefined);
     assert.ok(container.resources.requests.cpu !== undefined);
+  });
+});
+
+describe('deploy/Containerfile and scripts/build-image.sh', () => {
+  const pod = parse(readFileSync(deploy('kms-broker.static-pod.yaml'), 'utf8')) as StaticPod;
+  const { runAsUser, runAsGroup } = pod.spec.securityContext;
+  const containerfile = readFileSync(deploy('Containerfile'), 'utf8');
+  const script = readFileSync(join(root, 'scripts/build-image.sh'), 'utf8');
+
+  it("run as the Pod's user, with the Pod's arguments as the default command", () => {
+    assert.match(containerfile, new RegExp(`^USER ${runAsUser}:${runAsGroup}$`, 'm'));
+    assert.match(script, new RegExp(`^uid=${runAsUser}$`, 'm'));
+    assert.equal(runAsUser, runAsGroup, 'the script gives user and group one number');
+    const cmd = /^CMD (\[.*\])$/m.exec(containerfile);
+    assert.deepEqual(JSON.parse(cmd?.[1] ?? 'null'), pod.spec.containers[0]?.args);
+    assert.match(containerfile, /^ENTRYPOINT \["\/opt\/kms-broker\/bin\/kms-broker"\]$/m);
+  });
+
+  it('pin the base image by digest and build the addon with the same node-gyp', () => {
+    assert.match(containerfile, /^ARG BASE_IMAGE=[^\s@]+:bookworm-slim@sha256:[0-9a-f]{64}$/m);
+    const scriptGyp = /^NODE_GYP_VERSION=(\S+)$/m.exec(script)?.[1];
+    assert.ok(scriptGyp !== undefined);
+    assert.match(
+      containerfile,
+      new RegExp(`^ARG NODE_GYP_VERSION=${scriptGyp.replaceAll('.', '\\.')}$`, 'm'),
+    );
+  });
+
+  it('send the engine only package*.json, bin/, proto/ and src/ (no node_modules, .cache or sockets)', () => {
+    const rules = readFileSync(join(root, '.dockerignore'), 'utf8')
+      .split('\n')
+      .filter(line => line.trim() !== '' && !line.startsWith('#'));
+    assert.deepEqual(rules, ['*', '!package.json', '!package-lock.json', '!bin/', '!proto/', '!src/']);
+    for (const copied of containerfile.matchAll(/^COPY (?!--from)(.+) \S+$/gm)) {
+      for (const source of (copied[1] as string).split(' ')) {
+        assert.ok(
+          rules.includes(`!${source}`) || rules.includes(`!${source}/`),
+          `COPY ${source} is in the context`,
+        );
+      }
+    }
+  });
+});
+
+describe('deploy/kubeadm-kms-broker.patch.yaml', () => {
+  interface ExtraVolume {
+    readonly name: string;
+    readonly hostPath: string;
+    readonly mountPath: string;
+    readonly readOnly?: boolean;
+    readonly pathType: string;
+  }
+  const patch = parse(readFileSync(deploy('kubeadm-kms-broker.patch.yaml'), 'utf8')) as {
+    apiVersion: string;
+    kind: string;
+    apiServer: { extraArgs: { name: string; value: string }[]; extraVolumes: ExtraVolume[] };
+  };
+  const volumes = patch.apiServer.extraVolumes;
+  /** The volume whose mount holds `path`, inside the apiserver's container. */
+  const volumeHolding = (path: string) =>
+    volumes.find(volume => path === volume.mountPath || path.startsWith(`${volume.mountPath}/`));
+
+  it('is a kubeadm v1beta4 ClusterConfiguration whose only flag is the EncryptionConfiguration', () => {
+    assert.equal(patch.apiVersion, 'kubeadm.k8s.io/v1beta4');
+    assert.equal(patch.kind, 'ClusterConfiguration');
+    assert.deepEqual(
+      patch.apiServer.extraArgs.map(arg => arg.name),
+      ['encryption-provider-config'],
+    );
+  });
+
+  it("mounts the broker's socket folder (not the file) at the path `kms-broker encryption-config` names", () => {
+    // The real command on the example config: the endpoint cannot drift from what it writes.
+    const written = spawnSync(
+      join(root, 'bin/kms-broker'),
+      ['encryption-config', '--config', deploy('config.yaml')],
+      {
+        encoding: 'utf8',
+      },
+    );
+    assert.equal(written.status, 0, written.stderr);
+    const encryption = parse(written.stdout) as {
+      resources: { providers: { kms: { endpoint: string } }[] }[];
+    };
+    const endpoint = encryption.resources[0]?.providers[0]?.kms.endpoint ?? '';
+    assert.equal(endpoint, `unix://${config.socket}`);
+    const socketDir = dirname(endpoint.replace('unix://', ''));
+    const socketVolume = volumeHolding(config.socket);
+    assert.deepEqual(socketVolume, {
+      name: socketVolume?.name,
+      hostPath: socketDir,
+      mountPath: socketDir,
+      pathType: 'Directory',
+    });
+    // The same host folder the static Pod shares with the apiserver.
+    const pod = parse(readFileSync(deploy('kms-broker.static-pod.yaml'), 'utf8')) as StaticPod;
+    assert.ok(pod.spec.volumes.some(volume => volume.hostPath?.path === socketDir));
+  });
+
+  it('mounts the EncryptionConfiguration read-only, as a folder, where the flag points', () => {
+    const file = patch.apiServer.extraArgs[0]?.value ?? '';
+    const volume = volumeHolding(file);
+    assert.ok(volume !== undefined, `no extraVolume holds ${file}`);
+    assert.equal(volume.hostPath, volume.mountPath);
+    assert.equal(volume.hostPath, dirname(file));
+    assert.equal(volume.readOnly, true);
+    assert.equal(volume.pathType, 'Directory');
+  });
+
+  it('is the one the deploy guide shows', () => {
+    const guide = readFileSync(join(root, 'docs/deploy.md'), 'utf8');
+    const documented = /```yaml\n(apiVersion: kubeadm\.k8s\.io\/v1beta4[\s\S]*?)```/.exec(guide);
+    assert.ok(documented !== null, 'docs/deploy.md shows the ClusterConfiguration');
+    assert.deepEqual(parse(documented[1] as string), patch);
   });
 });
 
