@@ -28,6 +28,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 module="$root/test/e2e/kube"
 die() { echo "build-kube-apiserver: $*" >&2; exit 1; }
+# shellcheck source=lib/find-go.sh
+. "$root/scripts/lib/find-go.sh"
 
 [ -f "$module/go.mod" ] || die "missing $module/go.mod"
 kube_version=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$module/go.mod")
@@ -62,13 +64,7 @@ if [ "${KUBE_FORCE:-0}" != 1 ] &&
   exit 0
 fi
 
-# Any Go >= 1.21 will do: with GOTOOLCHAIN=auto (Go's default) it fetches the toolchain
-# that go.mod asks for through the module proxy.
-go_ok() { [ -x "$1" ] && "$1" env GOVERSION 2>/dev/null | grep -Eq '^go1\.(2[1-9]|[3-9][0-9])'; }
-go=""
-for candidate in "$(command -v go || true)" /usr/local/go/bin/go; do
-  if [ -n "$candidate" ] && go_ok "$candidate"; then go=$candidate; break; fi
-done
+go=$(find_go)
 [ -n "$go" ] || die "no Go >= 1.21 on PATH or in /usr/local/go/bin (go.mod asks for go $(awk '$1 == "go" { print $2 }' "$module/go.mod"))"
 
 mkdir -p "$cache" || die "cannot create $cache"

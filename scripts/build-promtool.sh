@@ -27,6 +27,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 version=v0.316.0
 die() { echo "build-promtool: $*" >&2; exit 1; }
+# shellcheck source=lib/find-go.sh
+. "$root/scripts/lib/find-go.sh"
 
 cache="${PROMTOOL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kms-broker/promtool}/$version"
 bin="$cache/promtool"
@@ -44,13 +46,7 @@ if [ "${PROMTOOL_FORCE:-0}" != 1 ] && [ "$(built_version)" = "$version" ]; then
   exit 0
 fi
 
-# Any Go >= 1.21 will do: with GOTOOLCHAIN=auto (Go's default) it fetches the toolchain
-# that Prometheus' go.mod asks for through the module proxy.
-go_ok() { [ -x "$1" ] && "$1" env GOVERSION 2>/dev/null | grep -Eq '^go1\.(2[1-9]|[3-9][0-9])'; }
-go=""
-for candidate in "$(command -v go || true)" /usr/local/go/bin/go; do
-  if [ -n "$candidate" ] && go_ok "$candidate"; then go=$candidate; break; fi
-done
+go=$(find_go)
 [ -n "$go" ] || die "no Go >= 1.21 on PATH or in /usr/local/go/bin (scripts/install.sh installs Debian's golang-go)"
 
 mkdir -p "$cache" || die "cannot create $cache"

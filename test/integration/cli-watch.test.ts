@@ -74,34 +74,30 @@ describe('kms-broker keys --watch', () => {
     token.remove();
   });
 
-  it('prints the table, then one line per changed row, nothing for unchanged polls, and exits 0 on SIGINT', async () => {
-    const watcher = spawn(
-      CLI,
-      [
-        'keys',
-        '--watch',
-        '--interval',
-        '100ms',
-        '--admin',
-        address,
-        '--token-file',
-        `${config.dir}/admin-token`,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let stdout = '';
-    let stderr = '';
-    const changed = new Set<() => void>();
-    watcher.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString();
-      changed.forEach(listener => listener());
+  /** A `--watch` command polling every 100 ms through the proxy, its output collected as it comes. */
+  function watch(args: string[]) {
+    const common = ['--interval', '100ms', '--admin', address, '--token-file', `${config.dir}/admin-token`];
+    const child = spawn(CLI, [...args, ...common], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const output = { stdout: '', stderr: '' };
+    const onOutput = new Set<() => void>();
+    child.stdout.on('data', (chunk: Buffer) => {
+      output.stdout += chunk.toString();
+      onOutput.forEach(listener => listener());
     });
-    watcher.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const exited = new Promise<number | null>(resolve => watcher.once('exit', resolve));
-    const lines = () => stdout.split('\n').filter(line => line !== '');
+    child.stderr.on('data', (chunk: Buffer) => (output.stderr += chunk.toString()));
+    const exited = new Promise<number | null>(resolve => child.once('exit', resolve));
+    return { child, output, onOutput, exited };
+  }
+
+  it('prints the table, then one line per changed row, nothing for unchanged polls, and exits 0 on SIGINT', async () => {
+    const { child: watcher, output, onOutput: changed, exited } = watch(['keys', '--watch']);
+    const lines = () => output.stdout.split('\n').filter(line => line !== '');
     const linesReach = (count: number) =>
       new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`stdout so far:\n${stdout}${stderr}`)), WAIT_MS);
+        const timer = setTimeout(
+          () => reject(new Error(`stdout so far:\n${output.stdout}${output.stderr}`)),
+          WAIT_MS,
+        );
         const check = () => {
           if (lines().length < count) return;
           clearTimeout(timer);
@@ -120,7 +116,7 @@ describe('kms-broker keys --watch', () => {
       await linesReach(2);
       // Several polls with nothing new: still the header and one row.
       await proxy.answered(proxy.gets + 3);
-      assert.deepEqual(lines().length, 2, stdout);
+      assert.deepEqual(lines().length, 2, output.stdout);
       assert.match(lines()[0] ?? '', /^BACKEND\s+VERSION\s+ROLE\s+AGE\s+LAST DECRYPT\s+DECRYPTS$/);
       assert.match(lines()[1] ?? '', /^hsm\s+1\s+write\s+\d+s\s+-\s+0$/);
 
@@ -129,7 +125,7 @@ describe('kms-broker keys --watch', () => {
       await rotate();
       await linesReach(6);
       await proxy.answered(proxy.gets + 3);
-      assert.equal(lines().length, 6, stdout);
+      assert.equal(lines().length, 6, output.stdout);
       assert.deepEqual(
         lines()
           .slice(2)
@@ -139,38 +135,20 @@ describe('kms-broker keys --watch', () => {
     } finally {
       watcher.kill('SIGINT');
     }
-    assert.equal(await exited, 0, stderr);
-    assert.equal(stderr, '');
+    assert.equal(await exited, 0, output.stderr);
+    assert.equal(output.stderr, '');
   });
 
   it('prints a changed answer again as a whole document with -o yaml, once per change', async () => {
-    const watcher = spawn(
-      CLI,
-      [
-        'backends',
-        '-w',
-        '--interval',
-        '100ms',
-        '-o',
-        'yaml',
-        '--admin',
-        address,
-        '--token-file',
-        `${config.dir}/admin-token`,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let stdout = '';
-    watcher.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    const exited = new Promise<number | null>(resolve => watcher.once('exit', resolve));
+    const { child: watcher, output, exited } = watch(['backends', '-w', '-o', 'yaml']);
     try {
       await proxy.answered(proxy.gets + 3);
-      assert.equal(stdout.match(/^backends:$/gm)?.length, 1, stdout);
-      assert.match(stdout, /writeVersion: "3"/);
+      assert.equal(output.stdout.match(/^backends:$/gm)?.length, 1, output.stdout);
+      assert.match(output.stdout, /writeVersion: "3"/);
       await runCli(['rotate', 'hsm', '--config', config.path]);
       await proxy.answered(proxy.gets + 3);
-      assert.equal(stdout.match(/^---$/gm)?.length, 1, stdout);
-      assert.match(stdout, /writeVersion: "4"/);
+      assert.equal(output.stdout.match(/^---$/gm)?.length, 1, output.stdout);
+      assert.match(output.stdout, /writeVersion: "4"/);
     } finally {
       watcher.kill('SIGINT');
     }
