@@ -366,11 +366,16 @@ describe('kms-broker usage flags', () => {
   });
 
   it('exits 1 before scanning when it is to record but is not told where the broker is', async () => {
-    const run = await usage(['--etcd-endpoints', 'http://127.0.0.1:1']);
+    // Told nothing: no admin address, no config named, and none at the default path (a machine
+    // that runs this suite is no broker's node).
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env.KMS_BROKER_ADMIN;
+    delete env.KMS_BROKER_CONFIG;
+    const run = await runCli(['usage', '--etcd-endpoints', 'http://127.0.0.1:1'], { env });
     assert.equal(run.code, 1);
     assert.match(
       run.stderr,
-      /say where the admin API listens: --admin, KMS_BROKER_ADMIN or --config, or pass --no-record/,
+      /say where the admin API listens: --admin, KMS_BROKER_ADMIN or the broker's config \(no config file at \/etc\/kms-broker\/config\.yaml; pass --config FILE or set KMS_BROKER_CONFIG=FILE\), or pass --no-record/,
     );
   });
 });
