@@ -28,6 +28,9 @@ apt_packages+=(debootstrap podman runc)
 command -v ip >/dev/null || apt_packages+=(iproute2)
 command -v g++ >/dev/null || apt_packages+=(g++)
 command -v make >/dev/null || apt_packages+=(make)
+# The PKCS#11 test shim (scripts/build-pkcs11-shim.sh) is C, built against p11-kit's pkcs11.h.
+command -v gcc >/dev/null || apt_packages+=(gcc)
+apt_packages+=(libp11-kit-dev)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

@@ -27,6 +27,7 @@ rm -f "$kube_log"
 # module proxy on the first run (8 min with one job on a busy 2-core machine, ~1 GB of
 # modules) and cached outside the clone afterwards.
 echo "== promtool"; bash scripts/build-promtool.sh
+echo "== pkcs11 shim"; bash scripts/build-pkcs11-shim.sh  # SoftHSM with real HSMs' rules
 echo "== tests"
 node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec \
   'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts' 'test/conformance/*.test.ts' "${e2e_tests[@]}"

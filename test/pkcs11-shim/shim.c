@@ -1,0 +1,462 @@
+/*
+ * kms-broker PKCS#11 test shim: SoftHSM with the rules of real HSMs.
+ *
+ * A PKCS#11 module for tests only. It loads the real module (KMS_BROKER_SHIM_MODULE, default
+ * /usr/lib/softhsm/libsofthsm2.so), copies its function list and overrides a few entries so
+ * the broker can be tested against behaviour SoftHSM lacks. Each behaviour is off unless its
+ * environment variable is set when C_Initialize runs, so one built library serves all tests:
+ *
+ *   KMS_BROKER_SHIM_GCM_IV=token   The token chooses the AES-GCM IV, as a Thales Luna in FIPS
+ *       mode does: C_EncryptInit(CKM_AES_GCM) refuses a caller's IV (any non-zero byte:
+ *       CKR_MECHANISM_PARAM_INVALID); given 12 zero bytes (ulIvLen 12, ulIvBits 96) it draws
+ *       12 random bytes from the token and writes them into the caller's pIv buffer on
+ *       success. PKCS#11 v2.40 errata 01 and v3.0 (CK_GCM_PARAMS) allow a token to generate
+ *       the IV and return it in pIv; Luna does exactly that. C_DecryptInit is unchanged.
+ *   KMS_BROKER_SHIM_MAX_SESSIONS=N Like a YubiHSM 2 (16 sessions): at most N sessions per
+ *       token; C_OpenSession then fails CKR_SESSION_COUNT, C_GetTokenInfo reports N.
+ *   KMS_BROKER_SHIM_IDLE_MS=M      Idle reclaim, like a YubiHSM 2 after 30 s: a session no
+ *       call used for M ms is closed by the shim (at the next call on any session); calls on
+ *       it answer CKR_SESSION_HANDLE_INVALID.
+ *   KMS_BROKER_SHIM_IDLE_CALLS=K   The same, measured deterministically for tests: a session
+ *       is reclaimed once K calls on other sessions happened since its last use.
+ *   KMS_BROKER_SHIM_LABEL / KMS_BROKER_SHIM_SERIAL
+ *       Token model / serial number reported by C_GetTokenInfo (the model also becomes the
+ *       library description in C_GetInfo). The model defaults to the shim's own file name
+ *       (lib<name>.so gives <name>), so a copy at another path is told apart with no setting.
+ *       Manufacturer ID is always "kms-broker shim". Token labels are never changed.
+ *
+ * The shim loads a private copy of the real module (see load_real_module), so two copies of
+ * the shim in one process (two backends on two module paths) drive two independent SoftHSM
+ * instances instead of fighting over one C_Initialize.
+ * Built by scripts/build-pkcs11-shim.sh; see docs/backends/pkcs11.md.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <p11-kit/pkcs11.h>
+
+#define DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#define MANUFACTURER "kms-broker shim"
+#define TRACKED_MAX 4096
+#define GCM_IV_LEN 12
+
+struct config {
+  int token_gcm_iv;
+  unsigned long max_sessions; /* 0: no limit of the shim's own */
+  unsigned long idle_ms;      /* 0: no reclaim by time */
+  unsigned long idle_calls;   /* 0: no reclaim by call count */
+  char model[16];             /* blank padded, as CK_TOKEN_INFO wants */
+  char serial[16];
+  int has_serial;
+};
+
+struct session {
+  CK_SESSION_HANDLE handle;
+  CK_SLOT_ID slot;
+  unsigned long busy;       /* calls in flight: such a session is never idle */
+  unsigned long last_ms;    /* monotonic time of its last use */
+  unsigned long idle_calls; /* calls on other sessions since its last use */
+};
+
+static CK_FUNCTION_LIST real_list_copy, shim_list;
+static CK_FUNCTION_LIST_PTR real;
+static void *real_module;
+static struct config config;
+static struct session sessions[TRACKED_MAX];
+static size_t session_count;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static unsigned long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (unsigned long)ts.tv_sec * 1000UL + (unsigned long)ts.tv_nsec / 1000000UL;
+}
+
+static void pad_copy(char *dest, size_t size, const char *text) {
+  size_t len = strlen(text);
+  memset(dest, ' ', size);
+  memcpy(dest, text, len < size ? len : size);
+}
+
+/* A positive decimal number from the environment; 0 when unset; -1 (with a message) if bad. */
+static int read_count(const char *name, unsigned long *out) {
+  const char *text = getenv(name);
+  char *end;
+  *out = 0;
+  if (text == NULL || *text == '\0') return 0;
+  errno = 0;
+  *out = strtoul(text, &end, 10);
+  if (errno == 0 && *end == '\0' && *out > 0 && text[0] != '-') return 0;
+  fprintf(stderr, "kms-broker shim: %s must be a positive whole number, got \"%s\"\n", name, text);
+  return -1;
+}
+
+/* The shim's file name without "lib" and ".so": the default model of this copy. */
+static void default_model(char *out, size_t size) {
+  Dl_info info;
+  const char *name = "kms-broker-shim", *slash;
+  char buf[64];
+  if (dladdr((void *)default_model, &info) && info.dli_fname != NULL) {
+    slash = strrchr(info.dli_fname, '/');
+    name = slash != NULL ? slash + 1 : info.dli_fname;
+  }
+  if (strncmp(name, "lib", 3) == 0) name += 3;
+  snprintf(buf, sizeof buf, "%s", name);
+  if (strlen(buf) > 3 && strcmp(buf + strlen(buf) - 3, ".so") == 0) buf[strlen(buf) - 3] = '\0';
+  pad_copy(out, size, buf);
+}
+
+static CK_RV read_config(void) {
+  const char *iv = getenv("KMS_BROKER_SHIM_GCM_IV"), *label = getenv("KMS_BROKER_SHIM_LABEL");
+  const char *serial = getenv("KMS_BROKER_SHIM_SERIAL");
+  memset(&config, 0, sizeof config);
+  if (iv != NULL && *iv != '\0' && strcmp(iv, "token") != 0 && strcmp(iv, "caller") != 0) {
+    fprintf(stderr, "kms-broker shim: KMS_BROKER_SHIM_GCM_IV must be \"token\" or \"caller\", got \"%s\"\n", iv);
+    return CKR_ARGUMENTS_BAD;
+  }
+  config.token_gcm_iv = iv != NULL && strcmp(iv, "token") == 0;
+  if (read_count("KMS_BROKER_SHIM_MAX_SESSIONS", &config.max_sessions) ||
+      read_count("KMS_BROKER_SHIM_IDLE_MS", &config.idle_ms) ||
+      read_count("KMS_BROKER_SHIM_IDLE_CALLS", &config.idle_calls))
+    return CKR_ARGUMENTS_BAD;
+  if (label != NULL && *label != '\0') pad_copy(config.model, sizeof config.model, label);
+  else default_model(config.model, sizeof config.model);
+  config.has_serial = serial != NULL && *serial != '\0';
+  if (config.has_serial) pad_copy(config.serial, sizeof config.serial, serial);
+  return CKR_OK;
+}
+
+/* ---- session table (callers hold `lock`) ---- */
+
+static struct session *find_session(CK_SESSION_HANDLE handle) {
+  for (size_t i = 0; i < session_count; i++)
+    if (sessions[i].handle == handle) return &sessions[i];
+  return NULL;
+}
+
+static void forget_session(struct session *s) {
+  *s = sessions[--session_count];
+}
+
+static unsigned long sessions_on(CK_SLOT_ID slot) {
+  unsigned long n = 0;
+  for (size_t i = 0; i < session_count; i++) n += sessions[i].slot == slot;
+  return n;
+}
+
+static int is_idle(const struct session *s, unsigned long now) {
+  if (s->busy > 0) return 0;
+  if (config.idle_ms > 0 && now - s->last_ms >= config.idle_ms) return 1;
+  return config.idle_calls > 0 && s->idle_calls >= config.idle_calls;
+}
+
+/* Closes every idle session in the real module, as a YubiHSM reclaims them. */
+static void reclaim_idle(void) {
+  unsigned long now = now_ms();
+  for (size_t i = 0; i < session_count;) {
+    if (is_idle(&sessions[i], now)) {
+      real->C_CloseSession(sessions[i].handle);
+      forget_session(&sessions[i]);
+    } else {
+      i++;
+    }
+  }
+}
+
+/* Start of a call on `handle`: reclaims idle sessions, counts the call against the others. */
+static CK_RV session_enter(CK_SESSION_HANDLE handle) {
+  struct session *s;
+  pthread_mutex_lock(&lock);
+  reclaim_idle();
+  s = find_session(handle);
+  if (s != NULL) {
+    for (size_t i = 0; i < session_count; i++) sessions[i].idle_calls += &sessions[i] != s;
+    s->idle_calls = 0;
+    s->busy++;
+    s->last_ms = now_ms();
+  }
+  pthread_mutex_unlock(&lock);
+  return s != NULL ? CKR_OK : CKR_SESSION_HANDLE_INVALID;
+}
+
+static void session_leave(CK_SESSION_HANDLE handle) {
+  struct session *s;
+  pthread_mutex_lock(&lock);
+  s = find_session(handle);
+  if (s != NULL) {
+    s->busy--;
+    s->last_ms = now_ms();
+  }
+  pthread_mutex_unlock(&lock);
+}
+
+/* ---- overridden entries ---- */
+
+static CK_RV shim_C_Initialize(CK_VOID_PTR init_args) {
+  CK_RV rv = read_config();
+  if (rv != CKR_OK) return rv;
+  return real->C_Initialize(init_args);
+}
+
+static CK_RV shim_C_Finalize(CK_VOID_PTR reserved) {
+  CK_RV rv;
+  pthread_mutex_lock(&lock);
+  rv = real->C_Finalize(reserved);
+  if (rv == CKR_OK) session_count = 0;
+  pthread_mutex_unlock(&lock);
+  return rv;
+}
+
+static CK_RV shim_C_GetInfo(CK_INFO_PTR info) {
+  CK_RV rv = real->C_GetInfo(info);
+  if (rv != CKR_OK) return rv;
+  pad_copy((char *)info->manufacturerID, sizeof info->manufacturerID, MANUFACTURER);
+  memset(info->libraryDescription, ' ', sizeof info->libraryDescription);
+  memcpy(info->libraryDescription, config.model, sizeof config.model);
+  return CKR_OK;
+}
+
+static CK_RV shim_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info) {
+  CK_RV rv = real->C_GetTokenInfo(slot, info);
+  if (rv != CKR_OK) return rv;
+  pad_copy((char *)info->manufacturerID, sizeof info->manufacturerID, MANUFACTURER);
+  memcpy(info->model, config.model, sizeof info->model);
+  if (config.has_serial) memcpy(info->serialNumber, config.serial, sizeof info->serialNumber);
+  if (config.max_sessions > 0) {
+    pthread_mutex_lock(&lock);
+    info->ulSessionCount = sessions_on(slot);
+    pthread_mutex_unlock(&lock);
+    info->ulMaxSessionCount = config.max_sessions;
+    info->ulMaxRwSessionCount = config.max_sessions;
+  }
+  return CKR_OK;
+}
+
+static CK_RV shim_C_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
+                                CK_SESSION_HANDLE_PTR out) {
+  CK_RV rv = CKR_SESSION_COUNT;
+  pthread_mutex_lock(&lock);
+  reclaim_idle();
+  if (session_count < TRACKED_MAX && (config.max_sessions == 0 || sessions_on(slot) < config.max_sessions)) {
+    rv = real->C_OpenSession(slot, flags, app, notify, out);
+    if (rv == CKR_OK) sessions[session_count++] = (struct session){*out, slot, 0, now_ms(), 0};
+  }
+  pthread_mutex_unlock(&lock);
+  return rv;
+}
+
+static CK_RV shim_C_CloseSession(CK_SESSION_HANDLE handle) {
+  CK_RV rv = session_enter(handle);
+  if (rv != CKR_OK) return rv;
+  pthread_mutex_lock(&lock);
+  rv = real->C_CloseSession(handle);
+  struct session *s = find_session(handle);
+  if (s != NULL) rv == CKR_OK ? forget_session(s) : (void)s->busy--;
+  pthread_mutex_unlock(&lock);
+  return rv;
+}
+
+static CK_RV shim_C_CloseAllSessions(CK_SLOT_ID slot) {
+  CK_RV rv;
+  pthread_mutex_lock(&lock);
+  rv = real->C_CloseAllSessions(slot);
+  for (size_t i = 0; rv == CKR_OK && i < session_count;)
+    sessions[i].slot == slot ? forget_session(&sessions[i]) : (void)i++;
+  pthread_mutex_unlock(&lock);
+  return rv;
+}
+
+/* Token-chosen GCM IV: checks the caller left the IV to the token, then draws and returns it. */
+static CK_RV encrypt_init_token_iv(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key) {
+  static const CK_BYTE zero_iv[GCM_IV_LEN];
+  CK_GCM_PARAMS params, *given = mechanism->pParameter;
+  CK_BYTE iv[GCM_IV_LEN];
+  CK_MECHANISM with_iv = *mechanism;
+  CK_RV rv;
+  if (given == NULL || mechanism->ulParameterLen != sizeof(CK_GCM_PARAMS) || given->pIv == NULL ||
+      given->ulIvLen != GCM_IV_LEN || given->ulIvBits != GCM_IV_LEN * 8 || memcmp(given->pIv, zero_iv, GCM_IV_LEN) != 0)
+    return CKR_MECHANISM_PARAM_INVALID;
+  rv = real->C_GenerateRandom(handle, iv, sizeof iv);
+  if (rv != CKR_OK) return rv;
+  params = *given;
+  params.pIv = iv;
+  with_iv.pParameter = &params;
+  rv = real->C_EncryptInit(handle, &with_iv, key);
+  if (rv == CKR_OK) memcpy(given->pIv, iv, sizeof iv);
+  return rv;
+}
+
+static CK_RV shim_C_EncryptInit(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key) {
+  CK_RV rv = session_enter(handle);
+  if (rv != CKR_OK) return rv;
+  if (config.token_gcm_iv && mechanism != NULL && mechanism->mechanism == CKM_AES_GCM)
+    rv = encrypt_init_token_iv(handle, mechanism, key);
+  else
+    rv = real->C_EncryptInit(handle, mechanism, key);
+  session_leave(handle);
+  return rv;
+}
+
+/* Every other call on a session: tracked for idle reclaim, then passed through. */
+#define SESSION_CALL(name, params, args)                 \
+  static CK_RV shim_##name params {                      \
+    CK_RV rv = session_enter(hSession);                  \
+    if (rv != CKR_OK) return rv;                         \
+    rv = real->name args;                                \
+    session_leave(hSession);                             \
+    return rv;                                           \
+  }
+#define S CK_SESSION_HANDLE hSession
+#define M CK_MECHANISM_PTR m
+#define O CK_OBJECT_HANDLE
+#define B CK_BYTE_PTR
+#define L CK_ULONG
+#define LP CK_ULONG_PTR
+#define T CK_ATTRIBUTE_PTR
+
+SESSION_CALL(C_GetSessionInfo, (S, CK_SESSION_INFO_PTR i), (hSession, i))
+SESSION_CALL(C_GetOperationState, (S, B st, LP n), (hSession, st, n))
+SESSION_CALL(C_SetOperationState, (S, B st, L n, O e, O a), (hSession, st, n, e, a))
+SESSION_CALL(C_Login, (S, CK_USER_TYPE u, CK_UTF8CHAR_PTR pin, L n), (hSession, u, pin, n))
+SESSION_CALL(C_Logout, (S), (hSession))
+SESSION_CALL(C_InitPIN, (S, CK_UTF8CHAR_PTR pin, L n), (hSession, pin, n))
+SESSION_CALL(C_SetPIN, (S, CK_UTF8CHAR_PTR o, L on, CK_UTF8CHAR_PTR p, L pn), (hSession, o, on, p, pn))
+SESSION_CALL(C_CreateObject, (S, T t, L n, O *o), (hSession, t, n, o))
+SESSION_CALL(C_CopyObject, (S, O o, T t, L n, O *c), (hSession, o, t, n, c))
+SESSION_CALL(C_DestroyObject, (S, O o), (hSession, o))
+SESSION_CALL(C_GetObjectSize, (S, O o, LP n), (hSession, o, n))
+SESSION_CALL(C_GetAttributeValue, (S, O o, T t, L n), (hSession, o, t, n))
+SESSION_CALL(C_SetAttributeValue, (S, O o, T t, L n), (hSession, o, t, n))
+SESSION_CALL(C_FindObjectsInit, (S, T t, L n), (hSession, t, n))
+SESSION_CALL(C_FindObjects, (S, O *o, L max, LP n), (hSession, o, max, n))
+SESSION_CALL(C_FindObjectsFinal, (S), (hSession))
+SESSION_CALL(C_Encrypt, (S, B d, L dn, B e, LP en), (hSession, d, dn, e, en))
+SESSION_CALL(C_EncryptUpdate, (S, B d, L dn, B e, LP en), (hSession, d, dn, e, en))
+SESSION_CALL(C_EncryptFinal, (S, B e, LP en), (hSession, e, en))
+SESSION_CALL(C_DecryptInit, (S, M, O k), (hSession, m, k))
+SESSION_CALL(C_Decrypt, (S, B e, L en, B d, LP dn), (hSession, e, en, d, dn))
+SESSION_CALL(C_DecryptUpdate, (S, B e, L en, B d, LP dn), (hSession, e, en, d, dn))
+SESSION_CALL(C_DecryptFinal, (S, B d, LP dn), (hSession, d, dn))
+SESSION_CALL(C_DigestInit, (S, M), (hSession, m))
+SESSION_CALL(C_Digest, (S, B d, L dn, B h, LP hn), (hSession, d, dn, h, hn))
+SESSION_CALL(C_DigestUpdate, (S, B d, L dn), (hSession, d, dn))
+SESSION_CALL(C_DigestKey, (S, O k), (hSession, k))
+SESSION_CALL(C_DigestFinal, (S, B h, LP hn), (hSession, h, hn))
+SESSION_CALL(C_SignInit, (S, M, O k), (hSession, m, k))
+SESSION_CALL(C_Sign, (S, B d, L dn, B g, LP gn), (hSession, d, dn, g, gn))
+SESSION_CALL(C_SignUpdate, (S, B d, L dn), (hSession, d, dn))
+SESSION_CALL(C_SignFinal, (S, B g, LP gn), (hSession, g, gn))
+SESSION_CALL(C_SignRecoverInit, (S, M, O k), (hSession, m, k))
+SESSION_CALL(C_SignRecover, (S, B d, L dn, B g, LP gn), (hSession, d, dn, g, gn))
+SESSION_CALL(C_VerifyInit, (S, M, O k), (hSession, m, k))
+SESSION_CALL(C_Verify, (S, B d, L dn, B g, L gn), (hSession, d, dn, g, gn))
+SESSION_CALL(C_VerifyUpdate, (S, B d, L dn), (hSession, d, dn))
+SESSION_CALL(C_VerifyFinal, (S, B g, L gn), (hSession, g, gn))
+SESSION_CALL(C_VerifyRecoverInit, (S, M, O k), (hSession, m, k))
+SESSION_CALL(C_VerifyRecover, (S, B g, L gn, B d, LP dn), (hSession, g, gn, d, dn))
+SESSION_CALL(C_DigestEncryptUpdate, (S, B a, L an, B b, LP bn), (hSession, a, an, b, bn))
+SESSION_CALL(C_DecryptDigestUpdate, (S, B a, L an, B b, LP bn), (hSession, a, an, b, bn))
+SESSION_CALL(C_SignEncryptUpdate, (S, B a, L an, B b, LP bn), (hSession, a, an, b, bn))
+SESSION_CALL(C_DecryptVerifyUpdate, (S, B a, L an, B b, LP bn), (hSession, a, an, b, bn))
+SESSION_CALL(C_GenerateKey, (S, M, T t, L n, O *k), (hSession, m, t, n, k))
+SESSION_CALL(C_GenerateKeyPair, (S, M, T pt, L pn, T st, L sn, O *p, O *k), (hSession, m, pt, pn, st, sn, p, k))
+SESSION_CALL(C_WrapKey, (S, M, O w, O k, B out, LP n), (hSession, m, w, k, out, n))
+SESSION_CALL(C_UnwrapKey, (S, M, O u, B in, L n, T t, L tn, O *k), (hSession, m, u, in, n, t, tn, k))
+SESSION_CALL(C_DeriveKey, (S, M, O b, T t, L n, O *k), (hSession, m, b, t, n, k))
+SESSION_CALL(C_SeedRandom, (S, B d, L n), (hSession, d, n))
+SESSION_CALL(C_GenerateRandom, (S, B d, L n), (hSession, d, n))
+SESSION_CALL(C_GetFunctionStatus, (S), (hSession))
+SESSION_CALL(C_CancelFunction, (S), (hSession))
+
+/* ---- loading ---- */
+
+/* Copies the file at `path` to a new temporary file; its name goes to `copy` (caller unlinks). */
+static int copy_to_temp(const char *path, char *copy, size_t size) {
+  const char *dir = getenv("TMPDIR");
+  char buf[65536];
+  ssize_t n = 0;
+  int in = open(path, O_RDONLY | O_CLOEXEC), out;
+  snprintf(copy, size, "%s/kms-broker-shim-XXXXXX", dir != NULL && *dir != '\0' ? dir : "/tmp");
+  out = in < 0 ? -1 : mkstemp(copy);
+  while (out >= 0 && (n = read(in, buf, sizeof buf)) > 0)
+    if (write(out, buf, (size_t)n) != n) n = -1;
+  if (in >= 0) close(in);
+  if (out >= 0 && close(out) == 0 && n == 0) return 0;
+  if (out >= 0) unlink(copy);
+  return -1;
+}
+
+/* Loads a private copy of the real module: a second file is a second instance, so two copies of
+ * the shim in one process (two backends on two module paths), or the shim beside the real module,
+ * never share one C_Initialize. (dlmopen would isolate it too, but SoftHSM's RNG fails there.) */
+static CK_RV load_real_module(void) {
+  const char *path = getenv("KMS_BROKER_SHIM_MODULE");
+  char copy[4096];
+  CK_C_GetFunctionList get_list;
+  CK_FUNCTION_LIST_PTR list;
+  if (path == NULL || *path == '\0') path = DEFAULT_MODULE;
+  if (copy_to_temp(path, copy, sizeof copy) != 0) {
+    fprintf(stderr, "kms-broker shim: cannot copy %s (KMS_BROKER_SHIM_MODULE): %s\n", path, strerror(errno));
+    return CKR_GENERAL_ERROR;
+  }
+  real_module = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
+  unlink(copy);
+  if (real_module == NULL) {
+    fprintf(stderr, "kms-broker shim: cannot load %s (KMS_BROKER_SHIM_MODULE): %s\n", path, dlerror());
+    return CKR_GENERAL_ERROR;
+  }
+  get_list = (CK_C_GetFunctionList)dlsym(real_module, "C_GetFunctionList");
+  if (get_list == NULL || get_list(&list) != CKR_OK) {
+    fprintf(stderr, "kms-broker shim: %s has no usable C_GetFunctionList\n", path);
+    return CKR_GENERAL_ERROR;
+  }
+  real_list_copy = *list;
+  real = &real_list_copy;
+  return CKR_OK;
+}
+
+/* Unloading the shim unloads its private copy of the real module too. */
+__attribute__((destructor)) static void unload_real_module(void) {
+  if (real_module != NULL) dlclose(real_module);
+}
+
+#define OVERRIDE(name) shim_list.name = shim_##name
+static void build_shim_list(void) {
+  shim_list = *real;
+  OVERRIDE(C_Initialize), OVERRIDE(C_Finalize), OVERRIDE(C_GetInfo), OVERRIDE(C_GetTokenInfo);
+  OVERRIDE(C_OpenSession), OVERRIDE(C_CloseSession), OVERRIDE(C_CloseAllSessions);
+  OVERRIDE(C_GetSessionInfo), OVERRIDE(C_GetOperationState), OVERRIDE(C_SetOperationState);
+  OVERRIDE(C_Login), OVERRIDE(C_Logout), OVERRIDE(C_InitPIN), OVERRIDE(C_SetPIN);
+  OVERRIDE(C_CreateObject), OVERRIDE(C_CopyObject), OVERRIDE(C_DestroyObject), OVERRIDE(C_GetObjectSize);
+  OVERRIDE(C_GetAttributeValue), OVERRIDE(C_SetAttributeValue);
+  OVERRIDE(C_FindObjectsInit), OVERRIDE(C_FindObjects), OVERRIDE(C_FindObjectsFinal);
+  OVERRIDE(C_EncryptInit), OVERRIDE(C_Encrypt), OVERRIDE(C_EncryptUpdate), OVERRIDE(C_EncryptFinal);
+  OVERRIDE(C_DecryptInit), OVERRIDE(C_Decrypt), OVERRIDE(C_DecryptUpdate), OVERRIDE(C_DecryptFinal);
+  OVERRIDE(C_DigestInit), OVERRIDE(C_Digest), OVERRIDE(C_DigestUpdate), OVERRIDE(C_DigestKey);
+  OVERRIDE(C_DigestFinal), OVERRIDE(C_SignInit), OVERRIDE(C_Sign), OVERRIDE(C_SignUpdate);
+  OVERRIDE(C_SignFinal), OVERRIDE(C_SignRecoverInit), OVERRIDE(C_SignRecover);
+  OVERRIDE(C_VerifyInit), OVERRIDE(C_Verify), OVERRIDE(C_VerifyUpdate), OVERRIDE(C_VerifyFinal);
+  OVERRIDE(C_VerifyRecoverInit), OVERRIDE(C_VerifyRecover);
+  OVERRIDE(C_DigestEncryptUpdate), OVERRIDE(C_DecryptDigestUpdate);
+  OVERRIDE(C_SignEncryptUpdate), OVERRIDE(C_DecryptVerifyUpdate);
+  OVERRIDE(C_GenerateKey), OVERRIDE(C_GenerateKeyPair), OVERRIDE(C_WrapKey), OVERRIDE(C_UnwrapKey);
+  OVERRIDE(C_DeriveKey), OVERRIDE(C_SeedRandom), OVERRIDE(C_GenerateRandom);
+  OVERRIDE(C_GetFunctionStatus), OVERRIDE(C_CancelFunction);
+}
+
+CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out) {
+  CK_RV rv = CKR_OK;
+  if (out == NULL) return CKR_ARGUMENTS_BAD;
+  pthread_mutex_lock(&lock);
+  if (real == NULL && (rv = load_real_module()) == CKR_OK) build_shim_list();
+  pthread_mutex_unlock(&lock);
+  if (rv == CKR_OK) *out = &shim_list;
+  return rv;
+}
