@@ -41,6 +41,9 @@ function loadShim(settings: ShimSettings, path = SHIM): Shim {
   try {
     p11.load(path);
     p11.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  } catch (error) {
+    p11.close();
+    throw error;
   } finally {
     for (const [name, value] of saved)
       if (value === undefined) delete process.env[name];
@@ -210,6 +213,19 @@ describe('pkcs11 shim: idle reclaim', () => {
     } finally {
       shim.close();
     }
+  });
+});
+
+describe('pkcs11 shim: settings', () => {
+  it('refuses to initialize with a setting it cannot read', () => {
+    assert.equal(
+      ckr(() => loadShim({ KMS_BROKER_SHIM_MAX_SESSIONS: 'three' })),
+      'CKR_ARGUMENTS_BAD',
+    );
+    assert.equal(
+      ckr(() => loadShim({ KMS_BROKER_SHIM_GCM_IV: 'host' })),
+      'CKR_ARGUMENTS_BAD',
+    );
   });
 });
 

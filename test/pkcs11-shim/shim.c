@@ -38,46 +38,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-#include <p11-kit/pkcs11.h>
+#include "shim.h"
 
 #define DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
 #define MANUFACTURER "kms-broker shim"
-#define TRACKED_MAX 4096
 #define GCM_IV_LEN 12
 
-struct config {
-  int token_gcm_iv;
-  unsigned long max_sessions; /* 0: no limit of the shim's own */
-  unsigned long idle_ms;      /* 0: no reclaim by time */
-  unsigned long idle_calls;   /* 0: no reclaim by call count */
-  char model[16];             /* blank padded, as CK_TOKEN_INFO wants */
-  char serial[16];
-  int has_serial;
-};
-
-struct session {
-  CK_SESSION_HANDLE handle;
-  CK_SLOT_ID slot;
-  unsigned long busy;       /* calls in flight: such a session is never idle */
-  unsigned long last_ms;    /* monotonic time of its last use */
-  unsigned long idle_calls; /* calls on other sessions since its last use */
-};
-
 static CK_FUNCTION_LIST real_list_copy, shim_list;
-static CK_FUNCTION_LIST_PTR real;
+CK_FUNCTION_LIST_PTR real;
 static void *real_module;
-static struct config config;
-static struct session sessions[TRACKED_MAX];
-static size_t session_count;
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-
-static unsigned long now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (unsigned long)ts.tv_sec * 1000UL + (unsigned long)ts.tv_nsec / 1000000UL;
-}
+struct config config;
+static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void pad_copy(char *dest, size_t size, const char *text) {
   size_t len = strlen(text);
@@ -133,70 +105,6 @@ static CK_RV read_config(void) {
   return CKR_OK;
 }
 
-/* ---- session table (callers hold `lock`) ---- */
-
-static struct session *find_session(CK_SESSION_HANDLE handle) {
-  for (size_t i = 0; i < session_count; i++)
-    if (sessions[i].handle == handle) return &sessions[i];
-  return NULL;
-}
-
-static void forget_session(struct session *s) {
-  *s = sessions[--session_count];
-}
-
-static unsigned long sessions_on(CK_SLOT_ID slot) {
-  unsigned long n = 0;
-  for (size_t i = 0; i < session_count; i++) n += sessions[i].slot == slot;
-  return n;
-}
-
-static int is_idle(const struct session *s, unsigned long now) {
-  if (s->busy > 0) return 0;
-  if (config.idle_ms > 0 && now - s->last_ms >= config.idle_ms) return 1;
-  return config.idle_calls > 0 && s->idle_calls >= config.idle_calls;
-}
-
-/* Closes every idle session in the real module, as a YubiHSM reclaims them. */
-static void reclaim_idle(void) {
-  unsigned long now = now_ms();
-  for (size_t i = 0; i < session_count;) {
-    if (is_idle(&sessions[i], now)) {
-      real->C_CloseSession(sessions[i].handle);
-      forget_session(&sessions[i]);
-    } else {
-      i++;
-    }
-  }
-}
-
-/* Start of a call on `handle`: reclaims idle sessions, counts the call against the others. */
-static CK_RV session_enter(CK_SESSION_HANDLE handle) {
-  struct session *s;
-  pthread_mutex_lock(&lock);
-  reclaim_idle();
-  s = find_session(handle);
-  if (s != NULL) {
-    for (size_t i = 0; i < session_count; i++) sessions[i].idle_calls += &sessions[i] != s;
-    s->idle_calls = 0;
-    s->busy++;
-    s->last_ms = now_ms();
-  }
-  pthread_mutex_unlock(&lock);
-  return s != NULL ? CKR_OK : CKR_SESSION_HANDLE_INVALID;
-}
-
-static void session_leave(CK_SESSION_HANDLE handle) {
-  struct session *s;
-  pthread_mutex_lock(&lock);
-  s = find_session(handle);
-  if (s != NULL) {
-    s->busy--;
-    s->last_ms = now_ms();
-  }
-  pthread_mutex_unlock(&lock);
-}
-
 /* ---- overridden entries ---- */
 
 static CK_RV shim_C_Initialize(CK_VOID_PTR init_args) {
@@ -206,11 +114,8 @@ static CK_RV shim_C_Initialize(CK_VOID_PTR init_args) {
 }
 
 static CK_RV shim_C_Finalize(CK_VOID_PTR reserved) {
-  CK_RV rv;
-  pthread_mutex_lock(&lock);
-  rv = real->C_Finalize(reserved);
-  if (rv == CKR_OK) session_count = 0;
-  pthread_mutex_unlock(&lock);
+  CK_RV rv = real->C_Finalize(reserved);
+  if (rv == CKR_OK) sessions_forget_all();
   return rv;
 }
 
@@ -230,47 +135,11 @@ static CK_RV shim_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info) {
   memcpy(info->model, config.model, sizeof info->model);
   if (config.has_serial) memcpy(info->serialNumber, config.serial, sizeof info->serialNumber);
   if (config.max_sessions > 0) {
-    pthread_mutex_lock(&lock);
-    info->ulSessionCount = sessions_on(slot);
-    pthread_mutex_unlock(&lock);
+    info->ulSessionCount = sessions_count(slot);
     info->ulMaxSessionCount = config.max_sessions;
     info->ulMaxRwSessionCount = config.max_sessions;
   }
   return CKR_OK;
-}
-
-static CK_RV shim_C_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
-                                CK_SESSION_HANDLE_PTR out) {
-  CK_RV rv = CKR_SESSION_COUNT;
-  pthread_mutex_lock(&lock);
-  reclaim_idle();
-  if (session_count < TRACKED_MAX && (config.max_sessions == 0 || sessions_on(slot) < config.max_sessions)) {
-    rv = real->C_OpenSession(slot, flags, app, notify, out);
-    if (rv == CKR_OK) sessions[session_count++] = (struct session){*out, slot, 0, now_ms(), 0};
-  }
-  pthread_mutex_unlock(&lock);
-  return rv;
-}
-
-static CK_RV shim_C_CloseSession(CK_SESSION_HANDLE handle) {
-  CK_RV rv = session_enter(handle);
-  if (rv != CKR_OK) return rv;
-  pthread_mutex_lock(&lock);
-  rv = real->C_CloseSession(handle);
-  struct session *s = find_session(handle);
-  if (s != NULL) rv == CKR_OK ? forget_session(s) : (void)s->busy--;
-  pthread_mutex_unlock(&lock);
-  return rv;
-}
-
-static CK_RV shim_C_CloseAllSessions(CK_SLOT_ID slot) {
-  CK_RV rv;
-  pthread_mutex_lock(&lock);
-  rv = real->C_CloseAllSessions(slot);
-  for (size_t i = 0; rv == CKR_OK && i < session_count;)
-    sessions[i].slot == slot ? forget_session(&sessions[i]) : (void)i++;
-  pthread_mutex_unlock(&lock);
-  return rv;
 }
 
 /* Token-chosen GCM IV: checks the caller left the IV to the token, then draws and returns it. */
@@ -304,89 +173,20 @@ static CK_RV shim_C_EncryptInit(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mecha
   return rv;
 }
 
-/* Every other call on a session: tracked for idle reclaim, then passed through. */
-#define SESSION_CALL(name, params, args)                 \
-  static CK_RV shim_##name params {                      \
-    CK_RV rv = session_enter(hSession);                  \
-    if (rv != CKR_OK) return rv;                         \
-    rv = real->name args;                                \
-    session_leave(hSession);                             \
-    return rv;                                           \
-  }
-#define S CK_SESSION_HANDLE hSession
-#define M CK_MECHANISM_PTR m
-#define O CK_OBJECT_HANDLE
-#define B CK_BYTE_PTR
-#define L CK_ULONG
-#define LP CK_ULONG_PTR
-#define T CK_ATTRIBUTE_PTR
-
-SESSION_CALL(C_GetSessionInfo, (S, CK_SESSION_INFO_PTR i), (hSession, i))
-SESSION_CALL(C_GetOperationState, (S, B st, LP n), (hSession, st, n))
-SESSION_CALL(C_SetOperationState, (S, B st, L n, O e, O a), (hSession, st, n, e, a))
-SESSION_CALL(C_Login, (S, CK_USER_TYPE u, CK_UTF8CHAR_PTR pin, L n), (hSession, u, pin, n))
-SESSION_CALL(C_Logout, (S), (hSession))
-SESSION_CALL(C_InitPIN, (S, CK_UTF8CHAR_PTR pin, L n), (hSession, pin, n))
-SESSION_CALL(C_SetPIN, (S, CK_UTF8CHAR_PTR o, L on, CK_UTF8CHAR_PTR p, L pn), (hSession, o, on, p, pn))
-SESSION_CALL(C_CreateObject, (S, T t, L n, O *o), (hSession, t, n, o))
-SESSION_CALL(C_CopyObject, (S, O o, T t, L n, O *c), (hSession, o, t, n, c))
-SESSION_CALL(C_DestroyObject, (S, O o), (hSession, o))
-SESSION_CALL(C_GetObjectSize, (S, O o, LP n), (hSession, o, n))
-SESSION_CALL(C_GetAttributeValue, (S, O o, T t, L n), (hSession, o, t, n))
-SESSION_CALL(C_SetAttributeValue, (S, O o, T t, L n), (hSession, o, t, n))
-SESSION_CALL(C_FindObjectsInit, (S, T t, L n), (hSession, t, n))
-SESSION_CALL(C_FindObjects, (S, O *o, L max, LP n), (hSession, o, max, n))
-SESSION_CALL(C_FindObjectsFinal, (S), (hSession))
-SESSION_CALL(C_Encrypt, (S, B d, L dn, B e, LP en), (hSession, d, dn, e, en))
-SESSION_CALL(C_EncryptUpdate, (S, B d, L dn, B e, LP en), (hSession, d, dn, e, en))
-SESSION_CALL(C_EncryptFinal, (S, B e, LP en), (hSession, e, en))
-SESSION_CALL(C_DecryptInit, (S, M, O k), (hSession, m, k))
-SESSION_CALL(C_Decrypt, (S, B e, L en, B d, LP dn), (hSession, e, en, d, dn))
-SESSION_CALL(C_DecryptUpdate, (S, B e, L en, B d, LP dn), (hSession, e, en, d, dn))
-SESSION_CALL(C_DecryptFinal, (S, B d, LP dn), (hSession, d, dn))
-SESSION_CALL(C_DigestInit, (S, M), (hSession, m))
-SESSION_CALL(C_Digest, (S, B d, L dn, B h, LP hn), (hSession, d, dn, h, hn))
-SESSION_CALL(C_DigestUpdate, (S, B d, L dn), (hSession, d, dn))
-SESSION_CALL(C_DigestKey, (S, O k), (hSession, k))
-SESSION_CALL(C_DigestFinal, (S, B h, LP hn), (hSession, h, hn))
-SESSION_CALL(C_SignInit, (S, M, O k), (hSession, m, k))
-SESSION_CALL(C_Sign, (S, B d, L dn, B g, LP gn), (hSession, d, dn, g, gn))
-SESSION_CALL(C_SignUpdate, (S, B d, L dn), (hSession, d, dn))
-SESSION_CALL(C_SignFinal, (S, B g, LP gn), (hSession, g, gn))
-SESSION_CALL(C_SignRecoverInit, (S, M, O k), (hSession, m, k))
-SESSION_CALL(C_SignRecover, (S, B d, L dn, B g, LP gn), (hSession, d, dn, g, gn))
-SESSION_CALL(C_VerifyInit, (S, M, O k), (hSession, m, k))
-SESSION_CALL(C_Verify, (S, B d, L dn, B g, L gn), (hSession, d, dn, g, gn))
-SESSION_CALL(C_VerifyUpdate, (S, B d, L dn), (hSession, d, dn))
-SESSION_CALL(C_VerifyFinal, (S, B g, L gn), (hSession, g, gn))
-SESSION_CALL(C_VerifyRecoverInit, (S, M, O k), (hSession, m, k))
-SESSION_CALL(C_VerifyRecover, (S, B g, L gn, B d, LP dn), (hSession, g, gn, d, dn))
-SESSION_CALL(C_DigestEncryptUpdate, (S, B a, L an, B b, LP bn), (hSession, a, an, b, bn))
-SESSION_CALL(C_DecryptDigestUpdate, (S, B a, L an, B b, LP bn), (hSession, a, an, b, bn))
-SESSION_CALL(C_SignEncryptUpdate, (S, B a, L an, B b, LP bn), (hSession, a, an, b, bn))
-SESSION_CALL(C_DecryptVerifyUpdate, (S, B a, L an, B b, LP bn), (hSession, a, an, b, bn))
-SESSION_CALL(C_GenerateKey, (S, M, T t, L n, O *k), (hSession, m, t, n, k))
-SESSION_CALL(C_GenerateKeyPair, (S, M, T pt, L pn, T st, L sn, O *p, O *k), (hSession, m, pt, pn, st, sn, p, k))
-SESSION_CALL(C_WrapKey, (S, M, O w, O k, B out, LP n), (hSession, m, w, k, out, n))
-SESSION_CALL(C_UnwrapKey, (S, M, O u, B in, L n, T t, L tn, O *k), (hSession, m, u, in, n, t, tn, k))
-SESSION_CALL(C_DeriveKey, (S, M, O b, T t, L n, O *k), (hSession, m, b, t, n, k))
-SESSION_CALL(C_SeedRandom, (S, B d, L n), (hSession, d, n))
-SESSION_CALL(C_GenerateRandom, (S, B d, L n), (hSession, d, n))
-SESSION_CALL(C_GetFunctionStatus, (S), (hSession))
-SESSION_CALL(C_CancelFunction, (S), (hSession))
-
 /* ---- loading ---- */
 
 /* Copies the file at `path` to a new temporary file; its name goes to `copy` (caller unlinks). */
 static int copy_to_temp(const char *path, char *copy, size_t size) {
   const char *dir = getenv("TMPDIR");
   char buf[65536];
-  ssize_t n = 0;
+  ssize_t n = 1; /* 0 once the whole file is copied, -1 on an error */
   int in = open(path, O_RDONLY | O_CLOEXEC), out;
   snprintf(copy, size, "%s/kms-broker-shim-XXXXXX", dir != NULL && *dir != '\0' ? dir : "/tmp");
   out = in < 0 ? -1 : mkstemp(copy);
-  while (out >= 0 && (n = read(in, buf, sizeof buf)) > 0)
-    if (write(out, buf, (size_t)n) != n) n = -1;
+  while (out >= 0 && n > 0) {
+    n = read(in, buf, sizeof buf);
+    if (n > 0 && write(out, buf, (size_t)n) != n) n = -1;
+  }
   if (in >= 0) close(in);
   if (out >= 0 && close(out) == 0 && n == 0) return 0;
   if (out >= 0) unlink(copy);
@@ -431,32 +231,17 @@ __attribute__((destructor)) static void unload_real_module(void) {
 static void build_shim_list(void) {
   shim_list = *real;
   OVERRIDE(C_Initialize), OVERRIDE(C_Finalize), OVERRIDE(C_GetInfo), OVERRIDE(C_GetTokenInfo);
-  OVERRIDE(C_OpenSession), OVERRIDE(C_CloseSession), OVERRIDE(C_CloseAllSessions);
-  OVERRIDE(C_GetSessionInfo), OVERRIDE(C_GetOperationState), OVERRIDE(C_SetOperationState);
-  OVERRIDE(C_Login), OVERRIDE(C_Logout), OVERRIDE(C_InitPIN), OVERRIDE(C_SetPIN);
-  OVERRIDE(C_CreateObject), OVERRIDE(C_CopyObject), OVERRIDE(C_DestroyObject), OVERRIDE(C_GetObjectSize);
-  OVERRIDE(C_GetAttributeValue), OVERRIDE(C_SetAttributeValue);
-  OVERRIDE(C_FindObjectsInit), OVERRIDE(C_FindObjects), OVERRIDE(C_FindObjectsFinal);
-  OVERRIDE(C_EncryptInit), OVERRIDE(C_Encrypt), OVERRIDE(C_EncryptUpdate), OVERRIDE(C_EncryptFinal);
-  OVERRIDE(C_DecryptInit), OVERRIDE(C_Decrypt), OVERRIDE(C_DecryptUpdate), OVERRIDE(C_DecryptFinal);
-  OVERRIDE(C_DigestInit), OVERRIDE(C_Digest), OVERRIDE(C_DigestUpdate), OVERRIDE(C_DigestKey);
-  OVERRIDE(C_DigestFinal), OVERRIDE(C_SignInit), OVERRIDE(C_Sign), OVERRIDE(C_SignUpdate);
-  OVERRIDE(C_SignFinal), OVERRIDE(C_SignRecoverInit), OVERRIDE(C_SignRecover);
-  OVERRIDE(C_VerifyInit), OVERRIDE(C_Verify), OVERRIDE(C_VerifyUpdate), OVERRIDE(C_VerifyFinal);
-  OVERRIDE(C_VerifyRecoverInit), OVERRIDE(C_VerifyRecover);
-  OVERRIDE(C_DigestEncryptUpdate), OVERRIDE(C_DecryptDigestUpdate);
-  OVERRIDE(C_SignEncryptUpdate), OVERRIDE(C_DecryptVerifyUpdate);
-  OVERRIDE(C_GenerateKey), OVERRIDE(C_GenerateKeyPair), OVERRIDE(C_WrapKey), OVERRIDE(C_UnwrapKey);
-  OVERRIDE(C_DeriveKey), OVERRIDE(C_SeedRandom), OVERRIDE(C_GenerateRandom);
-  OVERRIDE(C_GetFunctionStatus), OVERRIDE(C_CancelFunction);
+  OVERRIDE(C_EncryptInit);
+  sessions_override(&shim_list);
 }
 
-CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out) {
+/* The one exported symbol (built with -fvisibility=hidden). */
+__attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out) {
   CK_RV rv = CKR_OK;
   if (out == NULL) return CKR_ARGUMENTS_BAD;
-  pthread_mutex_lock(&lock);
+  pthread_mutex_lock(&load_lock);
   if (real == NULL && (rv = load_real_module()) == CKR_OK) build_shim_list();
-  pthread_mutex_unlock(&lock);
+  pthread_mutex_unlock(&load_lock);
   if (rv == CKR_OK) *out = &shim_list;
   return rv;
 }
