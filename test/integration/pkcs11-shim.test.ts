@@ -6,6 +6,7 @@ import { copyFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
+import graphene from 'graphene-pk11';
 import pkcs11js from 'pkcs11js';
 import { createToken, type SoftHsmToken } from '../helpers/softhsm.ts';
 
@@ -133,6 +134,48 @@ describe('pkcs11 shim: token-chosen GCM IV (KMS_BROKER_SHIM_GCM_IV=token)', () =
       );
     } finally {
       shim.close();
+    }
+  });
+
+  it('returns the IV through graphene-pk11 as the broker calls it (AesGcm240Params)', () => {
+    process.env.KMS_BROKER_SHIM_GCM_IV = 'token';
+    process.env.SOFTHSM2_CONF = token.conf;
+    const module = graphene.Module.load(SHIM, 'shim');
+    try {
+      module.initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+    } finally {
+      delete process.env.KMS_BROKER_SHIM_GCM_IV;
+    }
+    try {
+      const slot = Array.from(module.getSlots(true)).find(
+        candidate => candidate.getToken().label === token.label,
+      );
+      assert.ok(slot);
+      const session = slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION);
+      session.login(pin, graphene.UserType.USER);
+      const key = session.generateKey(graphene.KeyGenMechanism.AES, {
+        token: false,
+        valueLen: 32,
+        encrypt: true,
+        decrypt: true,
+      });
+      const iv = Buffer.alloc(12);
+      const aad = Buffer.from('envelope header');
+      const plaintext = Buffer.from('seed');
+      const cipher = session.createCipher(
+        { name: 'AES_GCM', params: new graphene.AesGcm240Params(iv, aad, 128) },
+        key,
+      );
+      const sealed = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+      assert.notDeepEqual(iv, Buffer.alloc(12));
+      const decipher = session.createDecipher(
+        { name: 'AES_GCM', params: new graphene.AesGcm240Params(Buffer.from(iv), aad, 128) },
+        key,
+      );
+      assert.deepEqual(Buffer.concat([decipher.update(sealed), decipher.final()]), plaintext);
+    } finally {
+      module.finalize();
+      module.close();
     }
   });
 
