@@ -45,7 +45,11 @@ fi
 
 runtime=node_modules/node/bin/node
 addon=node_modules/pkcs11js/build/Release/pkcs11.node
-if [ ! -x "$runtime" ] || [ ! -f "$addon" ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# A git worktree may share another clone's node_modules through a symlink: npm ci here would
+# empty that clone's node_modules through the link, so such a worktree only checks.
+if [ -L node_modules ]; then
+  echo "install: node_modules links to $(readlink node_modules); install there, not through the link"
+elif [ ! -x "$runtime" ] || [ ! -f "$addon" ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "install: npm dependencies"
   # Install scripts run in a controlled order below: the runtime first, then the native
   # addon built against the runtime's own headers (node-gyp cannot download headers here,
