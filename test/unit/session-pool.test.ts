@@ -187,4 +187,63 @@ describe('SessionPool', () => {
     await assert.rejects(p.acquire(never), brokerError('BACKEND_UNAVAILABLE', 'pool is closed'));
     assert.deepEqual(created, []);
   });
+  it(
+    'resize() to a smaller size closes idle items, and leased ones above it as they come back',
+    bounded,
+    async () => {
+      const { pool: p, destroyed } = pool(4);
+      const items = await Promise.all([
+        p.acquire(never),
+        p.acquire(never),
+        p.acquire(never),
+        p.acquire(never),
+      ]);
+      p.release(items[0]);
+      p.release(items[1]);
+      p.resize(2); // two leased, two idle: the idle ones go
+      assert.deepEqual(destroyed.sort(), [1, 2]);
+      p.release(items[2]); // still at the size: kept
+      assert.deepEqual(destroyed.sort(), [1, 2]);
+      p.resize(1); // one leased, one idle: the idle one goes
+      assert.deepEqual(destroyed.sort(), [1, 2, 3]);
+      p.release(items[3]); // the pool is down to its size: kept
+      assert.deepEqual(destroyed.sort(), [1, 2, 3]);
+      assert.equal(p.size, 1);
+    },
+  );
+
+  it('resize() below the leased count closes leased items as they come back', bounded, async () => {
+    const { pool: p, destroyed } = pool(2);
+    const [first, second] = await Promise.all([p.acquire(never), p.acquire(never)]);
+    p.resize(1);
+    assert.deepEqual(destroyed, []);
+    p.release(first);
+    assert.deepEqual(destroyed, [first]);
+    p.release(second);
+    assert.deepEqual(destroyed, [first]);
+  });
+
+  it('resize() to a larger size serves the waiters at once', bounded, async () => {
+    const { pool: p, created } = pool(1);
+    await p.acquire(never);
+    const waiting = [p.acquire(never), p.acquire(never)];
+    p.resize(3);
+    assert.deepEqual((await Promise.all(waiting)).sort(), [2, 3]);
+    assert.equal(created.length, 3);
+  });
+
+  it('touchIdle() closes the idle items the touch throws on, and keeps the others', bounded, async () => {
+    const { pool: p, destroyed } = pool(3);
+    const items = await Promise.all([p.acquire(never), p.acquire(never), p.acquire(never)]);
+    for (const item of items) p.release(item);
+    const touched: number[] = [];
+    p.touchIdle(item => {
+      touched.push(item);
+      if (item === 2) throw new Error('CKR_SESSION_HANDLE_INVALID');
+    });
+    assert.deepEqual(touched.sort(), [1, 2, 3]);
+    assert.deepEqual(destroyed, [2]);
+    // The two left are reused before anything new is created.
+    assert.deepEqual([await p.acquire(never), await p.acquire(never)].sort(), [1, 3]);
+  });
 });

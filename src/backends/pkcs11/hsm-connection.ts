@@ -18,6 +18,7 @@ import {
 } from './pkcs11-errors.ts';
 import { RecoverySchedule, type RecoveryStep } from './recovery-schedule.ts';
 import { SessionPool } from './session-pool.ts';
+import { fitPoolToToken } from './session-limit.ts';
 import { loadModule, type LoadedModule } from './module-cache.ts';
 import { assertTokenUsable, closeQuietly, findSlot, openLoggedIn, openSession } from './token-session.ts';
 
@@ -112,9 +113,23 @@ export class HsmConnection {
     return this.#run(deadline, 'token', () => operation(this.#requireAnchor()));
   }
 
-  /** The health probe: the token answers and the login holds; recovers when they do not. */
+  /**
+   * The health probe: the token answers and the login holds; recovers when they do not. It
+   * also touches every idle pooled session (C_GetSessionInfo), so a token that reclaims idle
+   * sessions keeps them while the probe interval is shorter than its idle limit; one already
+   * reclaimed is closed here instead of failing the next call.
+   */
   probe(deadline: Deadline): Promise<void> {
-    return this.#run(deadline, 'token', () => Promise.resolve(this.assertUsable()));
+    return this.#run(deadline, 'token', () => {
+      this.assertUsable();
+      this.#pool.touchIdle(lease => lease.session.lib.C_GetSessionInfo(lease.session.handle));
+      return Promise.resolve();
+    });
+  }
+
+  /** How many crypto sessions the pool may hold: the config's, or less on a capped token. */
+  get poolSize(): number {
+    return this.#pool.size;
   }
 
   /**
@@ -242,7 +257,9 @@ export class HsmConnection {
   #connect(): void {
     const slot = findSlot(this.#requireModule().module, this.#config);
     this.#slot = slot;
-    this.#tokenSerial = slot.getToken().serialNumber.trim();
+    const token = slot.getToken();
+    this.#tokenSerial = token.serialNumber.trim();
+    fitPoolToToken(this.#pool, this.#config.sessions, token, this.#deps.logger);
     this.#anchor = openLoggedIn(slot, this.#config, this.#deps.readSecret);
   }
 

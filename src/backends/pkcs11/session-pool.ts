@@ -1,6 +1,8 @@
-// A fixed-size pool of HSM sessions. PKCS#11 allows one active operation per session, so
-// concurrency to the token is exactly the pool size; callers beyond it wait in a bounded
-// FIFO queue and give up when their deadline fires.
+// A pool of HSM sessions. PKCS#11 allows one active operation per session, so concurrency to
+// the token is exactly the pool size; callers beyond it wait in a bounded FIFO queue and give
+// up when their deadline fires. The size is the config's until the token states a lower cap
+// (resize), and idle sessions are touched by the health probe so that tokens which reclaim
+// idle sessions (a YubiHSM 2 after 30 s) keep them.
 import { BrokerError } from '../../errors.ts';
 import { deadlineExceeded } from '../../deadline.ts';
 
@@ -16,7 +18,7 @@ interface Waiter<T> {
 
 export class SessionPool<T> {
   readonly #hooks: PoolHooks<T>;
-  readonly #size: number;
+  #size: number;
   readonly #maxWaiters: number;
   readonly #idle: T[] = [];
   readonly #waiters: Waiter<T>[] = [];
@@ -31,6 +33,30 @@ export class SessionPool<T> {
 
   get leased(): number {
     return this.#leased;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Sets the size; sessions above a smaller size are closed as they come back idle. */
+  resize(size: number): void {
+    this.#size = size;
+    const excess = this.#idle.length + this.#leased - size;
+    if (excess > 0) for (const item of this.#idle.splice(0, excess)) this.#hooks.destroy(item);
+    while (this.#waiters.length > 0 && this.#leased < this.#size) this.#serveWaiter();
+  }
+
+  /** Calls `touch` on every idle session; one it throws on is gone and is closed. */
+  touchIdle(touch: (item: T) => void): void {
+    for (const item of [...this.#idle]) {
+      try {
+        touch(item);
+      } catch {
+        this.#idle.splice(this.#idle.indexOf(item), 1);
+        this.#hooks.destroy(item);
+      }
+    }
   }
 
   /** Async so that a failing session open (token gone, library reset) becomes a rejection. */
@@ -61,12 +87,15 @@ export class SessionPool<T> {
     });
   }
 
-  /** Returns a session; a broken one is destroyed and its slot freed for a new one. */
+  /**
+   * Returns a session; a broken one, or one above a size lowered meanwhile, is destroyed and
+   * its slot freed for a new one.
+   */
   release(item: T, broken = false): void {
     this.#leased--;
-    if (broken || this.#closed) {
+    if (broken || this.#closed || this.#leased + this.#idle.length >= this.#size) {
       this.#hooks.destroy(item);
-      this.#serveWaiter();
+      if (this.#leased + this.#idle.length < this.#size) this.#serveWaiter();
       return;
     }
     const waiter = this.#waiters.shift();
