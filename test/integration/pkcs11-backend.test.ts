@@ -194,3 +194,54 @@ describe('PKCS#11 backend on SoftHSM', () => {
     );
   });
 });
+
+describe('PKCS#11 backend: the token chosen by slot id', () => {
+  it('finds the token by its CK_SLOT_ID, and names the slot when none is there', async () => {
+    const token = createToken();
+    process.env.SOFTHSM2_CONF = token.conf;
+    const module = loadModule(SOFTHSM_MODULE);
+    let slotId: number;
+    try {
+      const slots = module.module.getSlots(true);
+      const slot = Array.from({ length: slots.length }, (_, index) => slots.items(index)).find(
+        candidate => candidate.getToken().label.trim() === token.label,
+      );
+      assert.ok(slot);
+      slotId = Number(slot.handle.readBigUInt64LE(0));
+    } finally {
+      module.release();
+    }
+    const open = async (id: number) => {
+      const backend = new Pkcs11Backend(backendConfig(token, { tokenLabel: undefined, slotId: id }), {
+        readSecret,
+        logger: createLogger('info', memoryLog().stream),
+      });
+      await backend.open();
+      return backend;
+    };
+    try {
+      const backend = await open(slotId);
+      const version = (await backend.createVersion(deadline())).version;
+      const plaintext = randomBytes(32);
+      const aad = Buffer.from('slot');
+      const wrapped = await backend.wrap({ plaintext, keyVersion: version, aad, deadline: deadline() });
+      assert.deepEqual(
+        await backend.unwrap({
+          wrapped,
+          keyVersion: version,
+          mechanism: 'aes-gcm',
+          aad,
+          deadline: deadline(),
+        }),
+        plaintext,
+      );
+      await backend.close();
+      await assert.rejects(open(slotId + 1), {
+        code: 'HSM_TOKEN_NOT_FOUND',
+        message: `backend hsm: no token in slot ${slotId + 1} in ${SOFTHSM_MODULE}`,
+      });
+    } finally {
+      token.remove();
+    }
+  });
+});

@@ -220,12 +220,17 @@ describe('config loading', () => {
       {
         name: 'both tokenLabel and tokenSerial',
         change: raw => (firstBackend(raw).tokenSerial = '1234'),
-        expected: 'backends[0]: set exactly one of tokenLabel and tokenSerial',
+        expected: 'backends[0]: set exactly one of tokenLabel, tokenSerial and slotId',
+      },
+      {
+        name: 'both tokenLabel and slotId',
+        change: raw => (firstBackend(raw).slotId = 3),
+        expected: 'backends[0]: set exactly one of tokenLabel, tokenSerial and slotId',
       },
       {
         name: 'neither tokenLabel nor tokenSerial',
         change: raw => delete firstBackend(raw).tokenLabel,
-        expected: 'backends[0]: set exactly one of tokenLabel and tokenSerial',
+        expected: 'backends[0]: set exactly one of tokenLabel, tokenSerial and slotId',
       },
       {
         name: 'both pinFile and pinEnv',

@@ -12,19 +12,23 @@ const CKS_RW_USER_FUNCTIONS = 3;
 const { SessionFlag, UserType } = graphene;
 
 export function findSlot(module: graphene.Module, config: Pkcs11BackendConfig): graphene.Slot {
-  const { tokenLabel, tokenSerial } = config;
+  const { tokenLabel, tokenSerial, slotId } = config;
   const slots = module.getSlots(true);
   for (let index = 0; index < slots.length; index++) {
     const slot = slots.items(index);
+    // A slot's handle is its CK_SLOT_ID as a native unsigned long (little-endian on x64 and arm64).
+    if (slotId !== undefined && slot.handle.readBigUInt64LE(0) === BigInt(slotId)) return slot;
     const token = slot.getToken();
     if (tokenLabel !== undefined && token.label.trim() === tokenLabel) return slot;
     if (tokenSerial !== undefined && token.serialNumber.trim() === tokenSerial) return slot;
   }
-  const wanted = tokenLabel !== undefined ? `label '${tokenLabel}'` : `serial '${tokenSerial ?? ''}'`;
-  throw new BrokerError(
-    'HSM_TOKEN_NOT_FOUND',
-    `backend ${config.name}: no token with ${wanted} in ${config.module}`,
-  );
+  const wanted =
+    tokenLabel !== undefined
+      ? `no token with label '${tokenLabel}'`
+      : tokenSerial !== undefined
+        ? `no token with serial '${tokenSerial}'`
+        : `no token in slot ${String(slotId)}`;
+  throw new BrokerError('HSM_TOKEN_NOT_FOUND', `backend ${config.name}: ${wanted} in ${config.module}`);
 }
 
 export function openSession(slot: graphene.Slot): graphene.Session {
