@@ -108,6 +108,21 @@ export const errorCatalog = {
   },
   HSM_LOGIN_FAILED: { grpc: GrpcCode.UNAUTHENTICATED, http: 500, title: 'HSM login failed' },
   HSM_TOKEN_NOT_FOUND: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'HSM token not found' },
+  HSM_MECHANISM_UNSUPPORTED: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'The token does not offer the configured mechanism',
+  },
+  HSM_KEY_UNSAFE: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'A key in the token could leave it (extractable or not sensitive)',
+  },
+  KEY_MECHANISM_MISMATCH: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'The write key version was made for another mechanism',
+  },
   KEY_MISSING: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'Backend holds no key version' },
   SOCKET_IN_USE: {
     grpc: GrpcCode.FAILED_PRECONDITION,

@@ -12,6 +12,11 @@ export interface KeyVersionInfo {
    */
   readonly fingerprint: string;
   readonly createdAt?: string | undefined;
+  /**
+   * Why this version cannot make new wraps with the backend's configured mechanism (a key
+   * made for another mechanism); absent when it can. It still unwraps what it wrapped.
+   */
+  readonly writeRefusal?: string | undefined;
 }
 
 export interface WrapRequest {

@@ -123,8 +123,17 @@ export class JoiningBackend implements KekBackend {
   }
 }
 
-/** Start-up failures that no retry mends: a wrong PIN must never be tried twice (tokens lock). */
-const fatalAtStart: ReadonlySet<string> = new Set(['HSM_LOGIN_FAILED', 'CONFIG_INVALID', 'INTERNAL']);
+/**
+ * Start-up failures that no retry mends: a wrong PIN must never be tried twice (tokens lock);
+ * a token without the configured mechanism, or with a key that could leave it, needs an operator.
+ */
+const fatalAtStart: ReadonlySet<string> = new Set([
+  'HSM_LOGIN_FAILED',
+  'HSM_MECHANISM_UNSUPPORTED',
+  'HSM_KEY_UNSAFE',
+  'CONFIG_INVALID',
+  'INTERNAL',
+]);
 
 /**
  * Connects every backend it can, in parallel, each within `budgetMs`. A backend that cannot

@@ -42,6 +42,9 @@ const EXIT_UNREACHABLE = 3;
 const EXIT_NEEDS_OPERATOR = 4;
 const needsOperator: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'HSM_LOGIN_FAILED',
+  'HSM_MECHANISM_UNSUPPORTED',
+  'HSM_KEY_UNSAFE',
+  'KEY_MECHANISM_MISMATCH',
   'CONFIG_INVALID',
   'STATE_CORRUPT',
   'STATE_MISMATCH',

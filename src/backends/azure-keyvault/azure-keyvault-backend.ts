@@ -3,7 +3,6 @@
 // 32-hex version id is what the envelope records. One HTTP call per wrap or unwrap (the
 // SDK's key GET is skipped), one key read per probe, never a wrap. Rotations done in the
 // vault are offered to the broker through `externalRotation`, which adopts them once stable.
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { KeyProperties, KeyWrapAlgorithm } from '@azure/keyvault-keys';
 import type { AzureKeyVaultBackendConfig } from './azure-keyvault-schema.ts';
 import { BrokerError } from '../../errors.ts';
@@ -11,6 +10,7 @@ import type { Logger } from '../../log.ts';
 import type { BackendDeps } from '../backend-kind.ts';
 import type { ExternalRotation, KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../kek.ts';
 import { unlessMissing } from '../key-missing.ts';
+import { bindHeader, unbindHeader } from '../header-digest.ts';
 import {
   createKeyVault,
   CREATE,
@@ -23,8 +23,6 @@ import {
 } from './azure-keyvault-client.ts';
 import type { Deadline } from '../../deadline.ts';
 
-/** RSA-OAEP and AES-KW take no associated data: the wrap carries the header's digest instead. */
-const AAD_DIGEST_BYTES = 32;
 /** A bound on listing pages (25 versions each), so a runaway listing cannot loop forever. */
 const MAX_VERSION_PAGES = 400;
 
@@ -100,7 +98,8 @@ export class AzureKeyVaultBackend implements KekBackend {
 
   async wrap(request: WrapRequest): Promise<Buffer> {
     const client = this.#vault.crypto(request.keyVersion);
-    const payload = Buffer.concat([request.plaintext, digest(request.aad)]);
+    // RSA-OAEP and AES-KW take no associated data: the wrap carries the header's digest instead.
+    const payload = bindHeader(request.plaintext, request.aad);
     const wrapped = await this.#vault.call(request.deadline, WRAP, options =>
       client.wrapKey(this.mechanism, payload, options),
     );
@@ -124,13 +123,10 @@ export class AzureKeyVaultBackend implements KekBackend {
           throw this.#invalidCiphertext();
         throw error;
       });
-    const payload = Buffer.from(unwrapped.result);
-    const plaintext = payload.subarray(0, payload.length - AAD_DIGEST_BYTES);
-    const bound = payload.subarray(payload.length - AAD_DIGEST_BYTES);
     // The digest proves the wrap was made for this very envelope header.
-    if (plaintext.length === 0 || !timingSafeEqual(bound, digest(request.aad)))
-      throw this.#invalidCiphertext();
-    return Buffer.from(plaintext);
+    const seed = unbindHeader(Buffer.from(unwrapped.result), request.aad);
+    if (seed === undefined) throw this.#invalidCiphertext();
+    return seed;
   }
 
   /** One key read: reachability, a valid credential, the get permission and the key's presence. */
@@ -168,8 +164,4 @@ export class AzureKeyVaultBackend implements KekBackend {
       createdAt: created?.toISOString(),
     };
   }
-}
-
-function digest(aad: Buffer): Buffer {
-  return createHash('sha256').update(aad).digest();
 }

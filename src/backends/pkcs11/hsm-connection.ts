@@ -36,6 +36,8 @@ export interface HsmConnectionDeps {
   readonly logger: Logger;
   /** Called as each recovery starts, to drop what the lost connection made invalid. */
   readonly onRecover: () => void;
+  /** Refuses, at the first connect, a token that cannot serve the config (a missing mechanism). */
+  readonly checkToken: (slot: graphene.Slot) => void;
 }
 
 export class HsmConnection {
@@ -77,7 +79,9 @@ export class HsmConnection {
     this.#module = loadModule(this.#config.module);
     try {
       this.#connect();
+      this.#deps.checkToken(this.#slot as graphene.Slot);
     } catch (error) {
+      this.#closeAnchor();
       this.#module.release();
       this.#module = undefined;
       throw error;

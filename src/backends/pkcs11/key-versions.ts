@@ -1,20 +1,24 @@
-// The key versions in the token. Each version is its own AES-256 secret key object
-// (non-extractable, sensitive), labelled `<keyLabel>-v<N>` with a CKA_ID of the version
-// number plus random bytes; its fingerprint is the token serial and that CKA_ID. Found key
-// handles are cached until the connection recovers, when they may no longer be valid. A
-// token that lost its storage finds no objects without failing, so a search result counts
-// only when the token passes its check right after.
+// The key versions in the token. Each version is its own key, made for the backend's
+// mechanism when the broker creates it (an AES key, or an RSA pair), labelled
+// `<keyLabel>-v<N>` with a CKA_ID of the version number plus random bytes; its fingerprint
+// is the token serial and that CKA_ID. Found keys are cached until the connection recovers,
+// when their handles may no longer be valid. A token that lost its storage finds no objects
+// without failing, so a search result counts only when the token passes its check after.
 import { randomBytes } from 'node:crypto';
-import graphene from 'graphene-pk11';
+import type graphene from 'graphene-pk11';
 import type { KeyVersionInfo } from '../kek.ts';
 import { BrokerError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
-
-const { ObjectClass, KeyType, KeyGenMechanism } = graphene;
+import { assertSafe, describeKey, findUnwrapKeys, generateFor, versionKey } from './key-objects.ts';
+import { keyFits, type Pkcs11Mechanism, type VersionKey } from './mechanisms/mechanism.ts';
 
 export interface KeyVersionsOptions {
   readonly keyLabel: string;
   readonly backendName: string;
+  /** The mechanism of new wraps: the kind of key `create` makes, and what listings check. */
+  readonly writeMechanism: Pkcs11Mechanism;
+  /** The modulus of RSA keys the broker creates. */
+  readonly rsaBits: number;
   readonly logger: Logger;
   /** The serial of the token as last connected, for fingerprints. */
   readonly tokenSerial: () => string;
@@ -24,23 +28,33 @@ export interface KeyVersionsOptions {
 
 export class KeyVersions {
   readonly #options: KeyVersionsOptions;
-  readonly #keys = new Map<string, graphene.SecretKey>();
+  readonly #keys = new Map<string, VersionKey>();
 
   constructor(options: KeyVersionsOptions) {
     this.#options = options;
   }
 
+  /** Every version in the token, each refused if unsafe and marked if it cannot write. */
   list(session: graphene.Session): KeyVersionInfo[] {
-    const versions: KeyVersionInfo[] = [];
+    const versions: { number: number; info: KeyVersionInfo }[] = [];
     for (const object of this.#findKeyObjects(session)) {
       const version = this.#versionOf(object.label);
-      if (version !== undefined)
-        versions.push({ version: String(version), fingerprint: this.#fingerprint(object) });
+      if (version === undefined) continue;
+      assertSafe(object, object.label, this.#options.backendName);
+      const refusal = this.#writeRefusal(versionKey(session, object));
+      versions.push({
+        number: version,
+        info: {
+          version: String(version),
+          fingerprint: this.#fingerprint(object),
+          ...(refusal && { writeRefusal: refusal }),
+        },
+      });
     }
-    return versions.sort((a, b) => Number(a.version) - Number(b.version));
+    return versions.sort((a, b) => a.number - b.number).map(entry => entry.info);
   }
 
-  create(session: graphene.Session): KeyVersionInfo {
+  async create(session: graphene.Session): Promise<KeyVersionInfo> {
     const highest = this.#findKeyObjects(session).reduce(
       (max, object) => Math.max(max, this.#versionOf(object.label) ?? 0),
       0,
@@ -49,23 +63,9 @@ export class KeyVersions {
     const id = Buffer.alloc(16);
     id.writeUInt32BE(version, 0);
     randomBytes(12).copy(id, 4);
-    const key = session.generateKey(KeyGenMechanism.AES, {
-      class: ObjectClass.SECRET_KEY,
-      keyType: KeyType.AES,
-      valueLen: 32,
-      label: this.#labelFor(version),
-      id,
-      token: true,
-      private: true,
-      sensitive: true,
-      extractable: false,
-      modifiable: false,
-      encrypt: true,
-      decrypt: true,
-      wrap: false,
-      unwrap: false,
-    });
-    this.#options.logger.info({ version }, 'created key version in token');
+    const { writeMechanism, rsaBits, logger } = this.#options;
+    const key = await generateFor(session, writeMechanism, { label: this.#labelFor(version), id, rsaBits });
+    logger.info({ version, mechanism: writeMechanism.name }, 'created key version in token');
     return {
       version: String(version),
       fingerprint: this.#fingerprint(key),
@@ -73,11 +73,12 @@ export class KeyVersions {
     };
   }
 
-  /** The key object of `version`, from the cache or found by its label. */
-  key(session: graphene.Session, version: string): graphene.SecretKey {
+  /** The key of `version`, from the cache or found by its label. */
+  key(session: graphene.Session, version: string): VersionKey {
     const cached = this.#keys.get(version);
     if (cached !== undefined) return cached;
-    const found = session.find({ class: ObjectClass.SECRET_KEY, label: this.#labelFor(Number(version)) });
+    const label = this.#labelFor(Number(version));
+    const found = findUnwrapKeys(session, label);
     if (found.length === 0) {
       // During an outage this is UNAVAILABLE (the token's error), never a permanent answer.
       this.#options.assertTokenUsable();
@@ -86,9 +87,33 @@ export class KeyVersions {
         `backend ${this.#options.backendName}: the token holds no key for version ${version}`,
       );
     }
-    const key = found.items(0).toType<graphene.SecretKey>();
+    const object = found[0] as graphene.Key;
+    assertSafe(object, label, this.#options.backendName);
+    const key = versionKey(session, object);
     this.#keys.set(version, key);
     return key;
+  }
+
+  /** The key of `version` for `mechanism`, refused when it cannot do that. */
+  keyFor(
+    session: graphene.Session,
+    version: string,
+    mechanism: Pkcs11Mechanism,
+    direction: 'seal' | 'open',
+  ): VersionKey {
+    const key = this.key(session, version);
+    if (keyFits(key, mechanism, direction)) return key;
+    const { backendName } = this.#options;
+    if (direction === 'open') {
+      throw new BrokerError(
+        'INVALID_CIPHERTEXT',
+        `backend ${backendName}: key version ${version} is ${describeKey(key)}, which cannot open a ${mechanism.name} wrap`,
+      );
+    }
+    throw new BrokerError(
+      'KEY_MECHANISM_MISMATCH',
+      `backend ${backendName}: key version ${version} is ${describeKey(key)}, which cannot write with mechanism ${mechanism.name}; rotate the backend to create a key for it`,
+    );
   }
 
   /** Drops the cached handles: after a re-login or a device reset they may be invalid. */
@@ -96,11 +121,14 @@ export class KeyVersions {
     this.#keys.clear();
   }
 
-  #findKeyObjects(session: graphene.Session): graphene.SecretKey[] {
-    const found = session.find({ class: ObjectClass.SECRET_KEY, keyType: KeyType.AES });
-    const keys: graphene.SecretKey[] = [];
-    for (let index = 0; index < found.length; index++)
-      keys.push(found.items(index).toType<graphene.SecretKey>());
+  #writeRefusal(key: VersionKey): string | undefined {
+    const { writeMechanism } = this.#options;
+    if (keyFits(key, writeMechanism, 'seal')) return undefined;
+    return `is ${describeKey(key)}, which cannot write with mechanism ${writeMechanism.name}`;
+  }
+
+  #findKeyObjects(session: graphene.Session): graphene.Key[] {
+    const keys = findUnwrapKeys(session);
     this.#options.assertTokenUsable();
     return keys;
   }
@@ -116,7 +144,7 @@ export class KeyVersions {
     return /^[1-9]\d{0,8}$/.test(digits) ? Number(digits) : undefined;
   }
 
-  #fingerprint(key: graphene.SecretKey): string {
+  #fingerprint(key: graphene.Key): string {
     return `pkcs11:${this.#options.tokenSerial()}:${key.id.toString('hex')}`;
   }
 }

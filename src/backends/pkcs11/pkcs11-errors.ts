@@ -40,6 +40,9 @@ const failureByName: Record<string, Pkcs11Failure> = {
   CKR_GENERAL_ERROR: 'device',
   CKR_ENCRYPTED_DATA_INVALID: 'data',
   CKR_ENCRYPTED_DATA_LEN_RANGE: 'data',
+  // An AES-KWP unwrap whose RFC 5649 integrity check failed.
+  CKR_WRAPPED_KEY_INVALID: 'data',
+  CKR_WRAPPED_KEY_LEN_RANGE: 'data',
   CKR_PIN_INCORRECT: 'pin',
   CKR_PIN_LOCKED: 'pin',
   CKR_PIN_EXPIRED: 'pin',

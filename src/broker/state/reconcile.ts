@@ -88,7 +88,7 @@ export async function reconcileListing(
         'key versions in the state are missing from the backend; their data is unreadable until they are restored',
       );
     }
-    return merged;
+    return refitWriteVersion(name, backend, merged, listed, now, options);
   }
   if (!options.create || !backend.autoCreate) {
     throw new BrokerError(
@@ -98,6 +98,51 @@ export async function reconcileListing(
   }
   const created = await within(ADMIN_CALL_MS, deadline => backend.createVersion(deadline));
   return { backend: { writeVersion: created.version, versions: [toStored(created, now)] }, changed: true };
+}
+
+/**
+ * A write version whose key was made for another mechanism than the config now names (the
+ * operator switched mechanism) gives way: to the newest listed version after it that fits
+ * (an HSM administrator created it), else to one created now where `create` allows it. The
+ * old version keeps unwrapping what it wrapped. Otherwise start-up stops with the fix.
+ */
+async function refitWriteVersion(
+  name: string,
+  backend: KekBackend,
+  merged: { backend: StoredBackend; changed: boolean },
+  listed: readonly KeyVersionInfo[],
+  now: Date,
+  options: { create: boolean; logger: Logger },
+): Promise<{ backend: StoredBackend; changed: boolean }> {
+  const { writeVersion, versions } = merged.backend;
+  const at = listed.findIndex(info => info.version === writeVersion);
+  const refusal = listed[at]?.writeRefusal;
+  if (refusal === undefined) return merged;
+  let next = listed.slice(at + 1).findLast(info => info.writeRefusal === undefined);
+  const known = new Set(versions.map(version => version.version));
+  let added: StoredVersion[] = [];
+  if (next === undefined) {
+    if (!options.create || !backend.autoCreate) {
+      throw new BrokerError(
+        'KEY_MECHANISM_MISMATCH',
+        `backend ${name}: write key version ${writeVersion} ${refusal}; set ${backend.autoCreateOption}: true to create the next version for it at start, or create that version in the ${backend.type} service`,
+      );
+    }
+    next = await within(ADMIN_CALL_MS, deadline => backend.createVersion(deadline));
+    added = [toStored(next, now)];
+  } else if (!known.has(next.version)) {
+    added = [toStored(next, now)];
+  }
+  options.logger.warn(
+    { backend: name, from: writeVersion, to: next.version, mechanism: backend.mechanism },
+    'the write key version was made for another mechanism; the new one writes, the old one still unwraps',
+  );
+  const ended = versions.map(version =>
+    version.version === writeVersion
+      ? { ...version, writeEndedAt: version.writeEndedAt ?? now.toISOString() }
+      : version,
+  );
+  return { backend: { writeVersion: next.version, versions: [...ended, ...added] }, changed: true };
 }
 
 /**

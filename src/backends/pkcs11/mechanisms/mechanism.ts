@@ -1,0 +1,78 @@
+// The seam between the PKCS#11 backend and its wrap mechanisms. A mechanism is chosen by
+// the config for new wraps and by the name each envelope records for reading, so a backend
+// whose config switches mechanism still reads everything written before.
+import type graphene from 'graphene-pk11';
+
+export type KeyKind = 'aes' | 'rsa';
+
+/** What a key object's attributes allow (CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP). */
+export interface KeyUsage {
+  readonly encrypt: boolean;
+  readonly decrypt: boolean;
+  readonly wrap: boolean;
+  readonly unwrap: boolean;
+}
+
+/** One key version as found in the token. */
+export interface VersionKey {
+  readonly kind: KeyKind;
+  /** The object that unwraps: the AES secret key, or the RSA private key. */
+  readonly key: graphene.Key;
+  /** The object that wraps: the same AES key, or the RSA public key (absent if not found). */
+  readonly sealKey: graphene.Key | undefined;
+  /** For sealing, the sealing object's usage; for opening, the unwrapping object's. */
+  readonly sealUsage: KeyUsage;
+  readonly openUsage: KeyUsage;
+}
+
+export interface Pkcs11Mechanism {
+  /** The name recorded (and authenticated) in each envelope header. */
+  readonly name: string;
+  readonly keyKind: KeyKind;
+  /** The attribute a key needs to seal with this mechanism, and the one it needs to open. */
+  readonly sealsWith: keyof KeyUsage;
+  readonly opensWith: keyof KeyUsage;
+  /** The CK_MECHANISM_TYPE the token must offer, with the CKF_ flags this mechanism uses. */
+  readonly requires: { readonly type: number; readonly flags: number };
+  /** A wrap shorter than this cannot be one of this mechanism's. */
+  readonly minWrappedBytes: number;
+  seal(session: graphene.Session, key: VersionKey, seed: Buffer, header: Buffer): Promise<Buffer>;
+  /** The seed; a wrap that fails authentication throws (INVALID_CIPHERTEXT or the token's error). */
+  open(session: graphene.Session, key: VersionKey, wrapped: Buffer, header: Buffer): Promise<Buffer>;
+}
+
+/** Whether `key` can seal (`direction` 'seal') or open with `mechanism`. */
+export function keyFits(key: VersionKey, mechanism: Pkcs11Mechanism, direction: 'seal' | 'open'): boolean {
+  if (key.kind !== mechanism.keyKind) return false;
+  return direction === 'seal'
+    ? key.sealKey !== undefined && key.sealUsage[mechanism.sealsWith]
+    : key.openUsage[mechanism.opensWith];
+}
+
+/** Runs one single-part graphene cipher (C_Encrypt or C_Decrypt) off the event loop. */
+export function runOnce(
+  operation: graphene.Cipher | graphene.Decipher,
+  input: Buffer,
+  outputBytes: number,
+): Promise<Buffer> {
+  const output = Buffer.alloc(outputBytes);
+  return new Promise<Buffer>((resolve, reject) =>
+    operation.once(
+      input,
+      output,
+      settle(data => resolve(Buffer.from(data)), reject),
+    ),
+  );
+}
+
+/** A graphene callback that settles a promise; a missing result counts as the token's failure. */
+export function settle<T>(
+  resolve: (value: T) => void,
+  reject: (error: unknown) => void,
+): (error: Error | null, value: T | null) => void {
+  return (error, value) => {
+    if (error) reject(error);
+    else if (value === null) reject(new Error('CKR_GENERAL_ERROR: the module returned no result'));
+    else resolve(value);
+  };
+}
