@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { status as GrpcStatus } from '@grpc/grpc-js';
@@ -60,6 +60,8 @@ describe('two PKCS#11 backends on two modules in one broker (a migration between
   let hsmB: string;
   let env: NodeJS.ProcessEnv;
   let config: TestConfig;
+  /** The config folder (admin tokens, state, socket), kept across the restart. */
+  let folder: string | undefined;
   let broker: BrokerProcess;
   let client: KmsV2Client;
   let admin: AdminClient;
@@ -82,8 +84,9 @@ describe('two PKCS#11 backends on two modules in one broker (a migration between
     config = writeConfig(
       undefined,
       { backends: backendList, failover: { order, wrap: 'all' } },
-      config?.dir, // the restart keeps the folder, and so the state file
+      folder, // the restart keeps the folder, and so the state file
     );
+    folder = config.dir;
     broker = await startBrokerProcess(config.path, env);
     client = createKmsV2Client(config.socket);
     admin = adminClient(config.adminSocket);
@@ -119,8 +122,12 @@ describe('two PKCS#11 backends on two modules in one broker (a migration between
   });
 
   after(async () => {
-    await stop();
-    token.remove();
+    try {
+      await stop();
+    } finally {
+      token.remove();
+      if (folder !== undefined) rmSync(folder, { recursive: true, force: true });
+    }
   });
 
   it('wraps each seed on both modules, and both show healthy with keys on their own tokens', async () => {
