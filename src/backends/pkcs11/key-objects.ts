@@ -7,16 +7,14 @@ import { settle, type KeyUsage, type Pkcs11Mechanism, type VersionKey } from './
 
 const { ObjectClass, KeyType, KeyGenMechanism } = graphene;
 
-const USAGE_TEMPLATE = { encrypt: null, decrypt: null, wrap: null, unwrap: null };
+const NO_USAGE: KeyUsage = { encrypt: false, decrypt: false, wrap: false, unwrap: false };
 
-function usageOf(object: graphene.Key): KeyUsage {
-  const read = object.getAttribute({ ...USAGE_TEMPLATE });
-  return {
-    encrypt: read.encrypt === true,
-    decrypt: read.decrypt === true,
-    wrap: read.wrap === true,
-    unwrap: read.unwrap === true,
-  };
+/** The usage attributes of an object; each key class has only its own (CKR_ATTRIBUTE_TYPE_INVALID). */
+function usageOf(object: graphene.Key, names: readonly (keyof KeyUsage)[]): KeyUsage {
+  const read = object.getAttribute(Object.fromEntries(names.map(name => [name, null])));
+  const usage: Record<keyof KeyUsage, boolean> = { ...NO_USAGE };
+  for (const name of names) usage[name] = read[name] === true;
+  return usage;
 }
 
 /**
@@ -54,18 +52,17 @@ export function findUnwrapKeys(session: graphene.Session, label?: string): graph
 /** The version key around an unwrapping object: its usage and, for RSA, its public half. */
 export function versionKey(session: graphene.Session, key: graphene.Key): VersionKey {
   if (key.class === ObjectClass.SECRET_KEY) {
-    const usage = usageOf(key);
+    const usage = usageOf(key, ['encrypt', 'decrypt', 'wrap', 'unwrap']);
     return { kind: 'aes', key, sealKey: key, sealUsage: usage, openUsage: usage };
   }
   const publics = session.find({ class: ObjectClass.PUBLIC_KEY, keyType: KeyType.RSA, id: key.id });
   const publicKey = publics.length > 0 ? publics.items(0).toType<graphene.Key>() : undefined;
-  const none: KeyUsage = { encrypt: false, decrypt: false, wrap: false, unwrap: false };
   return {
     kind: 'rsa',
     key,
     sealKey: publicKey,
-    sealUsage: publicKey === undefined ? none : usageOf(publicKey),
-    openUsage: usageOf(key),
+    sealUsage: publicKey === undefined ? NO_USAGE : usageOf(publicKey, ['encrypt', 'wrap']),
+    openUsage: usageOf(key, ['decrypt', 'unwrap']),
   };
 }
 

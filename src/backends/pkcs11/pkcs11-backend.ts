@@ -50,8 +50,10 @@ export class Pkcs11Backend implements KekBackend {
 
   /** Connects, and refuses a token that does not offer the configured mechanism at all. */
   open(): Promise<void> {
-    this.#hsm.open();
-    return Promise.resolve();
+    return new Promise(resolve => {
+      this.#hsm.open();
+      resolve();
+    });
   }
 
   listVersions(deadline: Deadline): Promise<KeyVersionInfo[]> {
