@@ -6,13 +6,14 @@
  * the broker can be tested against behaviour SoftHSM lacks. Each behaviour is off unless its
  * environment variable is set when C_Initialize runs, so one built library serves all tests:
  *
- *   KMS_BROKER_SHIM_GCM_IV=token   The token chooses the AES-GCM IV, as a Thales Luna in FIPS
- *       mode does: C_EncryptInit(CKM_AES_GCM) refuses a caller's IV (any non-zero byte:
+ *   KMS_BROKER_SHIM_GCM_IV=token   The token chooses the AES-GCM IV, as AWS CloudHSM does:
+ *       C_EncryptInit(CKM_AES_GCM) refuses a caller's IV (any non-zero byte:
  *       CKR_MECHANISM_PARAM_INVALID); given 12 zero bytes (ulIvLen 12, ulIvBits 96) it draws
  *       12 random bytes from the token and writes them into the caller's pIv buffer on
  *       success. PKCS#11 v2.40 errata 01 and v3.0 (CK_GCM_PARAMS) allow a token to generate
- *       the IV and return it in pIv; Luna does exactly that. C_DecryptInit is unchanged.
- *   KMS_BROKER_SHIM_MAX_SESSIONS=N Like a YubiHSM 2 (16 sessions): at most N sessions per
+ *       the IV and return it in pIv; CloudHSM does exactly that (a Luna in FIPS mode appends
+ *       it to the output instead). C_DecryptInit is unchanged.
+ *   KMS_BROKER_SHIM_MAX_SESSIONS=N A token that states a session cap: at most N sessions per
  *       token; C_OpenSession then fails CKR_SESSION_COUNT, C_GetTokenInfo reports N.
  *   KMS_BROKER_SHIM_IDLE_MS=M      Idle reclaim, like a YubiHSM 2 after 30 s: a session no
  *       call used for M ms is closed by the shim (at the next call on any session); calls on

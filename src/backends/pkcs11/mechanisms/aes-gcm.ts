@@ -1,9 +1,10 @@
 // AES-256-GCM through C_Encrypt/C_Decrypt with the envelope header as AAD. The wrapped bytes
 // are IV || ciphertext || tag for both ways of getting the IV:
 // - aes-gcm: the host draws a fresh 96-bit IV (what SoftHSM and most tokens accept);
-// - aes-gcm-hsm-iv: the token draws it (Thales Luna in FIPS mode refuses a caller's IV). The
-//   broker passes a zero IV field; the token writes its IV into that buffer (PKCS#11 v2.40
-//   errata 01, v3.0), and the broker stores it. A token that leaves it zero did not choose one.
+// - aes-gcm-hsm-iv: the token draws it (AWS CloudHSM refuses a caller's IV). The broker passes
+//   a zero IV field; the token writes its IV into that buffer (PKCS#11 v2.40 errata 01, v3.0),
+//   and the broker stores it. A token that leaves it zero did not choose one. (A Luna in FIPS
+//   mode appends its IV to the output instead: not spoken here, see docs/backends/pkcs11.md.)
 // Reading is the same for both: the IV travels with the wrap.
 import { randomBytes } from 'node:crypto';
 import graphene from 'graphene-pk11';
@@ -17,7 +18,7 @@ const CKF_ENCRYPT = 0x100;
 const CKF_DECRYPT = 0x200;
 
 function params(iv: Buffer, header: Buffer): graphene.AesGcm240Params {
-  // The v2.40 layout carries ulIvBits, which Luna reads.
+  // The v2.40 layout carries ulIvBits, which some tokens read instead of ulIvLen.
   return new graphene.AesGcm240Params(iv, header, TAG_BYTES * 8);
 }
 
