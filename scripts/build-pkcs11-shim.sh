@@ -4,7 +4,7 @@
 # Needs gcc and the PKCS#11 header of Debian's libp11-kit-dev (scripts/install.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-sources=(test/pkcs11-shim/shim.c test/pkcs11-shim/sessions.c)
+sources=(test/pkcs11-shim/shim.c test/pkcs11-shim/sessions.c test/pkcs11-shim/gcm-iv.c)
 inputs=("${sources[@]}" test/pkcs11-shim/shim.h scripts/build-pkcs11-shim.sh)
 out=.cache/pkcs11-shim/libkms-broker-shim.so
 header_dir=/usr/include/p11-kit-1

@@ -1,7 +1,7 @@
 // A broker whose config switches PKCS#11 mechanism across restarts, through the KMS v2 API:
 // nothing written before is stranded. aes-gcm becomes aes-gcm-hsm-iv on a token that chooses
-// GCM IVs itself (the test shim over SoftHSM, enforcing the AWS CloudHSM rule) without a new
-// key; rsa-oaep needs another kind of key, which start-up creates; and what start-up cannot
+// GCM IVs itself (the test shim over SoftHSM, enforcing the rule of a Luna in FIPS mode)
+// without a new key; rsa-oaep needs another kind of key, which start-up creates; and what start-up cannot
 // mend (no key for the new mechanism, a mechanism the token lacks, a key that could leave the
 // token) exits 4 with the fix named.
 import assert from 'node:assert/strict';
@@ -80,13 +80,14 @@ describe('switching the PKCS#11 mechanism of a running installation', () => {
     assert.equal(envelope.header.keyVersion, '1');
   });
 
-  it('switches to aes-gcm-hsm-iv on a token that draws the IV, with the same key', async () => {
-    const env = { ...token.env, KMS_BROKER_SHIM_GCM_IV: 'token' };
+  it('switches to aes-gcm-hsm-iv on a token that draws the IV (as a Luna in FIPS mode), with the same key', async () => {
+    const env = { ...token.env, KMS_BROKER_SHIM_GCM_IV: 'appended' };
     const { envelope } = await serve({ module: SHIM, mechanism: 'aes-gcm-hsm-iv' }, env);
     assert.equal(envelope.header.mechanism, 'aes-gcm-hsm-iv');
     assert.equal(envelope.header.keyVersion, '1', 'an AES key serves both ways of getting the IV');
-    // The shim refuses any IV but zeros on encrypt: a stored non-zero IV is the token's own.
-    assert.ok(envelope.wrapped.subarray(0, 12).some(byte => byte !== 0));
+    // The shim refuses any IV from the host: the stored 16-byte IV is the token's own.
+    assert.equal(envelope.wrapped[0], 16);
+    assert.ok(envelope.wrapped.subarray(1, 17).some(byte => byte !== 0));
   });
 
   it('switches to rsa-oaep: start-up creates an RSA key version, the AES one still reads', async () => {

@@ -192,6 +192,61 @@ describe('pkcs11 shim: token-chosen GCM IV (KMS_BROKER_SHIM_GCM_IV=token)', () =
   });
 });
 
+describe('pkcs11 shim: IV appended to the output (KMS_BROKER_SHIM_GCM_IV=appended, appended96)', () => {
+  const plaintext = Buffer.from('a 32-byte data-encryption seed!!');
+
+  for (const { mode, ivBits, ivBytes } of [
+    { mode: 'appended', ivBits: 96, ivBytes: 16 },
+    { mode: 'appended96', ivBits: 96, ivBytes: 12 },
+    { mode: 'appended96', ivBits: 128, ivBytes: 16 },
+  ]) {
+    it(`${mode} with ulIvBits ${ivBits}: refuses any IV, appends a ${ivBytes}-byte one that decrypts`, () => {
+      const shim = loadShim({ KMS_BROKER_SHIM_GCM_IV: mode });
+      try {
+        const session = shim.open(true);
+        const key = sessionKey(shim, session);
+        assert.equal(
+          ckr(() => shim.p11.C_EncryptInit(session, gcm(Buffer.alloc(12)), key)),
+          'CKR_MECHANISM_PARAM_INVALID',
+        );
+
+        const noIv: pkcs11js.GcmParams = {
+          type: pkcs11js.CK_PARAMS_GCM,
+          iv: Buffer.alloc(0),
+          ivBits,
+          tagBits: 128,
+        };
+        shim.p11.C_EncryptInit(session, { mechanism: pkcs11js.CKM_AES_GCM, parameter: noIv }, key);
+        assert.equal(
+          ckr(() => shim.p11.C_Encrypt(session, plaintext, Buffer.alloc(plaintext.length + 16))),
+          'CKR_BUFFER_TOO_SMALL',
+          'no room for the IV: the operation stays active',
+        );
+        const output = Buffer.from(
+          shim.p11.C_Encrypt(session, plaintext, Buffer.alloc(plaintext.length + 32)),
+        );
+        assert.equal(output.length, plaintext.length + 16 + ivBytes);
+        const iv = output.subarray(output.length - ivBytes);
+        const sealed = output.subarray(0, output.length - ivBytes);
+
+        const withIv: pkcs11js.GcmParams = {
+          type: pkcs11js.CK_PARAMS_GCM,
+          iv,
+          ivBits: ivBytes * 8,
+          tagBits: 128,
+        };
+        shim.p11.C_DecryptInit(session, { mechanism: pkcs11js.CKM_AES_GCM, parameter: withIv }, key);
+        assert.deepEqual(
+          Buffer.from(shim.p11.C_Decrypt(session, sealed, Buffer.alloc(sealed.length))),
+          plaintext,
+        );
+      } finally {
+        shim.close();
+      }
+    });
+  }
+});
+
 describe('pkcs11 shim: session limit (KMS_BROKER_SHIM_MAX_SESSIONS)', () => {
   it('opens at most N sessions, says so in the token info, and frees a place on close', () => {
     const shim = loadShim({ KMS_BROKER_SHIM_MAX_SESSIONS: '3' });

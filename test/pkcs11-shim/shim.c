@@ -6,13 +6,11 @@
  * the broker can be tested against behaviour SoftHSM lacks. Each behaviour is off unless its
  * environment variable is set when C_Initialize runs, so one built library serves all tests:
  *
- *   KMS_BROKER_SHIM_GCM_IV=token   The token chooses the AES-GCM IV, as AWS CloudHSM does:
- *       C_EncryptInit(CKM_AES_GCM) refuses a caller's IV (any non-zero byte:
- *       CKR_MECHANISM_PARAM_INVALID); given 12 zero bytes (ulIvLen 12, ulIvBits 96) it draws
- *       12 random bytes from the token and writes them into the caller's pIv buffer on
- *       success. PKCS#11 v2.40 errata 01 and v3.0 (CK_GCM_PARAMS) allow a token to generate
- *       the IV and return it in pIv; CloudHSM does exactly that (a Luna in FIPS mode appends
- *       it to the output instead). C_DecryptInit is unchanged.
+ *   KMS_BROKER_SHIM_GCM_IV=token|appended|appended96
+ *       The token draws the AES-GCM IV and refuses the caller's: it writes it into pIv
+ *       (token: PKCS#11 v3.0, AWS CloudHSM) or appends it to C_Encrypt's output (appended:
+ *       Thales Luna in FIPS mode, 16 bytes; appended96: Luna firmware 7.9.3+, 12 bytes when
+ *       ulIvBits is 96). See gcm-iv.c. caller or unset: SoftHSM's own behaviour.
  *   KMS_BROKER_SHIM_MAX_SESSIONS=N A token that states a session cap: at most N sessions per
  *       token; C_OpenSession then fails CKR_SESSION_COUNT, C_GetTokenInfo reports N.
  *   KMS_BROKER_SHIM_IDLE_MS=M      Idle reclaim, like a YubiHSM 2 after 30 s: a session no
@@ -44,7 +42,6 @@
 
 #define DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
 #define MANUFACTURER "kms-broker shim"
-#define GCM_IV_LEN 12
 
 static CK_FUNCTION_LIST real_list_copy, shim_list;
 CK_FUNCTION_LIST_PTR real;
@@ -90,11 +87,14 @@ static CK_RV read_config(void) {
   const char *iv = getenv("KMS_BROKER_SHIM_GCM_IV"), *label = getenv("KMS_BROKER_SHIM_LABEL");
   const char *serial = getenv("KMS_BROKER_SHIM_SERIAL");
   memset(&config, 0, sizeof config);
-  if (iv != NULL && *iv != '\0' && strcmp(iv, "token") != 0 && strcmp(iv, "caller") != 0) {
-    fprintf(stderr, "kms-broker shim: KMS_BROKER_SHIM_GCM_IV must be \"token\" or \"caller\", got \"%s\"\n", iv);
+  if (iv == NULL || *iv == '\0' || strcmp(iv, "caller") == 0) config.gcm_iv = GCM_IV_CALLER;
+  else if (strcmp(iv, "token") == 0) config.gcm_iv = GCM_IV_IN_PARAMS;
+  else if (strcmp(iv, "appended") == 0) config.gcm_iv = GCM_IV_APPENDED;
+  else if (strcmp(iv, "appended96") == 0) config.gcm_iv = GCM_IV_APPENDED_96;
+  else {
+    fprintf(stderr, "kms-broker shim: KMS_BROKER_SHIM_GCM_IV must be caller, token, appended or appended96, got \"%s\"\n", iv);
     return CKR_ARGUMENTS_BAD;
   }
-  config.token_gcm_iv = iv != NULL && strcmp(iv, "token") == 0;
   if (read_count("KMS_BROKER_SHIM_MAX_SESSIONS", &config.max_sessions) ||
       read_count("KMS_BROKER_SHIM_IDLE_MS", &config.idle_ms) ||
       read_count("KMS_BROKER_SHIM_IDLE_CALLS", &config.idle_calls))
@@ -143,33 +143,22 @@ static CK_RV shim_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info) {
   return CKR_OK;
 }
 
-/* Token-chosen GCM IV: checks the caller left the IV to the token, then draws and returns it. */
-static CK_RV encrypt_init_token_iv(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key) {
-  static const CK_BYTE zero_iv[GCM_IV_LEN];
-  CK_GCM_PARAMS params, *given = mechanism->pParameter;
-  CK_BYTE iv[GCM_IV_LEN];
-  CK_MECHANISM with_iv = *mechanism;
-  CK_RV rv;
-  if (given == NULL || mechanism->ulParameterLen != sizeof(CK_GCM_PARAMS) || given->pIv == NULL ||
-      given->ulIvLen != GCM_IV_LEN || given->ulIvBits != GCM_IV_LEN * 8 || memcmp(given->pIv, zero_iv, GCM_IV_LEN) != 0)
-    return CKR_MECHANISM_PARAM_INVALID;
-  rv = real->C_GenerateRandom(handle, iv, sizeof iv);
-  if (rv != CKR_OK) return rv;
-  params = *given;
-  params.pIv = iv;
-  with_iv.pParameter = &params;
-  rv = real->C_EncryptInit(handle, &with_iv, key);
-  if (rv == CKR_OK) memcpy(given->pIv, iv, sizeof iv);
-  return rv;
-}
-
 static CK_RV shim_C_EncryptInit(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key) {
   CK_RV rv = session_enter(handle);
   if (rv != CKR_OK) return rv;
-  if (config.token_gcm_iv && mechanism != NULL && mechanism->mechanism == CKM_AES_GCM)
-    rv = encrypt_init_token_iv(handle, mechanism, key);
+  if (config.gcm_iv != GCM_IV_CALLER && mechanism != NULL && mechanism->mechanism == CKM_AES_GCM)
+    rv = gcm_encrypt_init(handle, mechanism, key);
   else
     rv = real->C_EncryptInit(handle, mechanism, key);
+  session_leave(handle);
+  return rv;
+}
+
+static CK_RV shim_C_Encrypt(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR out,
+                            CK_ULONG_PTR out_len) {
+  CK_RV rv = session_enter(handle);
+  if (rv != CKR_OK) return rv;
+  rv = gcm_encrypt(handle, data, data_len, out, out_len);
   session_leave(handle);
   return rv;
 }
@@ -232,8 +221,8 @@ __attribute__((destructor)) static void unload_real_module(void) {
 static void build_shim_list(void) {
   shim_list = *real;
   OVERRIDE(C_Initialize), OVERRIDE(C_Finalize), OVERRIDE(C_GetInfo), OVERRIDE(C_GetTokenInfo);
-  OVERRIDE(C_EncryptInit);
   sessions_override(&shim_list);
+  OVERRIDE(C_EncryptInit), OVERRIDE(C_Encrypt);
 }
 
 /* The one exported symbol (built with -fvisibility=hidden). */

@@ -1,11 +1,14 @@
-/* The PKCS#11 test shim's two parts share this: shim.c (entry points, configuration, GCM IV,
- * identity, loading) and sessions.c (the session table: limit, idle reclaim, call tracking). */
+/* The PKCS#11 test shim's parts share this: shim.c (entry points, configuration, identity,
+ * loading), sessions.c (the session table: limit, idle reclaim, call tracking) and gcm-iv.c
+ * (token-drawn GCM IVs). */
 #ifndef KMS_BROKER_SHIM_H
 #define KMS_BROKER_SHIM_H
 #include <p11-kit/pkcs11.h>
 
+enum gcm_iv { GCM_IV_CALLER, GCM_IV_IN_PARAMS, GCM_IV_APPENDED, GCM_IV_APPENDED_96 };
+
 struct config {
-  int token_gcm_iv;
+  enum gcm_iv gcm_iv;
   unsigned long max_sessions; /* 0: no limit of the shim's own */
   unsigned long idle_ms;      /* 0: no reclaim by time */
   unsigned long idle_calls;   /* 0: no reclaim by call count */
@@ -27,4 +30,7 @@ unsigned long sessions_count(CK_SLOT_ID slot);
 void sessions_forget_all(void);
 /* Points every session entry of `list` at the shim's tracking wrappers. */
 void sessions_override(CK_FUNCTION_LIST *list);
+/* gcm-iv.c: token-drawn GCM IVs (called inside session_enter/session_leave). */
+CK_RV gcm_encrypt_init(CK_SESSION_HANDLE handle, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key);
+CK_RV gcm_encrypt(CK_SESSION_HANDLE handle, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len);
 #endif

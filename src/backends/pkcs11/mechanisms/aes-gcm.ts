@@ -1,43 +1,28 @@
-// AES-256-GCM through C_Encrypt/C_Decrypt with the envelope header as AAD. The wrapped bytes
-// are IV || ciphertext || tag for both ways of getting the IV:
-// - aes-gcm: the host draws a fresh 96-bit IV (what SoftHSM and most tokens accept);
-// - aes-gcm-hsm-iv: the token draws it (AWS CloudHSM refuses a caller's IV). The broker passes
-//   a zero IV field; the token writes its IV into that buffer (PKCS#11 v2.40 errata 01, v3.0),
-//   and the broker stores it. A token that leaves it zero did not choose one. (A Luna in FIPS
-//   mode appends its IV to the output instead: not spoken here, see docs/backends/pkcs11.md.)
-// Reading is the same for both: the IV travels with the wrap.
+// AES-256-GCM through C_Encrypt/C_Decrypt with the envelope header as AAD, the 128-bit tag
+// after the ciphertext. Two ways of getting the IV:
+// - aes-gcm: the host draws a fresh 96-bit IV. Stored: IV(12) || ciphertext || tag.
+// - aes-gcm-hsm-iv: the token draws it, for tokens that refuse a caller's IV. Tokens return
+//   it in one of two documented ways (see token-iv.ts); the stored form names its length,
+//   as a token may draw 12 or 16 bytes: len(1) || IV || ciphertext || tag.
 import { randomBytes } from 'node:crypto';
 import graphene from 'graphene-pk11';
 import { BrokerError } from '../../../errors.ts';
 import { runOnce, type Pkcs11Mechanism, type VersionKey } from './mechanism.ts';
+import { sealWithTokenIv, TOKEN_IV_LENGTHS } from './token-iv.ts';
 
-const IV_BYTES = 12;
-const TAG_BYTES = 16;
+export const IV_BYTES = 12;
+export const TAG_BYTES = 16;
 const CKM_AES_GCM = 0x1087;
 const CKF_ENCRYPT = 0x100;
 const CKF_DECRYPT = 0x200;
 
-function params(iv: Buffer, header: Buffer): graphene.AesGcm240Params {
-  // The v2.40 layout carries ulIvBits, which some tokens read instead of ulIvLen.
+/** GCM parameters in the v2.40 layout, which carries ulIvBits (some tokens read it, not ulIvLen). */
+export function gcmParams(iv: Buffer, header: Buffer): graphene.AesGcm240Params {
   return new graphene.AesGcm240Params(iv, header, TAG_BYTES * 8);
 }
 
-async function seal(
-  session: graphene.Session,
-  key: VersionKey,
-  seed: Buffer,
-  header: Buffer,
-  iv: Buffer,
-): Promise<Buffer> {
-  const cipher = session.createCipher({ name: 'AES_GCM', params: params(iv, header) }, key.key);
-  const sealed = await runOnce(cipher, seed, seed.length + TAG_BYTES);
-  return Buffer.concat([iv, sealed]);
-}
-
-function open(session: graphene.Session, key: VersionKey, wrapped: Buffer, header: Buffer): Promise<Buffer> {
-  const iv = Buffer.from(wrapped.subarray(0, IV_BYTES));
-  const sealed = Buffer.from(wrapped.subarray(IV_BYTES));
-  const decipher = session.createDecipher({ name: 'AES_GCM', params: params(iv, header) }, key.key);
+function openGcm(session: graphene.Session, key: VersionKey, iv: Buffer, sealed: Buffer, header: Buffer) {
+  const decipher = session.createDecipher({ name: 'AES_GCM', params: gcmParams(iv, header) }, key.key);
   return runOnce(decipher, sealed, sealed.length);
 }
 
@@ -46,30 +31,45 @@ const gcm = {
   sealsWith: 'encrypt',
   opensWith: 'decrypt',
   requires: { type: CKM_AES_GCM, flags: CKF_ENCRYPT | CKF_DECRYPT },
-  minWrappedBytes: IV_BYTES + TAG_BYTES + 1,
-  open,
 } as const;
 
 export const aesGcm: Pkcs11Mechanism = {
   ...gcm,
   name: 'aes-gcm',
-  seal: (session, key, seed, header) => seal(session, key, seed, header, randomBytes(IV_BYTES)),
+  minWrappedBytes: IV_BYTES + TAG_BYTES + 1,
+  async seal(session, key, seed, header) {
+    const iv = randomBytes(IV_BYTES);
+    const cipher = session.createCipher({ name: 'AES_GCM', params: gcmParams(iv, header) }, key.key);
+    return Buffer.concat([iv, await runOnce(cipher, seed, seed.length + TAG_BYTES)]);
+  },
+  open: (session, key, wrapped, header) =>
+    openGcm(
+      session,
+      key,
+      Buffer.from(wrapped.subarray(0, IV_BYTES)),
+      Buffer.from(wrapped.subarray(IV_BYTES)),
+      header,
+    ),
 };
 
-export const aesGcmHsmIv: Pkcs11Mechanism = {
-  ...gcm,
-  name: 'aes-gcm-hsm-iv',
-  async seal(session, key, seed, header) {
-    // Buffer.alloc never comes from the shared pool: the token may write into this one.
-    const iv = Buffer.alloc(IV_BYTES);
-    const wrapped = await seal(session, key, seed, header, iv);
-    if (iv.every(byte => byte === 0)) {
-      throw new BrokerError(
-        'BACKEND_UNAVAILABLE',
-        'the token did not return a GCM IV of its own; it takes the IV from the host: set mechanism: aes-gcm',
-        'GCM_IV_NOT_GENERATED',
-      );
-    }
-    return wrapped;
-  },
-};
+/** aes-gcm-hsm-iv for one token: it learns, on its first wrap, how the token returns the IV. */
+export function aesGcmHsmIv(): Pkcs11Mechanism {
+  const learned: { convention?: 'in-params' | 'appended' } = {};
+  return {
+    ...gcm,
+    name: 'aes-gcm-hsm-iv',
+    minWrappedBytes: 1 + IV_BYTES + TAG_BYTES + 1,
+    async seal(session, key, seed, header) {
+      const { iv, sealed } = await sealWithTokenIv(session, key.key, seed, header, learned);
+      return Buffer.concat([Buffer.from([iv.length]), iv, sealed]);
+    },
+    open(session, key, wrapped, header) {
+      const ivLength = wrapped[0] as number;
+      if (!TOKEN_IV_LENGTHS.includes(ivLength) || wrapped.length < 1 + ivLength + TAG_BYTES + 1) {
+        return Promise.reject(new BrokerError('INVALID_CIPHERTEXT', 'the wrapped key is malformed'));
+      }
+      const iv = Buffer.from(wrapped.subarray(1, 1 + ivLength));
+      return openGcm(session, key, iv, Buffer.from(wrapped.subarray(1 + ivLength)), header);
+    },
+  };
+}

@@ -16,7 +16,7 @@ type MechanismSettings = Pick<Pkcs11BackendConfig, 'mechanism' | 'oaepHash' | 'k
 function readable(config: MechanismSettings): Map<string, Pkcs11Mechanism> {
   const all = [
     aesGcm,
-    aesGcmHsmIv,
+    aesGcmHsmIv(),
     aesKwp(config.kwpMechanism ?? DEFAULT_KWP_MECHANISM),
     rsaOaep('sha256'),
     rsaOaep('sha1'),

@@ -1,0 +1,97 @@
+// AES-GCM with an IV the token draws. Tokens that refuse a caller's IV return theirs in one of
+// two documented ways:
+// - in-params (PKCS#11 v2.40 errata 01 and v3.0; AWS CloudHSM): the caller passes an IV field
+//   of 12 zero bytes and the token writes its IV there;
+// - appended (Thales Luna in FIPS mode): the caller passes no IV (ulIvLen 0, ulIvBits 96) and
+//   the token appends its IV to the output, ciphertext || tag || IV, 16 bytes before Luna
+//   firmware 7.9.3 and 12 bytes after.
+// The first wrap tries them in that order; the one that works is kept for the token. A token
+// that leaves the field zero and appends nothing did not draw an IV: it used the zeros, and
+// that ciphertext is thrown away, never stored.
+import graphene from 'graphene-pk11';
+import { BrokerError } from '../../../errors.ts';
+import { ckrName } from '../pkcs11-errors.ts';
+import { runOnce } from './mechanism.ts';
+
+export const TOKEN_IV_LENGTHS: readonly number[] = [12, 16];
+const TAG_BYTES = 16;
+const IV_FIELD_BYTES = 12;
+/** How a token says it will not take these parameters. */
+const REFUSED_PARAMS = new Set(['CKR_MECHANISM_PARAM_INVALID', 'CKR_ARGUMENTS_BAD']);
+
+export type IvConvention = 'in-params' | 'appended';
+
+/** The v2.40 GCM parameters with no IV and ulIvBits 96, which graphene's own class cannot express. */
+function noIvParams(header: Buffer): graphene.IParams {
+  const type = graphene.MechParams.AesGCMv240;
+  return {
+    toCKI: () => ({
+      iv: Buffer.alloc(0),
+      ivBits: IV_FIELD_BYTES * 8,
+      aad: header,
+      tagBits: TAG_BYTES * 8,
+      type,
+    }),
+  };
+}
+
+class NoTokenIv extends Error {}
+
+async function sealOnce(
+  session: graphene.Session,
+  key: graphene.Key,
+  seed: Buffer,
+  header: Buffer,
+  convention: IvConvention,
+): Promise<{ iv: Buffer; sealed: Buffer }> {
+  // Buffer.alloc never comes from the shared pool: the token may write into this one.
+  const field = Buffer.alloc(IV_FIELD_BYTES);
+  const params =
+    convention === 'in-params'
+      ? new graphene.AesGcm240Params(field, header, TAG_BYTES * 8)
+      : noIvParams(header);
+  const cipher = session.createCipher({ name: 'AES_GCM', params }, key);
+  // Room for an appended IV of the longest kind.
+  const output = await runOnce(cipher, seed, seed.length + TAG_BYTES + 16);
+  const appended = output.length - seed.length - TAG_BYTES;
+  if (appended === 0 && convention === 'in-params' && field.some(byte => byte !== 0))
+    return { iv: field, sealed: output };
+  if (TOKEN_IV_LENGTHS.includes(appended)) {
+    const split = output.length - appended;
+    return { iv: Buffer.from(output.subarray(split)), sealed: Buffer.from(output.subarray(0, split)) };
+  }
+  throw new NoTokenIv(
+    `returned ${appended} bytes beyond the tag and ${field.some(byte => byte !== 0) ? 'an' : 'no'} IV`,
+  );
+}
+
+/** Seals with the token's IV, by the convention learned for this token or by trying both. */
+export async function sealWithTokenIv(
+  session: graphene.Session,
+  key: graphene.Key,
+  seed: Buffer,
+  header: Buffer,
+  learned: { convention?: IvConvention },
+): Promise<{ iv: Buffer; sealed: Buffer }> {
+  const conventions: IvConvention[] = learned.convention ? [learned.convention] : ['in-params', 'appended'];
+  const answers: string[] = [];
+  for (const convention of conventions) {
+    try {
+      const result = await sealOnce(session, key, seed, header, convention);
+      learned.convention = convention;
+      return result;
+    } catch (error) {
+      const refusal = error instanceof NoTokenIv ? error.message : ckrName(error);
+      // Anything but a refusal of these parameters (a lost session, a device error) is the
+      // connection's to handle.
+      if (!(error instanceof NoTokenIv) && (refusal === undefined || !REFUSED_PARAMS.has(refusal)))
+        throw error;
+      answers.push(`${convention}: ${refusal}`);
+    }
+  }
+  throw new BrokerError(
+    'BACKEND_UNAVAILABLE',
+    `the token drew no GCM IV (${answers.join('; ')}); a token that takes the IV from the host needs mechanism: aes-gcm`,
+    'GCM_IV_NOT_GENERATED',
+  );
+}
