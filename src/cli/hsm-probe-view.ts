@@ -70,7 +70,7 @@ export async function renderProbe(result: ProbeResult, options: { readonly all: 
       ],
     ),
     table(['SESSIONS', ''], sessionRows(token.sessions)),
-    `${options.all ? 'every mechanism the token lists' : 'mechanisms the broker uses (--all: every one the token lists)'}:\n` +
+    `MECHANISMS (${options.all ? 'every one the token lists' : "the broker's; --all: every one the token lists"})\n` +
       table(
         ['TYPE', 'NAME', 'FLAGS', 'KEY SIZES'],
         mechanisms.map(entry => [
@@ -90,7 +90,7 @@ export async function renderProbe(result: ProbeResult, options: { readonly all: 
     `HINTS (from what the token says and does; not a certification)\n${
       result.hints.map(hint => `- ${hint}\n`).join('') || '- none\n'
     }`,
-    'trials (temporary session keys, destroyed afterwards):\n' +
+    'TRIALS (on temporary session keys, destroyed afterwards)\n' +
       table(['MECHANISM', 'VARIANT', 'RESULT', 'REASON', 'TIME'], result.trials.map(trialRow)),
   ];
   const recommended = result.recommended;
