@@ -6,9 +6,12 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import graphene from 'graphene-pk11';
 import pkcs11js from 'pkcs11js';
 import { parse as parseYaml } from 'yaml';
+import { runTrials } from '../../src/backends/pkcs11/probe/mechanism-trials.ts';
 import type { ProbeResult } from '../../src/backends/pkcs11/probe/probe.ts';
+import { offeredMechanisms } from '../../src/backends/pkcs11/mechanisms/offered.ts';
 import { validateConfig } from '../../src/config/load.ts';
 import { runCli } from '../helpers/cli-run.ts';
 import { createToken, SOFTHSM_MODULE, type SoftHsmToken } from '../helpers/softhsm.ts';
@@ -231,5 +234,39 @@ describe('kms-broker hsm-probe on SoftHSM', () => {
     const twoTokens = await probe(['--module', SOFTHSM_MODULE, '--slot-id', '1']);
     assert.equal(twoTokens.code, 2);
     assert.match(twoTokens.stderr, /exactly one of --token <label>, --token-serial <serial> and --slot-id/);
+  });
+
+  it('destroys each trial key at once, after a refusal too, not only when the session closes', async () => {
+    // In-process through the shim (host GCM IV refused), so that some trials fail; the probe's
+    // session stays open while its objects are counted.
+    const saved = { conf: process.env.SOFTHSM2_CONF, iv: process.env.KMS_BROKER_SHIM_GCM_IV };
+    Object.assign(process.env, { SOFTHSM2_CONF: token.conf, KMS_BROKER_SHIM_GCM_IV: 'token' });
+    const module = graphene.Module.load(SHIM);
+    module.initialize();
+    try {
+      const slots = module.getSlots(true);
+      const slot = Array.from({ length: slots.length }, (_, index) => slots.items(index)).find(
+        candidate => candidate.getToken().label.trim() === token.label,
+      );
+      assert.ok(slot);
+      const session = slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION);
+      session.login(pin, graphene.UserType.USER);
+      const objects = () => session.find({}).length;
+      const before = objects();
+      const trials = await runTrials(session, offeredMechanisms(slot));
+      assert.ok(
+        trials.some(result => result.outcome === 'refused'),
+        'some trial failed',
+      );
+      assert.equal(objects(), before, 'no session object outlives its trial');
+    } finally {
+      module.finalize();
+      for (const [name, value] of [
+        ['SOFTHSM2_CONF', saved.conf],
+        ['KMS_BROKER_SHIM_GCM_IV', saved.iv],
+      ] as const)
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+    }
   });
 });
