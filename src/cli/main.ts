@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The kms-broker command line: serve and verify on the KMS socket, encryption-config from the
 // config file; everything else over the admin API. Exit codes: 0 done, 1 refused or failed,
-// 2 usage, 3 broker unreachable (drill, recover: some value is not recoverable), 4 (serve) no
+// 2 usage, 3 broker unreachable (drill, recover: some value is not recoverable; hsm-probe: no mechanism works), 4 (serve) no
 // restart can mend it, 5 (status) serving but degraded, 6 (migrate, rotate --complete) the
 // apiservers have not picked up the key_id yet.
 import { Command, CommanderError, Option } from 'commander';
@@ -26,6 +26,7 @@ import type { MigrateOptions } from './migrate.ts';
 import type { InspectOptions } from './inspect.ts';
 import type { DrillCliOptions } from './drill.ts';
 import type { RecoverCliOptions } from './recover.ts';
+import type { HsmProbeOptions } from './hsm-probe.ts';
 import { withMigrateOptions } from './migrate-options.ts';
 
 // Commands load their modules when they run: `kms-broker keys` need not load the HSM,
@@ -323,6 +324,31 @@ function withRecoveryOptions(command: Command): Command {
     .option('--share <file...>', 'the escrow shares (at least the threshold), with --escrow-public-key')
     .option('--json', 'print JSON for scripts');
 }
+
+program
+  .command('hsm-probe')
+  .description(
+    'what a PKCS#11 token offers, which mechanisms round-trip on it (temporary session keys), and the backend block to use; exit 3 when none works',
+  )
+  .requiredOption('--module <path>', "the token's PKCS#11 library")
+  .option('--token <label>', 'the token by label')
+  .option('--token-serial <serial>', 'the token by serial number')
+  .option('--slot-id <n>', 'the token by slot id')
+  .option('--pin-file <file>', 'read the user PIN from this file')
+  .option('--pin-env <VAR>', 'read the user PIN from this environment variable')
+  .option('--key-label <label>', 'keyLabel in the recommended block', 'kms-broker-kek')
+  .option('--name <name>', 'the backend name in the recommended block', 'hsm')
+  .option('--all', 'list every mechanism the token offers, not only those the broker uses')
+  .option('--json', 'print one JSON object for scripts')
+  .addHelpText(
+    'after',
+    '\nLogs in once (a wrong PIN is never retried); creates only session objects and destroys them.\nExit codes: 0 some mechanism round-trips, 3 none does, 1 a failure (wrong PIN, no such token), 2 usage.\n',
+  )
+  .action(async (options: HsmProbeOptions, command: Command) => {
+    process.exitCode = await (
+      await import('./hsm-probe.ts')
+    ).hsmProbeCommand(options, message => command.error(message, { exitCode: EXIT_USAGE }));
+  });
 
 withRecoveryOptions(
   withEtcdOptions(

@@ -82,13 +82,18 @@ export interface NewKey {
 
 const KEY_OBJECT = { token: true, private: true, modifiable: false } as const;
 
-/** Creates a version's key inside the token, of the kind and usage `mechanism` needs. */
+/**
+ * Creates a version's key inside the token, of the kind and usage `mechanism` needs. 'session'
+ * makes session objects instead (CKA_TOKEN false: gone when the session closes), for
+ * `hsm-probe`'s trials, which must leave the token as they found it.
+ */
 export async function generateFor(
   session: graphene.Session,
   mechanism: Pkcs11Mechanism,
   key: NewKey,
+  lifetime: 'token' | 'session' = 'token',
 ): Promise<graphene.Key> {
-  const named = { label: key.label, id: key.id };
+  const named = { label: key.label, id: key.id, token: lifetime === 'token' };
   if (mechanism.keyKind === 'aes') {
     const usesWrap = mechanism.sealsWith === 'wrap';
     return session.generateKey(KeyGenMechanism.AES, {

@@ -1,0 +1,149 @@
+// What a token says about itself, read without changing anything: C_GetTokenInfo (identity,
+// session caps, flags) and C_GetMechanismList/C_GetMechanismInfo, with the pool size the
+// broker would use under the token's session cap. `hsm-probe` prints it.
+import graphene from 'graphene-pk11';
+import type { OfferedMechanism } from '../mechanisms/offered.ts';
+import { poolSizeFor } from '../session-limit.ts';
+
+/** The `sessions` default of a pkcs11 backend (pkcs11-schema.ts). */
+export const DEFAULT_SESSIONS = 4;
+/** The largest `sessions` the schema allows: the most the broker could ever pool. */
+const MAX_CONFIGURED_SESSIONS = 64;
+
+/** The mechanisms the broker's wraps use, by CK_MECHANISM_TYPE; listed first in reports. */
+export const RELEVANT_MECHANISMS: ReadonlyMap<number, string> = new Map([
+  [0x1080, 'CKM_AES_KEY_GEN'],
+  [0x1087, 'CKM_AES_GCM'],
+  [0x210a, 'CKM_AES_KEY_WRAP_PAD'],
+  [0x210b, 'CKM_AES_KEY_WRAP_KWP'],
+  [0x0000, 'CKM_RSA_PKCS_KEY_PAIR_GEN'],
+  [0x0009, 'CKM_RSA_PKCS_OAEP'],
+]);
+
+/** CKF_ flags of CK_MECHANISM_INFO (PKCS#11 2.40 §5.10), in the order reports name them. */
+const MECHANISM_FLAGS: readonly (readonly [number, string])[] = [
+  [0x1, 'hw'],
+  [0x100, 'encrypt'],
+  [0x200, 'decrypt'],
+  [0x400, 'digest'],
+  [0x800, 'sign'],
+  [0x2000, 'verify'],
+  [0x8000, 'generate'],
+  [0x10000, 'generate-key-pair'],
+  [0x20000, 'wrap'],
+  [0x40000, 'unwrap'],
+  [0x80000, 'derive'],
+];
+
+export interface MechanismEntry {
+  readonly type: number;
+  /** `0x1087` */
+  readonly hex: string;
+  /** CKM_ name, or `vendor 0x80000001` for one outside the standard. */
+  readonly name: string;
+  readonly flags: readonly string[];
+  readonly minKeySize: number;
+  readonly maxKeySize: number;
+  /** One the broker's mechanisms use. */
+  readonly relevant: boolean;
+}
+
+export interface SessionReport {
+  /** ulMaxSessionCount / ulMaxRwSessionCount as stated; 0 means no cap (CK_EFFECTIVELY_INFINITE). */
+  readonly maxSessions: number;
+  readonly maxRwSessions: number;
+  /** Sessions open now, the probe's own one included; null when the token does not count them. */
+  readonly openSessions: number | null;
+  readonly openRwSessions: number | null;
+  /** The token's cap, when it states one. */
+  readonly cap: number | null;
+  /** The most pooled sessions the broker would open on this token (any configured `sessions`). */
+  readonly brokerPoolLimit: number | null;
+  /** The pool the broker would use with the default `sessions: 4`. */
+  readonly defaultPoolSize: number;
+}
+
+export interface TokenReport {
+  readonly label: string;
+  readonly manufacturer: string;
+  readonly model: string;
+  readonly serial: string;
+  readonly firmware: string;
+  readonly hardware: string;
+  /** CKF_ token flags worth knowing (login-required, pin-count-low, ...). */
+  readonly flags: readonly string[];
+  readonly sessions: SessionReport;
+  /** Every mechanism the token lists, the broker's first. */
+  readonly mechanisms: readonly MechanismEntry[];
+}
+
+const TOKEN_FLAGS: readonly (readonly [number, string])[] = [
+  [graphene.TokenFlag.LOGIN_REQUIRED, 'login-required'],
+  [graphene.TokenFlag.PROTECTED_AUTHENTICATION_PATH, 'protected-authentication-path'],
+  [graphene.TokenFlag.WRITE_PROTECTED, 'write-protected'],
+  [graphene.TokenFlag.USER_PIN_COUNT_LOW, 'user-pin-count-low'],
+  [graphene.TokenFlag.USER_PIN_FINAL_TRY, 'user-pin-final-try'],
+  [graphene.TokenFlag.USER_PIN_TO_BE_CHANGED, 'user-pin-to-be-changed'],
+];
+
+function version(value: { major: number; minor: number }): string {
+  return `${value.major}.${value.minor}`;
+}
+
+export function mechanismName(type: number): string {
+  const known = RELEVANT_MECHANISMS.get(type);
+  if (known !== undefined) return known;
+  // Numeric enums map back from value to name; vendor-defined ones (CKM_VENDOR_DEFINED and
+  // above) and v3.0 additions are not in graphene's table.
+  const name = (graphene.MechanismEnum as unknown as Record<number, string | undefined>)[type];
+  return name === undefined ? `vendor 0x${type.toString(16)}` : `CKM_${name}`;
+}
+
+function entryOf(offered: OfferedMechanism): MechanismEntry {
+  return {
+    type: offered.type,
+    hex: `0x${offered.type.toString(16).padStart(4, '0')}`,
+    name: mechanismName(offered.type),
+    flags: MECHANISM_FLAGS.filter(([bit]) => (offered.flags & bit) !== 0).map(([, name]) => name),
+    minKeySize: offered.minKeySize,
+    maxKeySize: offered.maxKeySize,
+    relevant: RELEVANT_MECHANISMS.has(offered.type),
+  };
+}
+
+/** CK_UNAVAILABLE_INFORMATION (~0), which SoftHSM answers for session counts, as null. */
+const counted = (count: number) => (count >= 0xffff_ffff ? null : count);
+
+function sessionsOf(token: graphene.Token): SessionReport {
+  const caps = { maxSessionCount: token.maxSessionCount, maxRwSessionCount: token.maxRwSessionCount };
+  const limit = poolSizeFor(MAX_CONFIGURED_SESSIONS, caps);
+  return {
+    maxSessions: token.maxSessionCount,
+    maxRwSessions: token.maxRwSessionCount,
+    openSessions: counted(token.sessionCount),
+    openRwSessions: counted(token.rwSessionCount),
+    cap: limit.tokenCap ?? null,
+    brokerPoolLimit: limit.tokenCap === undefined ? null : limit.size,
+    defaultPoolSize: poolSizeFor(DEFAULT_SESSIONS, caps).size,
+  };
+}
+
+/**
+ * Reads the token's identity and session caps, and describes `offered` (offeredMechanisms of
+ * the slot): nothing is created or changed.
+ */
+export function tokenReport(slot: graphene.Slot, offered: readonly OfferedMechanism[]): TokenReport {
+  const token = slot.getToken();
+  const entries = offered.map(entryOf);
+  return {
+    label: token.label.trim(),
+    manufacturer: token.manufacturerID.trim(),
+    model: token.model.trim(),
+    serial: token.serialNumber.trim(),
+    firmware: version(token.firmwareVersion),
+    hardware: version(token.hardwareVersion),
+    flags: TOKEN_FLAGS.filter(([bit]) => (token.flags & bit) !== 0).map(([, name]) => name),
+    sessions: sessionsOf(token),
+    mechanisms: [...entries.filter(entry => entry.relevant), ...entries.filter(entry => !entry.relevant)],
+  };
+}
