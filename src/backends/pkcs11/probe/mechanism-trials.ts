@@ -159,7 +159,7 @@ export async function runTrials(
 ): Promise<TrialResult[]> {
   const results: TrialResult[] = [
     await aesTrial(session, offered, aesGcm, { mechanism: 'aes-gcm' }),
-    await aesTrial(session, offered, aesGcmHsmIv, { mechanism: 'aes-gcm-hsm-iv' }),
+    await aesTrial(session, offered, aesGcmHsmIv(), { mechanism: 'aes-gcm-hsm-iv' }),
   ];
   for (const constant of KWP_CONSTANTS) {
     results.push(
