@@ -41,7 +41,9 @@ function variantOf(trial: TrialResult): string {
   if (trial.kwpMechanism !== undefined)
     return `${mechanismName(trial.kwpMechanism)} (0x${trial.kwpMechanism.toString(16)})`;
   if (trial.oaepHash !== undefined) return trial.oaepHash;
-  return trial.mechanism === 'aes-gcm' ? 'host IV' : trial.mechanism === 'aes-gcm-hsm-iv' ? 'token IV' : '';
+  if (trial.mechanism === 'aes-gcm') return 'host IV';
+  if (trial.mechanism !== 'aes-gcm-hsm-iv') return '';
+  return trial.ivConvention === undefined ? 'token IV' : `token IV (${trial.ivConvention})`;
 }
 
 function trialRow(trial: TrialResult): string[] {
@@ -85,6 +87,14 @@ export async function renderProbe(result: ProbeResult, options: { readonly all: 
       [
         ['host IV accepted', yesNo(gcmIv.hostIvAccepted)],
         ['token generates IV', yesNo(gcmIv.tokenGeneratesIv)],
+        ...(gcmIv.tokenIvReturned === null
+          ? []
+          : [
+              [
+                'token IV returned',
+                gcmIv.tokenIvReturned === 'appended' ? 'appended to the output' : 'in the IV field',
+              ],
+            ]),
       ],
     ),
     `HINTS (from what the token says and does; not a certification)\n${

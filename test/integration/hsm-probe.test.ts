@@ -1,6 +1,6 @@
 // `kms-broker hsm-probe` run as an operator runs it, on a real SoftHSM token and through the
 // PKCS#11 shim (test/pkcs11-shim) that makes SoftHSM behave like a Luna in FIPS mode (token GCM
-// IVs only) and a YubiHSM 2 (16 sessions). The token must hold the same objects afterwards.
+// IVs only, appended to the output) with a 16-session cap. The token must hold the same objects afterwards.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -161,7 +161,7 @@ describe('kms-broker hsm-probe on SoftHSM', () => {
     assert.equal(result.token.sessions.cap, null);
     assert.equal(result.token.sessions.defaultPoolSize, 4);
     assert.ok(result.token.mechanisms.length > 20, 'every mechanism SoftHSM lists');
-    assert.deepEqual(result.gcmIv, { hostIvAccepted: true, tokenGeneratesIv: false });
+    assert.deepEqual(result.gcmIv, { hostIvAccepted: true, tokenGeneratesIv: false, tokenIvReturned: null });
     assert.equal(trial(result, 'aes-gcm')?.outcome, 'ok');
     assert.equal(trial(result, 'aes-kwp', { kwpMechanism: 0x210a })?.outcome, 'ok');
     assert.equal(trial(result, 'aes-kwp', { kwpMechanism: 0x210b })?.outcome, 'not-offered');
@@ -184,15 +184,16 @@ describe('kms-broker hsm-probe on SoftHSM', () => {
     assert.match(all.stdout, /CKM_SHA256_HMAC/);
   });
 
-  it('through the shim as a Luna in FIPS mode with a YubiHSM session cap: token IVs, 16 sessions', async () => {
+  it('through the shim as a Luna in FIPS mode with a 16-session cap: token IVs appended, 16 sessions', async () => {
     const objectsBefore = tokenObjects();
-    const shim = { KMS_BROKER_SHIM_GCM_IV: 'token', KMS_BROKER_SHIM_MAX_SESSIONS: '16' };
+    const shim = { KMS_BROKER_SHIM_GCM_IV: 'appended', KMS_BROKER_SHIM_MAX_SESSIONS: '16' };
     const run = await probe(['--module', SHIM], shim);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /^max sessions\s+16$/m);
     assert.match(run.stdout, /^broker pool\s+at most 11 of the token's 16/m);
     assert.match(run.stdout, /^aes-gcm\s+host IV\s+refused\s+CKR_MECHANISM_PARAM_INVALID/m);
-    assert.match(run.stdout, /^aes-gcm-hsm-iv\s+token IV\s+ok/m);
+    assert.match(run.stdout, /^aes-gcm-hsm-iv\s+token IV \(appended\)\s+ok/m);
+    assert.match(run.stdout, /^token IV returned\s+appended to the output$/m);
     assert.match(run.stdout, /likely FIPS mode/);
     assert.match(run.stdout, /^ {4}mechanism: aes-gcm-hsm-iv$/m);
 
@@ -201,7 +202,11 @@ describe('kms-broker hsm-probe on SoftHSM', () => {
       [json.token.sessions.cap, json.token.sessions.brokerPoolLimit, json.token.sessions.defaultPoolSize],
       [16, 11, 4],
     );
-    assert.deepEqual(json.gcmIv, { hostIvAccepted: false, tokenGeneratesIv: true });
+    assert.deepEqual(json.gcmIv, {
+      hostIvAccepted: false,
+      tokenGeneratesIv: true,
+      tokenIvReturned: 'appended',
+    });
     assert.equal(json.recommended?.backend.mechanism, 'aes-gcm-hsm-iv');
     assert.deepEqual(tokenObjects(), objectsBefore);
   });

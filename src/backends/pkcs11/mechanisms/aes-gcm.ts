@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import graphene from 'graphene-pk11';
 import { BrokerError } from '../../../errors.ts';
 import { runOnce, type Pkcs11Mechanism, type VersionKey } from './mechanism.ts';
-import { sealWithTokenIv, TOKEN_IV_LENGTHS } from './token-iv.ts';
+import { sealWithTokenIv, TOKEN_IV_LENGTHS, type IvConvention } from './token-iv.ts';
 
 export const IV_BYTES = 12;
 export const TAG_BYTES = 16;
@@ -53,9 +53,13 @@ export const aesGcm: Pkcs11Mechanism = {
 };
 
 /** aes-gcm-hsm-iv for one token: it learns, on its first wrap, how the token returns the IV. */
-export function aesGcmHsmIv(): Pkcs11Mechanism {
-  const learned: { convention?: 'in-params' | 'appended' } = {};
+export function aesGcmHsmIv(): Pkcs11Mechanism & { readonly ivConvention: IvConvention | undefined } {
+  const learned: { convention?: IvConvention } = {};
   return {
+    /** How this token returned its IV, once a wrap succeeded. */
+    get ivConvention() {
+      return learned.convention;
+    },
     ...gcm,
     name: 'aes-gcm-hsm-iv',
     minWrappedBytes: 1 + IV_BYTES + TAG_BYTES + 1,

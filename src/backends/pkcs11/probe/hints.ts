@@ -3,12 +3,15 @@
 // certificate is the only proof of FIPS 140 validation.
 import type { TrialResult } from './mechanism-trials.ts';
 import type { TokenReport } from './token-report.ts';
+import type { IvConvention } from '../mechanisms/token-iv.ts';
 
 export interface GcmIvBehaviour {
   /** aes-gcm round-tripped with an IV the host drew; null when the token lacks AES-GCM. */
   readonly hostIvAccepted: boolean | null;
   /** aes-gcm-hsm-iv: the token wrote an IV of its own; null when the token lacks AES-GCM. */
   readonly tokenGeneratesIv: boolean | null;
+  /** How it returned that IV: in the IV field (PKCS#11 v3.0, CloudHSM) or appended (Luna). */
+  readonly tokenIvReturned: IvConvention | null;
 }
 
 function outcome(trials: readonly TrialResult[], mechanism: TrialResult['mechanism']): boolean | null {
@@ -17,14 +20,19 @@ function outcome(trials: readonly TrialResult[], mechanism: TrialResult['mechani
 }
 
 export function gcmIvBehaviour(trials: readonly TrialResult[]): GcmIvBehaviour {
-  return { hostIvAccepted: outcome(trials, 'aes-gcm'), tokenGeneratesIv: outcome(trials, 'aes-gcm-hsm-iv') };
+  const tokenIv = trials.find(trial => trial.mechanism === 'aes-gcm-hsm-iv');
+  return {
+    hostIvAccepted: outcome(trials, 'aes-gcm'),
+    tokenGeneratesIv: outcome(trials, 'aes-gcm-hsm-iv'),
+    tokenIvReturned: tokenIv?.ivConvention ?? null,
+  };
 }
 
 export function hints(token: TokenReport, gcm: GcmIvBehaviour, trials: readonly TrialResult[]): string[] {
   const found: string[] = [];
   if (gcm.hostIvAccepted === false && gcm.tokenGeneratesIv === true)
     found.push(
-      'the token refuses a GCM IV chosen by the host and generates its own: what an HSM in FIPS mode does (Thales Luna); likely FIPS mode',
+      'the token refuses a GCM IV chosen by the host and generates its own: what HSMs in FIPS mode do (Thales Luna, AWS CloudHSM); likely FIPS mode',
     );
   if (gcm.hostIvAccepted === true)
     found.push(

@@ -14,6 +14,7 @@ import type { Pkcs11Mechanism, VersionKey } from '../mechanisms/mechanism.ts';
 import { offers, type OfferedMechanism } from '../mechanisms/offered.ts';
 import { rsaOaep, type OaepHash } from '../mechanisms/rsa-oaep.ts';
 import { ckrName } from '../pkcs11-errors.ts';
+import type { IvConvention } from '../mechanisms/token-iv.ts';
 import { mechanismName } from './token-report.ts';
 
 const CKM_AES_KEY_GEN = 0x1080;
@@ -41,6 +42,8 @@ export interface TrialResult {
   readonly reason?: string;
   /** Seal, open and the wrong-header check, in milliseconds; absent when nothing was tried. */
   readonly ms?: number;
+  /** aes-gcm-hsm-iv that worked: how the token returned its IV. */
+  readonly ivConvention?: IvConvention;
 }
 
 type TrialName = Pick<TrialResult, 'mechanism' | 'kwpMechanism' | 'oaepHash'>;
@@ -157,9 +160,13 @@ export async function runTrials(
   session: graphene.Session,
   offered: readonly OfferedMechanism[],
 ): Promise<TrialResult[]> {
+  const tokenIv = aesGcmHsmIv();
+  const tokenIvTrial = await aesTrial(session, offered, tokenIv, { mechanism: 'aes-gcm-hsm-iv' });
   const results: TrialResult[] = [
     await aesTrial(session, offered, aesGcm, { mechanism: 'aes-gcm' }),
-    await aesTrial(session, offered, aesGcmHsmIv(), { mechanism: 'aes-gcm-hsm-iv' }),
+    tokenIv.ivConvention === undefined
+      ? tokenIvTrial
+      : { ...tokenIvTrial, ivConvention: tokenIv.ivConvention },
   ];
   for (const constant of KWP_CONSTANTS) {
     results.push(
