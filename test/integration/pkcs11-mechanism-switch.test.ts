@@ -16,6 +16,7 @@ import { decodeEnvelope } from '../../src/broker/envelope.ts';
 import { createKmsV2Client } from '../../src/grpc/kms-v2-client.ts';
 import { spawnBroker, startBrokerProcess, stopAllBrokers } from '../helpers/broker-process.ts';
 import { pkcs11Backend, writeConfig, type TestConfig } from '../helpers/config.ts';
+import { importAesKey } from '../helpers/pkcs11-keys.ts';
 import { createToken, SOFTHSM_MODULE, type SoftHsmToken } from '../helpers/softhsm.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
@@ -140,19 +141,7 @@ function importLeakyKey(token: SoftHsmToken, label: string): void {
     assert.ok(slot, 'the test token');
     const session = slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION);
     session.login(readFileSync(token.pinFile, 'utf8').trim());
-    session.create({
-      class: graphene.ObjectClass.SECRET_KEY,
-      keyType: graphene.KeyType.AES,
-      value: randomBytes(32),
-      label,
-      id: randomBytes(8),
-      token: true,
-      private: true,
-      sensitive: false,
-      extractable: true,
-      encrypt: true,
-      decrypt: true,
-    });
+    importAesKey(session, label, false);
     session.close();
   } finally {
     module.finalize();

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import graphene from 'graphene-pk11';
+import type graphene from 'graphene-pk11';
 import { Pkcs11Backend } from '../../src/backends/pkcs11/pkcs11-backend.ts';
 import type { Pkcs11BackendConfig } from '../../src/backends/pkcs11/pkcs11-schema.ts';
 import { loadModule, type LoadedModule } from '../../src/backends/pkcs11/module-cache.ts';
@@ -18,6 +18,7 @@ import { createLogger } from '../../src/log.ts';
 import { readSecret } from '../../src/secrets.ts';
 import { pkcs11Backend } from '../helpers/config.ts';
 import { memoryLog } from '../helpers/memory-log.ts';
+import { importAesKey } from '../helpers/pkcs11-keys.ts';
 import { createToken, SOFTHSM_MODULE, type SoftHsmToken } from '../helpers/softhsm.ts';
 
 const deadline = () => startDeadline(30_000);
@@ -217,22 +218,7 @@ describe('PKCS#11 wrap mechanisms on SoftHSM', () => {
       module.release();
     });
 
-    /** An AES key given to the token by value (C_CreateObject), as an import is. */
-    function importAes(label: string, safe: boolean): void {
-      session.create({
-        class: graphene.ObjectClass.SECRET_KEY,
-        keyType: graphene.KeyType.AES,
-        value: randomBytes(32),
-        label,
-        id: randomBytes(8),
-        token: true,
-        private: true,
-        sensitive: safe,
-        extractable: !safe,
-        encrypt: true,
-        decrypt: true,
-      });
-    }
+    const importAes = (label: string, safe: boolean) => importAesKey(session, label, safe);
 
     it('adopts an imported key that is sensitive and never extractable', async () => {
       importAes('kek-imported-v1', true);

@@ -11,7 +11,7 @@ import type { Pkcs11BackendConfig } from '../pkcs11-schema.ts';
 import { closeQuietly, findSlot, openLoggedIn } from '../token-session.ts';
 import { gcmIvBehaviour, hints, type GcmIvBehaviour } from './hints.ts';
 import { runTrials, type TrialResult } from './mechanism-trials.ts';
-import { recommend, type ProbeTarget, type Recommendation } from './recommend.ts';
+import { recommend, targetBlock, type ProbeTarget, type Recommendation } from './recommend.ts';
 import { DEFAULT_SESSIONS, tokenReport, type TokenReport } from './token-report.ts';
 
 export interface ProbeResult {
@@ -34,12 +34,7 @@ function chosenToken(token: ProbeTarget['token']): string {
 /** The backend config the probe's target stands for: what findSlot and openLoggedIn read. */
 function asBackendConfig(target: ProbeTarget): Pkcs11BackendConfig {
   return {
-    name: target.name,
-    type: 'pkcs11',
-    module: target.module,
-    ...target.token,
-    ...target.pin,
-    keyLabel: target.keyLabel,
+    ...targetBlock(target),
     generateIfMissing: false,
     mechanism: 'aes-gcm',
     sessions: DEFAULT_SESSIONS,

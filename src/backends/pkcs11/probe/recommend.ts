@@ -40,6 +40,18 @@ export interface Recommendation {
   readonly because: string;
 }
 
+/** What any backend block for the probe's target says: where the token is and how to log in. */
+export function targetBlock(target: ProbeTarget) {
+  return {
+    name: target.name,
+    type: 'pkcs11' as const,
+    module: target.module,
+    ...target.token,
+    ...target.pin,
+    keyLabel: target.keyLabel,
+  };
+}
+
 const PREFERENCE: readonly { readonly mechanism: TrialResult['mechanism']; readonly because: string }[] = [
   { mechanism: 'aes-gcm', because: 'AES-256-GCM with a host IV round-trips (the default)' },
   {
@@ -66,12 +78,7 @@ export function recommend(
     if (worked === undefined) continue;
     const kwp = worked.kwpMechanism;
     const backend: RecommendedBackend = {
-      name: target.name,
-      type: 'pkcs11',
-      module: target.module,
-      ...target.token,
-      ...target.pin,
-      keyLabel: target.keyLabel,
+      ...targetBlock(target),
       ...(keyFound ? {} : { generateIfMissing: true as const }),
       mechanism,
       ...(worked.oaepHash === undefined ? {} : { oaepHash: worked.oaepHash }),
