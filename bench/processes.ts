@@ -2,13 +2,15 @@
 // clients), each stopped by the run's clean-up stack even when a phase fails, and the
 // bounded waits that know when they are ready.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, readFileSync, writeFileSync } from 'node:fs';
+import { openSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { CaseSpec } from './client.ts';
 import type { Target } from './drivers.ts';
 import type { LoadResult } from './load.ts';
+import { cpuPer1000Calls } from './measures.ts';
+import { cpuTimeMs } from './proc.ts';
 
 const NODE = process.execPath;
 const STOP_GRACE_MS = 5000;
@@ -105,6 +107,29 @@ export function startClient(cleanUp: CleanUp, target: Target, env: NodeJS.Proces
   };
 }
 
+/** A case's latencies and, when a serving process was named, the CPU it spent on them. */
+export type CaseOutcome = LoadResult & { readonly cpuMs?: number; readonly cpuMsPer1000Calls?: number };
+
+/**
+ * Runs a case and reads the serving process's CPU time around its measured part only: the
+ * client answers once its inputs are sealed and the warm-up is done, then starts on "go".
+ */
+export async function runCase(
+  client: Client,
+  caseSpec: CaseSpec,
+  server: number | undefined,
+): Promise<CaseOutcome> {
+  if (server === undefined) return client.run(caseSpec);
+  let before = 0;
+  const result = await client.runAfter(caseSpec, () => {
+    before = cpuTimeMs(server);
+    return Promise.resolve();
+  });
+  const cpuMs = cpuTimeMs(server) - before;
+  const cpu = cpuPer1000Calls(cpuMs, result.calls + result.errors);
+  return cpu === undefined ? result : { ...result, cpuMs, cpuMsPer1000Calls: cpu };
+}
+
 /** Polls `condition` every 50 ms until it holds, for at most `timeoutMs`. */
 export async function waitUntil(
   what: string,
@@ -144,23 +169,6 @@ export function adminGet(socket: string, path: string): Promise<string> {
     call.on('error', reject);
     call.end();
   });
-}
-
-/** Resident memory of a process now (VmRSS) and at its peak (VmHWM), in MB. */
-export function residentMemory(pid: number): { rssMb: number; peakMb: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rssMb: Math.round(kb('VmRSS') / 1024), peakMb: Math.round(kb('VmHWM') / 1024) };
-}
-
-/** Resets VmHWM to the current RSS (Linux clear_refs 5), so the next peak is the storm's own. */
-export function resetPeakMemory(pid: number): boolean {
-  try {
-    writeFileSync(`/proc/${pid}/clear_refs`, '5');
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function tail(file: string): string {
