@@ -9,8 +9,6 @@ import { createInterface } from 'node:readline';
 import type { CaseSpec } from './client.ts';
 import type { Target } from './drivers.ts';
 import type { LoadResult } from './load.ts';
-import { cpuPer1000Calls } from './measures.ts';
-import { cpuTimeMs } from './proc.ts';
 
 const NODE = process.execPath;
 const STOP_GRACE_MS = 5000;
@@ -105,29 +103,6 @@ export function startClient(cleanUp: CleanUp, target: Target, env: NodeJS.Proces
       return (await reply()) as LoadResult;
     },
   };
-}
-
-/** A case's latencies and, when a serving process was named, the CPU it spent on them. */
-export type CaseOutcome = LoadResult & { readonly cpuMs?: number; readonly cpuMsPer1000Calls?: number };
-
-/**
- * Runs a case and reads the serving process's CPU time around its measured part only: the
- * client answers once its inputs are sealed and the warm-up is done, then starts on "go".
- */
-export async function runCase(
-  client: Client,
-  caseSpec: CaseSpec,
-  server: number | undefined,
-): Promise<CaseOutcome> {
-  if (server === undefined) return client.run(caseSpec);
-  let before = 0;
-  const result = await client.runAfter(caseSpec, () => {
-    before = cpuTimeMs(server);
-    return Promise.resolve();
-  });
-  const cpuMs = cpuTimeMs(server) - before;
-  const cpu = cpuPer1000Calls(cpuMs, result.calls + result.errors);
-  return cpu === undefined ? result : { ...result, cpuMs, cpuMsPer1000Calls: cpu };
 }
 
 /** Polls `condition` every 50 ms until it holds, for at most `timeoutMs`. */

@@ -1,6 +1,6 @@
-// `npm run bench`: starts SoftHSM, OpenBao, the bare gRPC server, brokers in four
+// `npm run bench`: starts SoftHSM, OpenBao, the bare gRPC server, brokers in five
 // configurations and the Go reference plugin, drives each from a separate client process,
-// prints one table and writes bench/results/<date>.json. Every process it starts is
+// prints its tables and writes bench/results/<date>.json. Every process it starts is
 // stopped at the end, also when a phase fails. `--quick` runs every case briefly (< 1 min).
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, homedir, loadavg, release, tmpdir, totalmem } from 'node:os';
@@ -13,22 +13,12 @@ import { createToken, SOFTHSM_MODULE } from '../test/helpers/softhsm.ts';
 import { measureCliStart, type CliStartResult } from './cli-start.ts';
 import type { CaseSpec } from './client.ts';
 import type { Operation, Target } from './drivers.ts';
-import { heapOf } from './measures.ts';
-import { idleResidentMemory } from './proc.ts';
-import {
-  adminGet,
-  CleanUp,
-  runCase,
-  startClient,
-  startService,
-  waitUntil,
-  type CaseOutcome,
-  type Client,
-} from './processes.ts';
+import { adminGet, CleanUp, startClient, startService, waitUntil, type Client } from './processes.ts';
 import type { CaseResult, IdleResult, Report, StormResult } from './report.ts';
 import { runStorm, type StormRun } from './storm.ts';
 import { printReport } from './tables.ts';
 import { judge } from './targets.ts';
+import { measureIdle, runCase, type CaseOutcome } from './usage.ts';
 
 const quick = process.argv.includes('--quick');
 const profileDir = valueOf('--cpu-prof');
@@ -90,16 +80,9 @@ async function main(): Promise<Report> {
         record(group, operation, concurrency, await runCase(client, spec(operation, concurrency), server));
   };
   const idleOf = async (group: string, pid: number, adminSocket?: string) => {
-    const rss = await idleResidentMemory(pid);
-    const heap = adminSocket === undefined ? undefined : heapOf(await adminGet(adminSocket, '/metrics'));
-    idle.push({
-      group,
-      rssMb: rss.valueMb,
-      settled: rss.settled,
-      reads: rss.reads,
-      ...(heap === undefined ? {} : { heap }),
-    });
-    process.stderr.write(`bench: ${group} idle RSS ${rss.valueMb} MB after ${rss.reads} reads\n`);
+    const result = await measureIdle(group, pid, adminSocket);
+    idle.push(result);
+    process.stderr.write(`bench: ${group} idle RSS ${result.rssMb} MB after ${result.reads} reads\n`);
   };
   const stormsOf = async (scope: CleanUp, run: Omit<StormRun, 'deks'>) => {
     for (const deks of STORM_DEKS) {
