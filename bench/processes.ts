@@ -2,7 +2,7 @@
 // clients), each stopped by the run's clean-up stack even when a phase fails, and the
 // bounded waits that know when they are ready.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, readFileSync, writeFileSync } from 'node:fs';
+import { openSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -144,23 +144,6 @@ export function adminGet(socket: string, path: string): Promise<string> {
     call.on('error', reject);
     call.end();
   });
-}
-
-/** Resident memory of a process now (VmRSS) and at its peak (VmHWM), in MB. */
-export function residentMemory(pid: number): { rssMb: number; peakMb: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rssMb: Math.round(kb('VmRSS') / 1024), peakMb: Math.round(kb('VmHWM') / 1024) };
-}
-
-/** Resets VmHWM to the current RSS (Linux clear_refs 5), so the next peak is the storm's own. */
-export function resetPeakMemory(pid: number): boolean {
-  try {
-    writeFileSync(`/proc/${pid}/clear_refs`, '5');
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function tail(file: string): string {

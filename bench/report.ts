@@ -1,40 +1,71 @@
-// The table and the targets of issue 8, from one run's figures. Each broker figure is set
-// beside its limits: the bare transport alone, the bare transport plus the bare backend
+// One run's figures and how they relate: the types of the JSON a run writes, and each broker
+// figure's limits: the bare transport alone, the bare transport plus the bare backend
 // operation, and (on the same SoftHSM token) the Go reference plugin.
 import type { CliStartResult } from './cli-start.ts';
 import type { LoadResult } from './load.ts';
+import type { Heap } from './measures.ts';
 
 export interface CaseResult extends LoadResult {
   readonly group: string;
   readonly operation: string;
   readonly concurrency: number;
+  /** CPU (user + system, all threads) the serving process spent on the case, in ms... */
+  readonly cpuMs?: number;
+  /** ...and per 1,000 calls. */
+  readonly cpuMsPer1000Calls?: number;
 }
 
 export interface StormResult extends LoadResult {
   readonly group: string;
+  /** Distinct seeds decrypted; reports written before issue 19 ran only the 1,000. */
+  readonly deks?: number;
   readonly eventLoopDelayP99Ms?: number;
   readonly eventLoopDelayMaxMs?: number;
   readonly rssBeforeMb?: number;
   readonly rssPeakMb?: number;
   readonly rssAfterMb?: number;
   readonly peakSince?: string;
+  /** The broker's V8 heap right after the storm (a scrape during it would reset the loop histogram). */
+  readonly heapAtEnd?: Heap;
+  readonly cpuMs?: number;
+  readonly cpuMsPer1000Calls?: number;
+}
+
+/** A plugin's resident memory once started and left alone (bench/proc.ts idleResidentMemory). */
+export interface IdleResult {
+  readonly group: string;
+  readonly rssMb: number;
+  /** False when two reads never agreed within 1 MB before the bound: the last read stands. */
+  readonly settled: boolean;
+  readonly reads: number;
+  readonly heap?: Heap;
+}
+
+export interface Machine {
+  readonly cpus: number;
+  readonly model: string;
+  readonly memoryMb: number;
+  readonly kernel: string;
+  readonly node: string;
+  /** 1, 5 and 15 minute load averages when the run started and when it ended. */
+  readonly loadAverageStart: readonly number[];
+  readonly loadAverageEnd: readonly number[];
 }
 
 export interface Report {
   readonly date: string;
   readonly mode: 'quick' | 'full';
   readonly caseMs: number;
-  readonly machine: object;
+  readonly machine: Machine;
   readonly wallSeconds: number;
   readonly cases: readonly CaseResult[];
   readonly storms: readonly StormResult[];
+  /** Idle memory (issue 19); absent from reports written before. */
+  readonly idle?: readonly IdleResult[];
   /** CLI start times (issue 17); absent from reports written before. */
   readonly cliStarts?: readonly CliStartResult[];
   readonly notes: readonly string[];
 }
-
-/** What `--version` and `status` may take from exec to exit, against a running broker. */
-const CLI_START_BOUND_MS = 300;
 
 export interface Target {
   readonly target: string;
@@ -59,7 +90,7 @@ interface Limit {
   readonly perSecond: number;
 }
 
-function find(cases: readonly CaseResult[], group: string, operation: string, concurrency: number) {
+export function find(cases: readonly CaseResult[], group: string, operation: string, concurrency: number) {
   return cases.find(c => c.group === group && c.operation === operation && c.concurrency === concurrency);
 }
 
@@ -80,180 +111,9 @@ export function limitOf(cases: readonly CaseResult[], row: CaseResult): Limit | 
   };
 }
 
-const ratio = (ours: number, theirs: number | undefined) =>
+export const ratio = (ours: number, theirs: number | undefined) =>
   theirs === undefined || !Number.isFinite(theirs) || theirs === 0 ? '' : `${(ours / theirs).toFixed(2)}×`;
 
-export function printReport(report: Report, targets: readonly Target[]): void {
-  const header = [
-    'case',
-    'op',
-    'conc',
-    'p50 ms',
-    'p90 ms',
-    'p99 ms',
-    'max ms',
-    'calls/s',
-    'errors',
-    'p50 vs limit',
-    '/s vs limit',
-    'p50 vs Go',
-    '/s vs Go',
-  ];
-  const rows = report.cases.map(row => {
-    const limit = limitOf(report.cases, row);
-    const reference =
-      row.group === 'softhsm'
-        ? find(report.cases, 'go reference', row.operation, row.concurrency)
-        : undefined;
-    return [
-      row.group,
-      row.operation,
-      String(row.concurrency),
-      fixed(row.p50Ms),
-      fixed(row.p90Ms),
-      fixed(row.p99Ms),
-      fixed(row.maxMs),
-      String(row.perSecond),
-      String(row.errors),
-      row.group === 'transport' || row.group.startsWith('bare') ? '' : ratio(row.p50Ms, limit?.p50Ms),
-      row.group === 'transport' || row.group.startsWith('bare') ? '' : ratio(row.perSecond, limit?.perSecond),
-      ratio(row.p50Ms, reference?.p50Ms),
-      ratio(row.perSecond, reference?.perSecond),
-    ];
-  });
-  printTable(header, rows);
-  process.stdout.write('\nStartup storm: 1,000 distinct DEKs, 32 in flight over 3 connections\n');
-  printTable(
-    [
-      'plugin',
-      'wall ms',
-      'p50 ms',
-      'p99 ms',
-      'max ms',
-      'errors',
-      'loop p99 ms',
-      'loop max ms',
-      'RSS before/peak/after MB',
-    ],
-    report.storms.map(storm => [
-      storm.group,
-      String(storm.wallMs),
-      fixed(storm.p50Ms),
-      fixed(storm.p99Ms),
-      fixed(storm.maxMs),
-      String(storm.errors),
-      storm.eventLoopDelayP99Ms === undefined ? '' : fixed(storm.eventLoopDelayP99Ms),
-      storm.eventLoopDelayMaxMs === undefined ? '' : fixed(storm.eventLoopDelayMaxMs),
-      storm.rssPeakMb === undefined ? '' : `${storm.rssBeforeMb}/${storm.rssPeakMb}/${storm.rssAfterMb}`,
-    ]),
-  );
-  const cliStarts = report.cliStarts ?? [];
-  if (cliStarts.length > 0) {
-    process.stdout.write(
-      `\nCLI start: exec to exit, a fresh process each run (${cliStarts[0]?.runs} runs)\n`,
-    );
-    printTable(
-      ['command', '', 'median ms', 'min ms', 'max ms'],
-      cliStarts.map(cli => [cli.command, '', fixed(cli.medianMs), fixed(cli.minMs), fixed(cli.maxMs)]),
-    );
-  }
-  process.stdout.write('\nTargets (issues 8 and 17)\n');
-  printTable(
-    ['target', 'measured', 'met'],
-    targets.map(t => [t.target, t.measured, t.met === 'report' ? '-' : t.met ? 'yes' : 'NO']),
-  );
-  for (const note of report.notes) process.stdout.write(`note: ${note}\n`);
-}
-
-export function judge(report: Report): Target[] {
-  const { cases, storms } = report;
-  const targets: Target[] = [];
-  const status = find(cases, 'softhsm', 'status', 1);
-  if (status !== undefined)
-    targets.push({
-      target: 'Status p99 < 1 ms at c1',
-      measured: `${status.p99Ms} ms`,
-      met: status.p99Ms < 1,
-    });
-  const decrypt = find(cases, 'softhsm', 'decrypt', 1);
-  const limit = decrypt && limitOf(cases, decrypt);
-  if (decrypt !== undefined && limit !== undefined) {
-    targets.push({
-      target: 'SoftHSM Decrypt c1 p50 <= 1.3 × (transport + HSM op)',
-      measured: `${decrypt.p50Ms} ms vs ${limit.p50Ms.toFixed(3)} ms (${ratio(decrypt.p50Ms, limit.p50Ms)})`,
-      met: decrypt.p50Ms <= 1.3 * limit.p50Ms,
-    });
-  }
-  for (const [group, boundMs] of [
-    ['softhsm', 1000],
-    ['openbao', 3000],
-  ] as const) {
-    const storm = storms.find(s => s.group === group);
-    if (storm === undefined) continue;
-    targets.push({
-      target: `Storm of 1,000 DEKs with ${group} < ${boundMs / 1000} s`,
-      measured: `${storm.wallMs} ms, ${storm.errors} errors`,
-      met: storm.wallMs < boundMs && storm.errors === 0,
-    });
-    targets.push({
-      target: `Event-loop delay p99 < 20 ms (${group} storm)`,
-      measured: `p99 ${storm.eventLoopDelayP99Ms} ms, max ${storm.eventLoopDelayMaxMs} ms`,
-      met: (storm.eventLoopDelayP99Ms ?? Infinity) < 20,
-    });
-    targets.push({
-      target: `RSS at peak < 150 MB (${group} storm)`,
-      measured: `${storm.rssPeakMb} MB (since ${storm.peakSince})`,
-      met: (storm.rssPeakMb ?? Infinity) < 150,
-    });
-  }
-  for (const [operation, concurrency] of [
-    ['decrypt', 1],
-    ['decrypt', 64],
-    ['encrypt', 64],
-  ] as const) {
-    const ours = find(cases, 'softhsm', operation, concurrency);
-    const theirs = find(cases, 'go reference', operation, concurrency);
-    if (ours === undefined || theirs === undefined) continue;
-    targets.push({
-      target: `vs Go reference, ${operation} c${concurrency}`,
-      measured: `throughput ${ratio(ours.perSecond, theirs.perSecond)}, p50 ${ratio(ours.p50Ms, theirs.p50Ms)}`,
-      met: 'report',
-    });
-  }
-  for (const command of ['--version', 'status']) {
-    const cli = report.cliStarts?.find(entry => entry.command === command);
-    if (cli === undefined) continue;
-    targets.push({
-      target: `kms-broker ${command} < ${CLI_START_BOUND_MS} ms (median)`,
-      measured: `${cli.medianMs} ms (min ${cli.minMs}, max ${cli.maxMs})`,
-      met: cli.medianMs < CLI_START_BOUND_MS,
-    });
-  }
-  const ourStorm = storms.find(s => s.group === 'softhsm');
-  const goStorm = storms.find(s => s.group === 'go reference');
-  if (ourStorm !== undefined && goStorm !== undefined) {
-    targets.push({
-      target: 'vs Go reference, storm wall time',
-      measured: `${ourStorm.wallMs} ms vs ${goStorm.wallMs} ms (${ratio(ourStorm.wallMs, goStorm.wallMs)})`,
-      met: 'report',
-    });
-  }
-  return targets;
-}
-
-function fixed(ms: number): string {
+export function fixed(ms: number): string {
   return Number.isFinite(ms) ? ms.toFixed(ms < 10 ? 3 : 1) : '-';
-}
-
-function printTable(header: readonly string[], rows: readonly (readonly string[])[]): void {
-  const widths = header.map((title, column) =>
-    Math.max(title.length, ...rows.map(row => (row[column] ?? '').length)),
-  );
-  const line = (cells: readonly string[]) =>
-    cells
-      .map((cell, column) =>
-        column < 2 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0),
-      )
-      .join('  ');
-  process.stdout.write([line(header), ...rows.map(line)].map(text => text.trimEnd()).join('\n') + '\n');
 }

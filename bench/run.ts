@@ -1,9 +1,9 @@
-// `npm run bench`: starts SoftHSM, OpenBao, the bare gRPC server, brokers in four
+// `npm run bench`: starts SoftHSM, OpenBao, the bare gRPC server, brokers in five
 // configurations and the Go reference plugin, drives each from a separate client process,
-// prints one table and writes bench/results/<date>.json. Every process it starts is
+// prints its tables and writes bench/results/<date>.json. Every process it starts is
 // stopped at the end, also when a phase fails. `--quick` runs every case briefly (< 1 min).
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, homedir, loadavg, tmpdir } from 'node:os';
+import { cpus, homedir, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import * as prettier from 'prettier';
 import { formatPublicKeyFile, generateEscrowKeyPair } from '../src/escrow/key-files.ts';
@@ -13,26 +13,19 @@ import { createToken, SOFTHSM_MODULE } from '../test/helpers/softhsm.ts';
 import { measureCliStart, type CliStartResult } from './cli-start.ts';
 import type { CaseSpec } from './client.ts';
 import type { Operation, Target } from './drivers.ts';
-import type { LoadResult } from './load.ts';
-import {
-  adminGet,
-  CleanUp,
-  residentMemory,
-  resetPeakMemory,
-  startClient,
-  startService,
-  waitUntil,
-  type Client,
-} from './processes.ts';
-import { judge, printReport, type CaseResult, type Report, type StormResult } from './report.ts';
+import { adminGet, CleanUp, startClient, startService, waitUntil, type Client } from './processes.ts';
+import type { CaseResult, IdleResult, Report, StormResult } from './report.ts';
+import { runStorm, type StormRun } from './storm.ts';
+import { printReport } from './tables.ts';
+import { judge } from './targets.ts';
+import { measureIdle, runCase, type CaseOutcome } from './usage.ts';
 
 const quick = process.argv.includes('--quick');
 const profileDir = valueOf('--cpu-prof');
 const CASE_MS = quick ? 200 : 2000;
 const WARMUP_CALLS = quick ? 32 : 256;
-const STORM_DEKS = 1000;
-const STORM_CONCURRENCY = 32;
-const STORM_CONNECTIONS = 3;
+/** A long-lived cluster's seeds (per the upstream discussion of issue 19), and issue 8's 1,000. */
+const STORM_DEKS: readonly number[] = [50, 1000];
 const OPERATIONS: readonly Operation[] = ['status', 'encrypt', 'decrypt'];
 const CONCURRENCIES: readonly number[] = [1, 64];
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -57,37 +50,48 @@ const spec = (operation: Operation, concurrency: number, extra: Partial<CaseSpec
   ...extra,
 });
 
-const stormSpec = spec('decrypt', STORM_CONCURRENCY, {
-  durationMs: 60_000,
-  maxCalls: STORM_DEKS,
-  inputs: STORM_DEKS,
-  warmup: { operation: 'status', calls: STORM_CONCURRENCY },
-});
-
 async function main(): Promise<Report> {
   const started = Date.now();
+  const loadAverageStart = loadAverage();
   const runDir = mkdtempSync(join(tmpdir(), 'kmsb-bench-'));
   const cleanUp = new CleanUp();
   cleanUp.push(() => rmSync(runDir, { recursive: true, force: true }));
   const cases: CaseResult[] = [];
   const storms: StormResult[] = [];
+  const idle: IdleResult[] = [];
   const cliStarts: CliStartResult[] = [];
   const notes: string[] = [];
-  const record = (group: string, operation: string, concurrency: number, result: LoadResult) => {
+  const record = (group: string, operation: string, concurrency: number, result: CaseOutcome) => {
     cases.push({ group, operation, concurrency, ...result });
     process.stderr.write(
       `bench: ${group} ${operation} c${concurrency}: p50 ${result.p50Ms} ms, ${result.perSecond}/s\n`,
     );
   };
+  /** `server`: the process whose CPU time the cases cost (none for the bare backend cases). */
   const sweep = async (
     group: string,
     client: Client,
+    server: number | undefined,
     operations = OPERATIONS,
     concurrencies = CONCURRENCIES,
   ) => {
     for (const operation of operations)
       for (const concurrency of concurrencies)
-        record(group, operation, concurrency, await client.run(spec(operation, concurrency)));
+        record(group, operation, concurrency, await runCase(client, spec(operation, concurrency), server));
+  };
+  const idleOf = async (group: string, pid: number, adminSocket?: string) => {
+    const result = await measureIdle(group, pid, adminSocket);
+    idle.push(result);
+    process.stderr.write(`bench: ${group} idle RSS ${result.rssMb} MB after ${result.reads} reads\n`);
+  };
+  const stormsOf = async (scope: CleanUp, run: Omit<StormRun, 'deks'>) => {
+    for (const deks of STORM_DEKS) {
+      const storm = await runStorm(scope, { ...run, deks });
+      storms.push(storm);
+      process.stderr.write(
+        `bench: ${run.group} storm of ${deks}: ${storm.wallMs} ms, peak ${storm.rssPeakMb} MB\n`,
+      );
+    }
   };
   try {
     const token = createToken('bench', join(runDir, 'hsm'));
@@ -112,12 +116,13 @@ async function main(): Promise<Report> {
     // The transport limit: the same proto on the same kind of socket, answered at once.
     await phase(cleanUp, async scope => {
       const socket = join(runDir, 'bare.sock');
-      await startService(scope, process.execPath, [join(ROOT, 'bench/bare-server.ts'), socket], {
+      const bare = await startService(scope, process.execPath, [join(ROOT, 'bench/bare-server.ts'), socket], {
         env,
         logFile: join(runDir, 'bare.log'),
         socket,
       });
-      await sweep('transport', startClient(scope, { kind: 'kms-v2', socket, connections: 1 }, env));
+      const client = startClient(scope, { kind: 'kms-v2', socket, connections: 1 }, env);
+      await sweep('transport', client, bare.child.pid);
     });
 
     const brokers = [
@@ -153,6 +158,19 @@ async function main(): Promise<Report> {
             () => false,
           ),
         );
+        const pid = service.child.pid as number;
+        // Before any call: what a broker that just started holds.
+        await idleOf(broker.group, pid, config.adminSocket);
+        // Storms next, before the sweeps: after a restart the storm meets a fresh broker, and
+        // its peak is then the storm's own, not the heap the concurrency-64 cases left behind.
+        if (broker.storm)
+          await stormsOf(scope, {
+            group: broker.group,
+            pid,
+            socket: config.socket,
+            env,
+            adminSocket: config.adminSocket,
+          });
         if (broker.group === 'softhsm') {
           // What an operator waits for a command, each run a fresh process (no profiler).
           cliStarts.push(...measureCliStart(CLI, config.path, token.env, quick ? 5 : 20));
@@ -160,33 +178,10 @@ async function main(): Promise<Report> {
             process.stderr.write(`bench: cli ${cli.command}: median ${cli.medianMs} ms\n`);
         }
         const target: Target = { kind: 'kms-v2', socket: config.socket, connections: 1 };
-        await sweep(broker.group, startClient(scope, target, env));
+        await sweep(broker.group, startClient(scope, target, env), pid);
         if (broker.v1) {
           const v1 = startClient(scope, { kind: 'kms-v1', socket: config.socket, connections: 1 }, env);
-          record(broker.group, 'v1beta1 encrypt', 64, await v1.run(spec('encrypt', 64)));
-        }
-        if (broker.storm) {
-          const pid = service.child.pid as number;
-          const client = startClient(scope, { ...target, connections: STORM_CONNECTIONS }, env);
-          let before = residentMemory(pid);
-          let peakReset = false;
-          const result = await client.runAfter(stormSpec, async () => {
-            await adminGet(config.adminSocket, '/metrics'); // resets the event-loop histogram
-            before = residentMemory(pid);
-            peakReset = resetPeakMemory(pid);
-          });
-          const metrics = await adminGet(config.adminSocket, '/metrics');
-          const after = residentMemory(pid);
-          storms.push({
-            group: broker.group,
-            ...result,
-            eventLoopDelayP99Ms: eventLoopDelay(metrics, 'p99'),
-            eventLoopDelayMaxMs: eventLoopDelay(metrics, 'max'),
-            rssBeforeMb: before.rssMb,
-            rssPeakMb: after.peakMb,
-            rssAfterMb: after.rssMb,
-            peakSince: peakReset ? 'storm start' : 'process start',
-          });
+          record(broker.group, 'v1beta1 encrypt', 64, await runCase(v1, spec('encrypt', 64), pid));
         }
       });
     }
@@ -202,7 +197,8 @@ async function main(): Promise<Report> {
         sessions: 4,
       };
       // Four sessions: the broker's default pool, so c4 is the most the broker can ask of it.
-      await sweep('bare pkcs11', startClient(scope, pkcs11, env), ['encrypt', 'decrypt'], [1, 4]);
+      const hsmClient = startClient(scope, pkcs11, env);
+      await sweep('bare pkcs11', hsmClient, undefined, ['encrypt', 'decrypt'], [1, 4]);
       const transit: Target = {
         kind: 'transit',
         address: bao.address,
@@ -210,13 +206,14 @@ async function main(): Promise<Report> {
         key: 'bench-bare',
       };
       // 32: the broker's default maxConcurrency towards Transit.
-      await sweep('bare transit', startClient(scope, transit, env), ['encrypt', 'decrypt'], [1, 32]);
+      const transitClient = startClient(scope, transit, env);
+      await sweep('bare transit', transitClient, undefined, ['encrypt', 'decrypt'], [1, 32]);
     });
 
     if (existsSync(REFERENCE_PLUGIN)) {
       await phase(cleanUp, async scope => {
         const socket = join(runDir, 'reference.sock');
-        await startService(
+        const reference = await startService(
           scope,
           REFERENCE_PLUGIN,
           [
@@ -231,12 +228,12 @@ async function main(): Promise<Report> {
           ],
           { env, logFile: join(runDir, 'reference.log'), socket },
         );
+        const pid = reference.child.pid as number;
+        await idleOf('go reference', pid);
+        // In the brokers' order: idle, storms, then the cases.
+        await stormsOf(scope, { group: 'go reference', pid, socket, env });
         const target: Target = { kind: 'kms-v2', socket, connections: 1 };
-        await sweep('go reference', startClient(scope, target, env));
-        const storm = await startClient(scope, { ...target, connections: STORM_CONNECTIONS }, env).run(
-          stormSpec,
-        );
-        storms.push({ group: 'go reference', ...storm });
+        await sweep('go reference', startClient(scope, target, env), pid);
       });
     } else {
       notes.push(
@@ -253,12 +250,16 @@ async function main(): Promise<Report> {
     machine: {
       cpus: cpus().length,
       model: cpus()[0]?.model ?? '',
-      loadAverage: loadavg().map(load => Math.round(load * 100) / 100),
+      memoryMb: Math.round(totalmem() / 1024 / 1024),
+      kernel: release(),
       node: process.version,
+      loadAverageStart,
+      loadAverageEnd: loadAverage(),
     },
     wallSeconds: Math.round((Date.now() - started) / 1000),
     cases,
     storms,
+    idle,
     cliStarts,
     notes,
   };
@@ -275,16 +276,7 @@ async function phase(parent: CleanUp, body: (scope: CleanUp) => Promise<void>): 
   }
 }
 
-/**
- * prom-client's event-loop gauges come from monitorEventLoopDelay sampling every 10 ms; a
- * sample is the time between two timer runs, so the 10 ms interval is subtracted to leave
- * the delay itself.
- */
-function eventLoopDelay(metrics: string, which: 'p99' | 'max'): number {
-  const match = new RegExp(`^nodejs_eventloop_lag_${which}_seconds (\\S+)$`, 'm').exec(metrics);
-  if (match === null) return NaN;
-  return Math.round(Math.max(0, Number(match[1]) * 1000 - 10) * 100) / 100;
-}
+const loadAverage = () => loadavg().map(load => Math.round(load * 100) / 100);
 
 const report = await main();
 const targets = judge(report);
