@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'test/conformance/bin/', '.demo/', '.cache/'] },
+  { ignores: ['node_modules/', 'dist/', 'test/conformance/bin/', '.demo/', '.cache/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
