@@ -32,7 +32,10 @@ function fakeRoot(): string {
     ['dist/cli/main.js', 'dist'],
   ] as const) {
     mkdirSync(join(dir, file, '..'), { recursive: true });
-    writeFileSync(join(dir, file), `process.stdout.write(${JSON.stringify(says)});\n`);
+    writeFileSync(
+      join(dir, file),
+      `process.stdout.write([${JSON.stringify(says)}, ...process.execArgv].join(' '));\n`,
+    );
   }
   writeFileSync(join(dir, 'tsconfig.json'), '{}\n');
   writeFileSync(join(dir, 'tsconfig.build.json'), '{}\n');
@@ -44,10 +47,10 @@ function at(path: string, seconds: number): void {
   utimesSync(path, seconds, seconds);
 }
 
-function ran(dir: string): string {
-  const result = spawnSync(join(dir, 'bin/kms-broker'), ['--version'], {
+function ran(dir: string, args = ['--version'], env: NodeJS.ProcessEnv = {}): string {
+  const result = spawnSync(join(dir, 'bin/kms-broker'), args, {
     encoding: 'utf8',
-    env: { PATH: process.env.PATH, NODE_DISABLE_COMPILE_CACHE: '1' },
+    env: { PATH: process.env.PATH, NODE_DISABLE_COMPILE_CACHE: '1', ...env },
   });
   assert.equal(result.status, 0, result.stderr);
   return result.stdout;
@@ -90,6 +93,13 @@ describe('bin/kms-broker', () => {
     writeFileSync(join(dir, 'dist/.built'), '');
     rmSync(join(dir, 'src'), { recursive: true });
     assert.equal(ran(dir), 'dist');
+  });
+
+  it("caps V8's young generation for serve only, unless NODE_OPTIONS sets it", () => {
+    const dir = setUp();
+    assert.equal(ran(dir, ['serve']), 'src --max-semi-space-size=4');
+    assert.equal(ran(dir, ['status']), 'src');
+    assert.equal(ran(dir, ['serve'], { NODE_OPTIONS: '--max-semi-space-size=8' }), 'src');
   });
 });
 
