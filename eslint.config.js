@@ -32,6 +32,25 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
     },
   },
+  // src/node-http.ts says why: an ES import of node:http loads undici (13 MB) into the broker.
+  {
+    files: ['src/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            {
+              name: 'node:http',
+              message:
+                "Import { http } from src/node-http.ts: an ES import of node:http loads Node's undici.",
+              allowTypeImports: true,
+            },
+          ],
+        },
+      ],
+    },
+  },
   // The console's browser script: its own tsconfig (DOM, checkJs) knows the browser's globals.
   { files: ['src/admin/console/*.js'], rules: { 'no-undef': 'off' } },
 );
