@@ -13,7 +13,10 @@ cd "$(dirname "$0")/.."
 started=$(mktemp)
 trap 'rm -f "$started"' EXIT
 rm -rf dist
-node_modules/.bin/tsc -p tsconfig.build.json
+# On the project's Node.js 24 where it is installed (not the machine's node).
+node=node_modules/node/bin/node
+[ -x "$node" ] || node=node
+"$node" node_modules/typescript/bin/tsc -p tsconfig.build.json
 # The web console's static files (src/admin/console/routes.ts reads them from its folder).
 # Its tsconfig only type-checks the browser script; it is not an asset.
 (cd src && find . -type f ! -name '*.ts' ! -name tsconfig.json -exec cp --parents {} ../dist/ \;)
