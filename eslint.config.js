@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'test/conformance/bin/', '.demo/', '.cache/'] },
+  { ignores: ['node_modules/', 'dist/', 'test/conformance/bin/', '.demo/', '.cache/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -30,6 +30,25 @@ export default tseslint.config(
       ],
       '@typescript-eslint/consistent-type-imports': 'error',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
+    },
+  },
+  // src/node-http.ts says why: an ES import of node:http loads undici (13 MB) into the broker.
+  {
+    files: ['src/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            {
+              name: 'node:http',
+              message:
+                "Import { http } from src/node-http.ts: an ES import of node:http loads Node's undici.",
+              allowTypeImports: true,
+            },
+          ],
+        },
+      ],
     },
   },
   // The console's browser script: its own tsconfig (DOM, checkJs) knows the browser's globals.

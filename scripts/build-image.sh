@@ -9,7 +9,7 @@
 #            project brings (npm package `node`), and the PKCS#11 addon compiled by node-gyp
 #            $NODE_GYP_VERSION (npm registry) against that runtime's own headers; cached, keyed
 #            by package.json, package-lock.json and the node-gyp version.
-#   app      bin/, src/, proto/ and package*.json, root-owned and read-only, under /opt/kms-broker;
+#   app      bin/, dist/ (src/ compiled), proto/ and package*.json, root-owned and read-only, under /opt/kms-broker;
 #            user kms-broker (uid/gid 65532) and the folders the static Pod mounts.
 #
 #   verify   scripts/verify-image.sh: `kms-broker verify` inside the image, under podman or, where
@@ -108,7 +108,10 @@ mkdir "$rootfs"
 tar -C "$rootfs" -xf "$base_tar"
 tar -C "$rootfs" -xf "$modules_tar"
 app=$rootfs/opt/kms-broker
-cp -R bin proto src package.json package-lock.json "$app/"
+# Compiled JavaScript (npm run build), not the TypeScript sources: bin/kms-broker runs dist/
+# where there is no src/ beside it.
+bash scripts/build.sh
+cp -R bin proto dist package.json package-lock.json "$app/"
 echo "kms-broker:x:$uid:$uid:kms-broker:/nonexistent:/usr/sbin/nologin" >>"$rootfs/etc/passwd"
 echo "kms-broker:x:$uid:" >>"$rootfs/etc/group"
 # Mount points of deploy/kms-broker.static-pod.yaml (/var/run is a link to /run in Debian).

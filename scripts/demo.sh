@@ -9,6 +9,7 @@ keep=false
 [ "${1:-}" = "--keep" ] && keep=true
 
 bash scripts/install.sh
+bash scripts/build.sh  # bin/kms-broker runs the compiled dist/
 demo="$PWD/.demo"
 if [ -f "$demo/broker.pid" ] && kill -0 "$(cat "$demo/broker.pid")" 2>/dev/null; then
   kill -TERM "$(cat "$demo/broker.pid")"

@@ -14,8 +14,7 @@ import { kmsV2Handlers } from './grpc/kms-v2-service.ts';
 import { loadService } from './grpc/proto.ts';
 import { KmsServer } from './grpc/server.ts';
 import type { Logger } from './log.ts';
-import { createAuthenticator } from './admin/auth.ts';
-import { startAdminServer, type AdminServer } from './admin/server.ts';
+import type { AdminServer } from './admin/server.ts';
 import { Metrics } from './metrics/metrics.ts';
 import { VERSION } from './version.ts';
 
@@ -83,6 +82,12 @@ export async function startApp(config: BrokerConfig, appDeps: AppDeps): Promise<
     });
     serving = true;
     if (config.admin.enabled) {
+      // Loaded only when the admin listener is on: fastify, its schema compilers and the
+      // OpenAPI plugin are several MB of a broker's RSS (docs/performance.md#memory).
+      const [{ startAdminServer }, { createAuthenticator }] = await Promise.all([
+        import('./admin/server.ts'),
+        import('./admin/auth.ts'),
+      ]);
       admin = await startAdminServer(
         config.admin,
         {

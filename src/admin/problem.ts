@@ -1,7 +1,7 @@
 // Errors as application/problem+json (RFC 9457) with a stable `type` per catalog code:
 // every error the admin listener sends, including the framework's own (schema, bad URL,
 // over-long path segment) and node's refusals of what is not a readable HTTP request.
-import { maxHeaderSize, STATUS_CODES } from 'node:http';
+import { http } from '../node-http.ts';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { BrokerError, errorCatalog, isBrokerError, toBrokerError } from '../errors.ts';
@@ -97,7 +97,7 @@ export function clientErrorHandler(error: Error & { code?: string }, socket: Soc
     const problem = toProblem(clientError(error.code));
     const body = JSON.stringify(problem);
     socket.write(
-      `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status] ?? ''}\r\n` +
+      `HTTP/1.1 ${problem.status} ${http.STATUS_CODES[problem.status] ?? ''}\r\n` +
         `Content-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
         `Connection: close\r\n\r\n${body}`,
     );
@@ -110,7 +110,7 @@ function clientError(code: string | undefined): BrokerError {
     case 'HPE_HEADER_OVERFLOW':
       return new BrokerError(
         'HEADERS_TOO_LARGE',
-        `the request line and headers exceed ${maxHeaderSize / 1024} KiB`,
+        `the request line and headers exceed ${http.maxHeaderSize / 1024} KiB`,
       );
     case 'ERR_HTTP_REQUEST_TIMEOUT':
       return new BrokerError(

@@ -1,8 +1,9 @@
 // The CLI's way to the admin API: where it listens and which token to send come from flags,
 // then the environment, then the broker's config file (see config-path.ts).
 import { readFileSync } from 'node:fs';
-import http from 'node:http';
+import type * as Http from 'node:http';
 import https from 'node:https';
+import { http } from '../node-http.ts';
 import { readSecret } from '../secrets.ts';
 import { BrokerError } from '../errors.ts';
 import { readAdminSection, type AdminSection } from './admin-config.ts';
@@ -25,7 +26,7 @@ export interface AdminOptions {
 
 export interface AdminResponse {
   readonly status: number;
-  readonly headers: http.IncomingHttpHeaders;
+  readonly headers: Http.IncomingHttpHeaders;
   readonly body: unknown;
 }
 
@@ -81,7 +82,7 @@ export function request(
   headers: Record<string, string> = {},
 ): Promise<AdminResponse> {
   const payload = body === undefined ? undefined : JSON.stringify(body);
-  const common: http.RequestOptions = {
+  const common: Http.RequestOptions = {
     method,
     path,
     timeout: 35000,
@@ -96,10 +97,10 @@ export function request(
     },
   };
   let send: (
-    options: http.RequestOptions,
-    callback: (response: http.IncomingMessage) => void,
-  ) => http.ClientRequest;
-  let options: http.RequestOptions;
+    options: Http.RequestOptions,
+    callback: (response: Http.IncomingMessage) => void,
+  ) => Http.ClientRequest;
+  let options: Http.RequestOptions;
   if (target.address.startsWith('unix://')) {
     options = { ...common, socketPath: target.address.slice('unix://'.length) };
     send = http.request;

@@ -3,7 +3,7 @@
 // plugins); the calls themselves are plain JSON requests through one narrow port, so the
 // runners and their tests see `request(method, path, body)` and nothing else.
 import { existsSync } from 'node:fs';
-import http from 'node:http';
+import { http } from '../node-http.ts';
 import https from 'node:https';
 import { homedir } from 'node:os';
 import { join } from 'node:path';

@@ -5,7 +5,7 @@
 // outcome, Ctrl-C included: restored data holds every Secret of the cluster, encrypted.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { request } from 'node:http';
+import { http } from '../node-http.ts';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -185,7 +185,7 @@ async function waitServing(child: ChildProcess, endpoint: string, output: readon
 
 function healthy(endpoint: string): Promise<boolean> {
   return new Promise(resolve => {
-    const req = request(`${endpoint}/health`, { timeout: 2000, agent: false }, res => {
+    const req = http.request(`${endpoint}/health`, { timeout: 2000, agent: false }, res => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () =>

@@ -129,7 +129,7 @@ describe('the container image (scripts/build-image.sh)', () => {
     );
     for (const path of [
       '/opt/kms-broker/bin/kms-broker',
-      '/opt/kms-broker/src/cli/main.ts',
+      '/opt/kms-broker/dist/cli/main.js',
       '/opt/kms-broker/node_modules/node/bin/node',
       '/opt/kms-broker/node_modules/pkcs11js/build/Release/pkcs11.node',
       // The static Pod's mount points, so that a read-only root needs no engine to create them.
@@ -140,6 +140,10 @@ describe('the container image (scripts/build-image.sh)', () => {
     ]) {
       assert.ok(entries.has(path), `${path} is in the image`);
     }
+    assert.ok(
+      !entries.has('/opt/kms-broker/src'),
+      'the image runs the compiled dist/, not the TypeScript sources',
+    );
     // What npm marks as needed only for development (the lock's "dev": true), by path: a
     // package such as @types/node can also be a production dependency's dependency.
     const lock = JSON.parse(readFileSync(new URL('../../package-lock.json', import.meta.url), 'utf8')) as {

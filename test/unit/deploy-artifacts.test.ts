@@ -159,11 +159,21 @@ describe('deploy/Containerfile and scripts/build-image.sh', () => {
     );
   });
 
-  it('send the engine only package*.json, bin/, proto/ and src/ (no node_modules, .cache or sockets)', () => {
+  it('send the engine only package*.json, bin/, proto/, src/ and its compiler config (no node_modules, .cache or sockets)', () => {
     const rules = readFileSync(join(root, '.dockerignore'), 'utf8')
       .split('\n')
       .filter(line => line.trim() !== '' && !line.startsWith('#'));
-    assert.deepEqual(rules, ['*', '!package.json', '!package-lock.json', '!bin/', '!proto/', '!src/']);
+    assert.deepEqual(rules, [
+      '*',
+      '!package.json',
+      '!package-lock.json',
+      '!bin/',
+      '!proto/',
+      '!src/',
+      '!tsconfig.json',
+      '!tsconfig.build.json',
+      '!scripts/build.sh',
+    ]);
     for (const copied of containerfile.matchAll(/^COPY (?!--from)(.+) \S+$/gm)) {
       for (const source of (copied[1] as string).split(' ')) {
         assert.ok(

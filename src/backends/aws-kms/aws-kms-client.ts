@@ -2,7 +2,7 @@
 // from the files the config names, keep-alive connections bounded by maxConcurrency, and
 // the SDK's own retries off, so that every request runs under the shared call policy
 // (bounded, jittered retries inside the call's deadline) and fails as a broker error.
-import http from 'node:http';
+import { http } from '../../node-http.ts';
 import https from 'node:https';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { fromIni } from '@aws-sdk/credential-provider-ini';

@@ -3,7 +3,7 @@
 // transient failures inside the caller's deadline). Failures leave classified by HTTP status
 // or socket error, never by Vault's message text, save the words that tell a sealed Vault and
 // a path no engine is mounted at.
-import http from 'node:http';
+import { http } from '../../node-http.ts';
 import https from 'node:https';
 import nodeVault from 'node-vault';
 import type { VaultTransitBackendConfig } from './vault-transit-schema.ts';
