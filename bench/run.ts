@@ -141,8 +141,10 @@ async function main(): Promise<Report> {
           {
             backends: broker.backends,
             failover: { order: broker.backends.map(backend => backend.name), wrap: broker.wrap },
-            // The defaults an operator would run with (the test helper probes faster).
+            // The defaults an operator would run with (the test helper probes faster and
+            // logs every call at debug).
             health: {},
+            log: { level: 'info' },
           },
           dir,
         );

@@ -83,7 +83,7 @@ export function writeConfig(
       ],
     },
     state: { path: statePath },
-    log: { level: 'info' },
+    log: { level: 'debug' },
     health: { probeIntervalMs: 500 },
     ...(token !== undefined && { backends: [pkcs11Backend(token)], failover: { order: ['hsm'] } }),
     ...overrides,

@@ -209,7 +209,7 @@ export async function writeFailoverConfig(
   return writeConfig(
     hsmToken,
     {
-      log: { level: options.logLevel ?? 'info' },
+      log: { level: options.logLevel ?? 'debug' },
       timeouts: { callMs: options.callMs ?? 2500 },
       health: {
         probeIntervalMs: options.probeIntervalMs ?? 200,

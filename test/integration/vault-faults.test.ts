@@ -85,7 +85,7 @@ async function writeVaultConfig(
     stringify({
       socket,
       state: { path: statePath },
-      log: { level: 'info' },
+      log: { level: 'debug' },
       timeouts: { callMs: settings.callMs },
       health: { probeIntervalMs: settings.probeIntervalMs },
       backends: [

@@ -25,10 +25,19 @@ export function vaultService(address: string): string {
   return `Vault at ${url.protocol}//${url.host}`;
 }
 
+/**
+ * Connections node-vault keeps: it carries logins, renewals, key reads and rotations, a few
+ * calls a minute, while encrypt and decrypt take the Transit hot path's pool. Together they
+ * stay within `maxConcurrency` connections to Vault (see transit-hot-path.ts).
+ */
+export const COLD_PATH_CONNECTIONS = 1;
+
 export interface VaultHttp {
   read<T>(path: string, deadline: Deadline): Promise<T>;
   write<T>(path: string, body: object, deadline: Deadline): Promise<T>;
   setToken(token: string): void;
+  /** The token last set; the Transit hot path sends the same one. */
+  token(): string;
   close(): void;
 }
 
@@ -39,10 +48,10 @@ export function createVaultHttp(
 ): VaultHttp {
   const tls = config.tls;
   // Our own agents: keep-alive connection reuse, and the TLS material of the config's files.
-  const httpAgent = new http.Agent({ keepAlive: true, maxSockets: config.maxConcurrency });
+  const httpAgent = new http.Agent({ keepAlive: true, maxSockets: COLD_PATH_CONNECTIONS });
   const httpsAgent = new https.Agent({
     keepAlive: true,
-    maxSockets: config.maxConcurrency,
+    maxSockets: COLD_PATH_CONNECTIONS,
     ...(tls?.caFile !== undefined && { ca: readFile(tls.caFile) }),
     ...(tls?.serverName !== undefined && { servername: tls.serverName }),
     ...(tls?.certFile !== undefined && { cert: readFile(tls.certFile) }),
@@ -67,6 +76,7 @@ export function createVaultHttp(
     setToken(token) {
       client.token = token;
     },
+    token: () => client.token,
     close() {
       httpAgent.destroy();
       httpsAgent.destroy();

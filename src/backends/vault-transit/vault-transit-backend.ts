@@ -11,6 +11,7 @@ import type { BackendDeps } from '../backend-kind.ts';
 import { VaultAuth, type Need } from './vault-auth.ts';
 import { createRemoteCaller, type RemoteCaller } from '../remote-caller.ts';
 import { createVaultHttp, NO_MOUNT, vaultFailures, vaultService, type VaultHttp } from './vault-http.ts';
+import { createTransitHotPath, type TransitHotPath } from './transit-hot-path.ts';
 import type { Deadline } from '../../deadline.ts';
 
 const TRANSIT_MECHANISM = 'transit';
@@ -40,6 +41,8 @@ export class VaultTransitBackend implements KekBackend {
   readonly #config: VaultTransitBackendConfig;
   readonly #caller: RemoteCaller;
   readonly #http: VaultHttp;
+  /** Encrypt and decrypt, the calls every KMS call makes; node-vault carries the rest. */
+  readonly #hotPath: TransitHotPath;
   readonly #auth: VaultAuth;
   readonly #logger: Logger;
   readonly #paths: { keys: string; encrypt: string; decrypt: string; rotate: string };
@@ -59,6 +62,7 @@ export class VaultTransitBackend implements KekBackend {
       failures: vaultFailures,
     });
     this.#http = createVaultHttp(config, this.#caller, deps.readFile);
+    this.#hotPath = createTransitHotPath(config, this.#caller, deps.readFile, () => this.#http.token());
     this.#auth = new VaultAuth(this.#http, config, { readSecret: deps.readSecret, logger: this.#logger });
     const { mount, key } = config;
     this.#paths = {
@@ -137,7 +141,7 @@ export class VaultTransitBackend implements KekBackend {
       associated_data: request.aad.toString('base64'),
     };
     const response = await this.#request({ capability: 'update', path: this.#paths.encrypt }, () =>
-      this.#http.write<EncryptResponse>(this.#paths.encrypt, body, request.deadline),
+      this.#hotPath.post<EncryptResponse>(this.#paths.encrypt, body, request.deadline),
     ).catch((error: unknown) => {
       if (error instanceof BrokerError && error.code === 'BACKEND_REJECTED') {
         throw new BrokerError(
@@ -176,7 +180,7 @@ export class VaultTransitBackend implements KekBackend {
     }
     const body = { ciphertext, associated_data: request.aad.toString('base64') };
     const response = await this.#request({ capability: 'update', path: this.#paths.decrypt }, () =>
-      this.#http.write<DecryptResponse>(this.#paths.decrypt, body, request.deadline),
+      this.#hotPath.post<DecryptResponse>(this.#paths.decrypt, body, request.deadline),
     ).catch((error: unknown) => {
       if (error instanceof BrokerError && error.code === 'BACKEND_REJECTED') {
         throw new BrokerError(
@@ -209,10 +213,10 @@ export class VaultTransitBackend implements KekBackend {
       );
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
     this.#auth.close();
     this.#http.close();
-    return Promise.resolve();
+    await this.#hotPath.close();
   }
 
   /** Runs a Vault request with 403 re-login, and maps failures into the broker's catalog. */
