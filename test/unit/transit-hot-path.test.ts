@@ -58,7 +58,7 @@ function hotPath(token: () => string, namespace?: string): TransitHotPath {
     requestTimeoutMs: 300,
     failures: vaultFailures,
   });
-  return createTransitHotPath(config(namespace), caller, () => Buffer.alloc(0), token);
+  return createTransitHotPath(config(namespace), caller, {}, token);
 }
 
 async function post(path: TransitHotPath, to: string, budgetMs = 2000): Promise<unknown> {
@@ -216,12 +216,7 @@ describe('Transit hot path', () => {
       failures: vaultFailures,
     });
     const resetAddress = `http://127.0.0.1:${(reset.address() as AddressInfo).port}`;
-    const path = createTransitHotPath(
-      { ...config(), address: resetAddress },
-      caller,
-      () => Buffer.alloc(0),
-      () => 't',
-    );
+    const path = createTransitHotPath({ ...config(), address: resetAddress }, caller, {}, () => 't');
     try {
       const error = await failure(post(path, 'transit/encrypt/kek'));
       assert.ok(error instanceof BackendCallError, String(error));

@@ -6,9 +6,8 @@
 // and failures shaped as node-vault's are, so vaultFailures classifies both alike.
 import { Pool } from 'undici';
 import type { Deadline } from '../../deadline.ts';
-import type { FileReader } from '../../file-reader.ts';
 import type { RemoteCaller } from '../remote-caller.ts';
-import { COLD_PATH_CONNECTIONS } from './vault-http.ts';
+import { COLD_PATH_CONNECTIONS, type VaultTls } from './vault-http.ts';
 import type { VaultTransitBackendConfig } from './vault-transit-schema.ts';
 
 /** Transit's answers are a few hundred bytes; anything far larger is not Vault talking. */
@@ -46,23 +45,17 @@ const socketCodes: Readonly<Record<string, string>> = {
 export function createTransitHotPath(
   config: VaultTransitBackendConfig,
   caller: RemoteCaller,
-  readFile: FileReader,
+  tls: VaultTls,
   /** The token vault-auth last set in the HTTP layer; empty while logged out. */
   token: () => string,
 ): TransitHotPath {
-  const tls = config.tls;
   // Keep-alive connections for the requests the remote caller lets through at once (its
   // bulkhead queues the rest), less the one node-vault keeps for the other calls, so that
   // Vault sees at most maxConcurrency connections from this backend (two when it is 1).
   const pool = new Pool(config.address, {
     connections: Math.max(1, config.maxConcurrency - COLD_PATH_CONNECTIONS),
     maxResponseSize: MAX_RESPONSE_BYTES,
-    connect: {
-      ...(tls?.caFile !== undefined && { ca: readFile(tls.caFile) }),
-      ...(tls?.serverName !== undefined && { servername: tls.serverName }),
-      ...(tls?.certFile !== undefined && { cert: readFile(tls.certFile) }),
-      ...(tls?.keyFile !== undefined && { key: readFile(tls.keyFile) }),
-    },
+    connect: { ...tls },
   });
   const namespace = config.namespace ?? '';
 

@@ -41,22 +41,33 @@ export interface VaultHttp {
   close(): void;
 }
 
-export function createVaultHttp(
-  config: VaultTransitBackendConfig,
-  caller: RemoteCaller,
-  readFile: FileReader,
-): VaultHttp {
+/** The TLS material of the config's files, as node's https and undici's connect both take it. */
+export interface VaultTls {
+  readonly ca?: Buffer;
+  readonly servername?: string;
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+}
+
+/** Reads the config's TLS files once, for both of the backend's HTTP clients. */
+export function vaultTls(config: VaultTransitBackendConfig, readFile: FileReader): VaultTls {
   const tls = config.tls;
-  // Our own agents: keep-alive connection reuse, and the TLS material of the config's files.
-  const httpAgent = new http.Agent({ keepAlive: true, maxSockets: COLD_PATH_CONNECTIONS });
-  const httpsAgent = new https.Agent({
-    keepAlive: true,
-    maxSockets: COLD_PATH_CONNECTIONS,
+  return {
     ...(tls?.caFile !== undefined && { ca: readFile(tls.caFile) }),
     ...(tls?.serverName !== undefined && { servername: tls.serverName }),
     ...(tls?.certFile !== undefined && { cert: readFile(tls.certFile) }),
     ...(tls?.keyFile !== undefined && { key: readFile(tls.keyFile) }),
-  });
+  };
+}
+
+export function createVaultHttp(
+  config: VaultTransitBackendConfig,
+  caller: RemoteCaller,
+  tls: VaultTls,
+): VaultHttp {
+  // Our own agents: keep-alive connection reuse, and the TLS material of the config's files.
+  const httpAgent = new http.Agent({ keepAlive: true, maxSockets: COLD_PATH_CONNECTIONS });
+  const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: COLD_PATH_CONNECTIONS, ...tls });
   const client = nodeVault({
     endpoint: config.address,
     // node-vault's debug output includes request bodies, i.e. plaintext seeds: never on.

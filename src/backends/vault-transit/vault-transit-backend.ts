@@ -10,7 +10,14 @@ import type { Logger } from '../../log.ts';
 import type { BackendDeps } from '../backend-kind.ts';
 import { VaultAuth, type Need } from './vault-auth.ts';
 import { createRemoteCaller, type RemoteCaller } from '../remote-caller.ts';
-import { createVaultHttp, NO_MOUNT, vaultFailures, vaultService, type VaultHttp } from './vault-http.ts';
+import {
+  createVaultHttp,
+  NO_MOUNT,
+  vaultFailures,
+  vaultService,
+  vaultTls,
+  type VaultHttp,
+} from './vault-http.ts';
 import { createTransitHotPath, type TransitHotPath } from './transit-hot-path.ts';
 import type { Deadline } from '../../deadline.ts';
 
@@ -61,8 +68,9 @@ export class VaultTransitBackend implements KekBackend {
       requestTimeoutMs: config.requestTimeoutMs,
       failures: vaultFailures,
     });
-    this.#http = createVaultHttp(config, this.#caller, deps.readFile);
-    this.#hotPath = createTransitHotPath(config, this.#caller, deps.readFile, () => this.#http.token());
+    const tls = vaultTls(config, deps.readFile);
+    this.#http = createVaultHttp(config, this.#caller, tls);
+    this.#hotPath = createTransitHotPath(config, this.#caller, tls, () => this.#http.token());
     this.#auth = new VaultAuth(this.#http, config, { readSecret: deps.readSecret, logger: this.#logger });
     const { mount, key } = config;
     this.#paths = {
