@@ -5,17 +5,15 @@ import type { ProbeResult } from '../backends/pkcs11/probe/probe.ts';
 import type { TrialResult } from '../backends/pkcs11/probe/mechanism-trials.ts';
 import type { SessionReport } from '../backends/pkcs11/probe/token-report.ts';
 import { mechanismName } from '../backends/pkcs11/probe/token-report.ts';
+import { noCapStated } from '../backends/pkcs11/session-limit.ts';
 import { documentOf } from './output.ts';
 import { table } from './table.ts';
 
 const yesNo = (value: boolean | null, unknown = 'not offered') =>
   value === null ? unknown : value ? 'yes' : 'no';
 
-/** CK_UNAVAILABLE_INFORMATION (~0) */
-const UNAVAILABLE = 0xffff_ffff;
-
 function capText(count: number): string {
-  return count <= 0 || count >= UNAVAILABLE ? `no cap (${count <= 0 ? 0 : 'not stated'})` : String(count);
+  return noCapStated(count) ? `no cap (${count <= 0 ? 0 : 'not stated'})` : String(count);
 }
 
 function openText(sessions: SessionReport): string {

@@ -4,8 +4,11 @@
 // re-open after a recovery. The token states its cap in C_GetTokenInfo; the pool stays below it.
 import type { Logger } from '../../log.ts';
 
-/** PKCS#11 2.40 §3.2: 0 is CK_EFFECTIVELY_INFINITE; CK_UNAVAILABLE_INFORMATION is ~0. */
-const NO_LIMIT_STATED = (count: number) => count <= 0 || count >= 0xffff_ffff;
+/** PKCS#11 2.40 §3.2: ~0, a count the token does not state. */
+export const CK_UNAVAILABLE_INFORMATION = 0xffff_ffff;
+
+/** A session cap that is none: 0 (CK_EFFECTIVELY_INFINITE) or CK_UNAVAILABLE_INFORMATION. */
+export const noCapStated = (count: number) => count <= 0 || count >= CK_UNAVAILABLE_INFORMATION;
 
 export interface TokenSessionCaps {
   /** ulMaxSessionCount */
@@ -26,7 +29,7 @@ export interface PoolSizing {
  * (`hsm-probe`, the vendor's tools, a second broker during an upgrade). Never below one.
  */
 export function poolSizeFor(configured: number, caps: TokenSessionCaps): PoolSizing {
-  const stated = [caps.maxSessionCount, caps.maxRwSessionCount].filter(count => !NO_LIMIT_STATED(count));
+  const stated = [caps.maxSessionCount, caps.maxRwSessionCount].filter(count => !noCapStated(count));
   if (stated.length === 0) return { size: configured };
   const cap = Math.min(...stated);
   const available = Math.max(1, cap - 1 - Math.max(1, Math.ceil(cap / 4)));

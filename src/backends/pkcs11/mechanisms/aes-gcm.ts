@@ -5,21 +5,12 @@
 //   it in one of two documented ways (see token-iv.ts); the stored form names its length,
 //   as a token may draw 12 or 16 bytes: len(1) || IV || ciphertext || tag.
 import { randomBytes } from 'node:crypto';
-import graphene from 'graphene-pk11';
+import type graphene from 'graphene-pk11';
+import pkcs11js from 'pkcs11js';
 import { BrokerError } from '../../../errors.ts';
 import { runOnce, type Pkcs11Mechanism, type VersionKey } from './mechanism.ts';
+import { gcmParams, IV_BYTES, TAG_BYTES } from './gcm-params.ts';
 import { sealWithTokenIv, TOKEN_IV_LENGTHS, type IvConvention } from './token-iv.ts';
-
-export const IV_BYTES = 12;
-export const TAG_BYTES = 16;
-const CKM_AES_GCM = 0x1087;
-const CKF_ENCRYPT = 0x100;
-const CKF_DECRYPT = 0x200;
-
-/** GCM parameters in the v2.40 layout, which carries ulIvBits (some tokens read it, not ulIvLen). */
-export function gcmParams(iv: Buffer, header: Buffer): graphene.AesGcm240Params {
-  return new graphene.AesGcm240Params(iv, header, TAG_BYTES * 8);
-}
 
 function openGcm(session: graphene.Session, key: VersionKey, iv: Buffer, sealed: Buffer, header: Buffer) {
   const decipher = session.createDecipher({ name: 'AES_GCM', params: gcmParams(iv, header) }, key.key);
@@ -30,7 +21,7 @@ const gcm = {
   keyKind: 'aes',
   sealsWith: 'encrypt',
   opensWith: 'decrypt',
-  requires: { type: CKM_AES_GCM, flags: CKF_ENCRYPT | CKF_DECRYPT },
+  requires: { type: pkcs11js.CKM_AES_GCM, flags: pkcs11js.CKF_ENCRYPT | pkcs11js.CKF_DECRYPT },
 } as const;
 
 export const aesGcm: Pkcs11Mechanism = {

@@ -6,13 +6,12 @@
 // by vendor: CKM_AES_KEY_WRAP_PAD (v2.40, SoftHSM), CKM_AES_KEY_WRAP_KWP (v3.0), or a
 // vendor's own; the wrapped bytes are RFC 5649's whichever constant names them.
 import graphene from 'graphene-pk11';
+import pkcs11js from 'pkcs11js';
 import { BrokerError } from '../../../errors.ts';
 import { bindHeader, unbindHeader, HEADER_DIGEST_BYTES } from '../../header-digest.ts';
-import { settle, type Pkcs11Mechanism, type VersionKey } from './mechanism.ts';
+import { destroyQuietly, settle, type Pkcs11Mechanism, type VersionKey } from './mechanism.ts';
 
 const { ObjectClass, KeyType } = graphene;
-const CKF_WRAP = 0x20000;
-const CKF_UNWRAP = 0x40000;
 /** RFC 5649 adds one 64-bit block; the payload holds at least a byte and the digest. */
 const MIN_WRAPPED_BYTES = 8 + HEADER_DIGEST_BYTES + 8;
 
@@ -25,14 +24,6 @@ const PAYLOAD_OBJECT = {
   sensitive: false,
   extractable: true,
 } as const;
-
-function destroyQuietly(object: graphene.SessionObject | undefined): void {
-  try {
-    object?.destroy();
-  } catch {
-    // A session that broke meanwhile takes its session objects with it.
-  }
-}
 
 function wrapKey(session: graphene.Session, algorithm: number, kek: graphene.Key, payload: graphene.Key) {
   return new Promise<Buffer>((resolve, reject) =>
@@ -64,7 +55,7 @@ export function aesKwp(mechanismType: number): Pkcs11Mechanism {
     keyKind: 'aes',
     sealsWith: 'wrap',
     opensWith: 'unwrap',
-    requires: { type: mechanismType, flags: CKF_WRAP | CKF_UNWRAP },
+    requires: { type: mechanismType, flags: pkcs11js.CKF_WRAP | pkcs11js.CKF_UNWRAP },
     minWrappedBytes: MIN_WRAPPED_BYTES,
 
     async seal(session: graphene.Session, key: VersionKey, seed: Buffer, header: Buffer) {

@@ -1,6 +1,7 @@
 // Which mechanism a pkcs11 backend writes with (its config) and which reads a wrap (the name
 // the envelope records). Every mechanism the backend has ever been configured with stays
 // readable, whatever the config says now.
+import pkcs11js from 'pkcs11js';
 import type { Pkcs11BackendConfig } from '../pkcs11-schema.ts';
 import { aesGcm, aesGcmHsmIv } from './aes-gcm.ts';
 import { aesKwp } from './aes-kwp.ts';
@@ -8,7 +9,9 @@ import type { Pkcs11Mechanism } from './mechanism.ts';
 import { rsaOaep } from './rsa-oaep.ts';
 
 /** CKM_AES_KEY_WRAP_PAD (PKCS#11 v2.40), RFC 5649's name on SoftHSM and most tokens. */
-export const DEFAULT_KWP_MECHANISM = 0x210a;
+export const DEFAULT_KWP_MECHANISM = pkcs11js.CKM_AES_KEY_WRAP_PAD;
+/** CKM_AES_KEY_WRAP_KWP (PKCS#11 v3.0), which pkcs11js (v2.40) does not name. */
+export const CKM_AES_KEY_WRAP_KWP = 0x210b;
 
 type MechanismSettings = Pick<Pkcs11BackendConfig, 'mechanism' | 'oaepHash' | 'kwpMechanism'>;
 

@@ -76,3 +76,12 @@ export function settle<T>(
     else resolve(value);
   };
 }
+
+/** Destroys a session object; one its session already took with it (a broken session) is no error. */
+export function destroyQuietly(object: graphene.SessionObject | undefined): void {
+  try {
+    object?.destroy();
+  } catch {
+    // A session that broke meanwhile takes its session objects with it.
+  }
+}

@@ -4,6 +4,7 @@
 // hash (and MGF1's) is SHA-256 unless the config says SHA-1, which SoftHSM needs; since a
 // wrap can only be opened with the hash it was made with, SHA-1 wraps record their own name.
 import graphene from 'graphene-pk11';
+import pkcs11js from 'pkcs11js';
 import { BrokerError } from '../../../errors.ts';
 import { bindHeader, unbindHeader } from '../../header-digest.ts';
 import { ckrName } from '../pkcs11-errors.ts';
@@ -11,9 +12,6 @@ import { runOnce, type Pkcs11Mechanism, type VersionKey } from './mechanism.ts';
 
 export type OaepHash = 'sha256' | 'sha1';
 
-const CKM_RSA_PKCS_OAEP = 0x0009;
-const CKF_ENCRYPT = 0x100;
-const CKF_DECRYPT = 0x200;
 /** The smallest key the backend creates is 3072 bits: a wrap is as long as the modulus. */
 const MIN_WRAPPED_BYTES = 3072 / 8;
 /** What tokens answer for a hash they do not take with OAEP. */
@@ -50,7 +48,7 @@ export function rsaOaep(hashName: OaepHash): Pkcs11Mechanism {
     keyKind: 'rsa',
     sealsWith: 'encrypt',
     opensWith: 'decrypt',
-    requires: { type: CKM_RSA_PKCS_OAEP, flags: CKF_ENCRYPT | CKF_DECRYPT },
+    requires: { type: pkcs11js.CKM_RSA_PKCS_OAEP, flags: pkcs11js.CKF_ENCRYPT | pkcs11js.CKF_DECRYPT },
     minWrappedBytes: MIN_WRAPPED_BYTES,
 
     async seal(session: graphene.Session, key: VersionKey, seed: Buffer, header: Buffer) {

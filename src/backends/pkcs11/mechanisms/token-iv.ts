@@ -8,32 +8,17 @@
 // The first wrap tries them in that order; the one that works is kept for the token. A token
 // that leaves the field zero and appends nothing did not draw an IV: it used the zeros, and
 // that ciphertext is thrown away, never stored.
-import graphene from 'graphene-pk11';
+import type graphene from 'graphene-pk11';
 import { BrokerError } from '../../../errors.ts';
 import { ckrName } from '../pkcs11-errors.ts';
+import { gcmParams, IV_BYTES, noIvParams, TAG_BYTES } from './gcm-params.ts';
 import { runOnce } from './mechanism.ts';
 
 export const TOKEN_IV_LENGTHS: readonly number[] = [12, 16];
-const TAG_BYTES = 16;
-const IV_FIELD_BYTES = 12;
 /** How a token says it will not take these parameters. */
 const REFUSED_PARAMS = new Set(['CKR_MECHANISM_PARAM_INVALID', 'CKR_ARGUMENTS_BAD']);
 
 export type IvConvention = 'in-params' | 'appended';
-
-/** The v2.40 GCM parameters with no IV and ulIvBits 96, which graphene's own class cannot express. */
-function noIvParams(header: Buffer): graphene.IParams {
-  const type = graphene.MechParams.AesGCMv240;
-  return {
-    toCKI: () => ({
-      iv: Buffer.alloc(0),
-      ivBits: IV_FIELD_BYTES * 8,
-      aad: header,
-      tagBits: TAG_BYTES * 8,
-      type,
-    }),
-  };
-}
 
 class NoTokenIv extends Error {}
 
@@ -45,11 +30,8 @@ async function sealOnce(
   convention: IvConvention,
 ): Promise<{ iv: Buffer; sealed: Buffer }> {
   // Buffer.alloc never comes from the shared pool: the token may write into this one.
-  const field = Buffer.alloc(IV_FIELD_BYTES);
-  const params =
-    convention === 'in-params'
-      ? new graphene.AesGcm240Params(field, header, TAG_BYTES * 8)
-      : noIvParams(header);
+  const field = Buffer.alloc(IV_BYTES);
+  const params = convention === 'in-params' ? gcmParams(field, header) : noIvParams(header);
   const cipher = session.createCipher({ name: 'AES_GCM', params }, key);
   // Room for an appended IV of the longest kind.
   const output = await runOnce(cipher, seed, seed.length + TAG_BYTES + 16);

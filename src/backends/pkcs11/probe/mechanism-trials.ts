@@ -6,23 +6,22 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type graphene from 'graphene-pk11';
+import pkcs11js from 'pkcs11js';
 import { isBrokerError } from '../../../errors.ts';
 import { generateFor, versionKey } from '../key-objects.ts';
 import { aesGcm, aesGcmHsmIv } from '../mechanisms/aes-gcm.ts';
 import { aesKwp } from '../mechanisms/aes-kwp.ts';
-import type { Pkcs11Mechanism, VersionKey } from '../mechanisms/mechanism.ts';
+import { destroyQuietly, type Pkcs11Mechanism, type VersionKey } from '../mechanisms/mechanism.ts';
+import { CKM_AES_KEY_WRAP_KWP, DEFAULT_KWP_MECHANISM } from '../mechanisms/catalog.ts';
 import { offers, type OfferedMechanism } from '../mechanisms/offered.ts';
 import { rsaOaep, type OaepHash } from '../mechanisms/rsa-oaep.ts';
 import { ckrName } from '../pkcs11-errors.ts';
 import type { IvConvention } from '../mechanisms/token-iv.ts';
 import { mechanismName } from './token-report.ts';
 
-const CKM_AES_KEY_GEN = 0x1080;
-const CKM_RSA_PKCS_KEY_PAIR_GEN = 0x0000;
-const CKF_GENERATE = 0x8000;
-const CKF_GENERATE_KEY_PAIR = 0x10000;
+const { CKM_AES_KEY_GEN, CKM_RSA_PKCS_KEY_PAIR_GEN, CKF_GENERATE, CKF_GENERATE_KEY_PAIR } = pkcs11js;
 /** The RFC 5649 constants tokens use: v2.40's CKM_AES_KEY_WRAP_PAD and v3.0's CKM_AES_KEY_WRAP_KWP. */
-export const KWP_CONSTANTS: readonly number[] = [0x210a, 0x210b];
+export const KWP_CONSTANTS: readonly number[] = [DEFAULT_KWP_MECHANISM, CKM_AES_KEY_WRAP_KWP];
 const PROBE_RSA_BITS = 3072;
 const PROBE_LABEL = 'kms-broker-hsm-probe';
 const HEADER = Buffer.from('kms-broker hsm-probe: a made-up envelope header');
@@ -52,14 +51,6 @@ type TrialName = Pick<TrialResult, 'mechanism' | 'kwpMechanism' | 'oaepHash'>;
 function reasonOf(error: unknown): string {
   if (isBrokerError(error)) return error.causeName ?? error.code;
   return ckrName(error) ?? (error instanceof Error ? error.name : 'error');
-}
-
-function destroyQuietly(object: graphene.SessionObject | undefined): void {
-  try {
-    object?.destroy();
-  } catch {
-    // The session's close at the end of the probe takes its session objects with it.
-  }
 }
 
 /** Seal, open, compare, and a wrong header refused: ok, or why not. */

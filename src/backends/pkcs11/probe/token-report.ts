@@ -3,7 +3,9 @@
 // broker would use under the token's session cap. `hsm-probe` prints it.
 import graphene from 'graphene-pk11';
 import type { OfferedMechanism } from '../mechanisms/offered.ts';
-import { poolSizeFor } from '../session-limit.ts';
+import pkcs11js from 'pkcs11js';
+import { CKM_AES_KEY_WRAP_KWP } from '../mechanisms/catalog.ts';
+import { CK_UNAVAILABLE_INFORMATION, poolSizeFor } from '../session-limit.ts';
 
 /** The `sessions` default of a pkcs11 backend (pkcs11-schema.ts). */
 export const DEFAULT_SESSIONS = 4;
@@ -12,27 +14,27 @@ const MAX_CONFIGURED_SESSIONS = 64;
 
 /** The mechanisms the broker's wraps use, by CK_MECHANISM_TYPE; listed first in reports. */
 export const RELEVANT_MECHANISMS: ReadonlyMap<number, string> = new Map([
-  [0x1080, 'CKM_AES_KEY_GEN'],
-  [0x1087, 'CKM_AES_GCM'],
-  [0x210a, 'CKM_AES_KEY_WRAP_PAD'],
-  [0x210b, 'CKM_AES_KEY_WRAP_KWP'],
-  [0x0000, 'CKM_RSA_PKCS_KEY_PAIR_GEN'],
-  [0x0009, 'CKM_RSA_PKCS_OAEP'],
+  [pkcs11js.CKM_AES_KEY_GEN, 'CKM_AES_KEY_GEN'],
+  [pkcs11js.CKM_AES_GCM, 'CKM_AES_GCM'],
+  [pkcs11js.CKM_AES_KEY_WRAP_PAD, 'CKM_AES_KEY_WRAP_PAD'],
+  [CKM_AES_KEY_WRAP_KWP, 'CKM_AES_KEY_WRAP_KWP'],
+  [pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN, 'CKM_RSA_PKCS_KEY_PAIR_GEN'],
+  [pkcs11js.CKM_RSA_PKCS_OAEP, 'CKM_RSA_PKCS_OAEP'],
 ]);
 
 /** CKF_ flags of CK_MECHANISM_INFO (PKCS#11 2.40 §5.10), in the order reports name them. */
 const MECHANISM_FLAGS: readonly (readonly [number, string])[] = [
-  [0x1, 'hw'],
-  [0x100, 'encrypt'],
-  [0x200, 'decrypt'],
-  [0x400, 'digest'],
-  [0x800, 'sign'],
-  [0x2000, 'verify'],
-  [0x8000, 'generate'],
-  [0x10000, 'generate-key-pair'],
-  [0x20000, 'wrap'],
-  [0x40000, 'unwrap'],
-  [0x80000, 'derive'],
+  [pkcs11js.CKF_HW, 'hw'],
+  [pkcs11js.CKF_ENCRYPT, 'encrypt'],
+  [pkcs11js.CKF_DECRYPT, 'decrypt'],
+  [pkcs11js.CKF_DIGEST, 'digest'],
+  [pkcs11js.CKF_SIGN, 'sign'],
+  [pkcs11js.CKF_VERIFY, 'verify'],
+  [pkcs11js.CKF_GENERATE, 'generate'],
+  [pkcs11js.CKF_GENERATE_KEY_PAIR, 'generate-key-pair'],
+  [pkcs11js.CKF_WRAP, 'wrap'],
+  [pkcs11js.CKF_UNWRAP, 'unwrap'],
+  [pkcs11js.CKF_DERIVE, 'derive'],
 ];
 
 export interface MechanismEntry {
@@ -111,8 +113,8 @@ function entryOf(offered: OfferedMechanism): MechanismEntry {
   };
 }
 
-/** CK_UNAVAILABLE_INFORMATION (~0), which SoftHSM answers for session counts, as null. */
-const counted = (count: number) => (count >= 0xffff_ffff ? null : count);
+/** CK_UNAVAILABLE_INFORMATION, which SoftHSM answers for session counts, as null. */
+const counted = (count: number) => (count >= CK_UNAVAILABLE_INFORMATION ? null : count);
 
 function sessionsOf(token: graphene.Token): SessionReport {
   const caps = { maxSessionCount: token.maxSessionCount, maxRwSessionCount: token.maxRwSessionCount };
