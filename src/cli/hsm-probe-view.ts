@@ -6,6 +6,7 @@ import type { TrialResult } from '../backends/pkcs11/probe/mechanism-trials.ts';
 import type { SessionReport } from '../backends/pkcs11/probe/token-report.ts';
 import { mechanismName } from '../backends/pkcs11/probe/token-report.ts';
 import { noCapStated } from '../backends/pkcs11/session-limit.ts';
+import { DEFAULT_SESSIONS } from '../backends/pkcs11/pkcs11-schema.ts';
 import { documentOf } from './output.ts';
 import { table } from './table.ts';
 
@@ -26,7 +27,7 @@ function sessionRows(sessions: SessionReport): string[][] {
   const pool =
     sessions.cap === null
       ? `no cap lowers it: sessions: ${sessions.defaultPoolSize} (the default) is used as configured`
-      : `at most ${sessions.brokerPoolLimit ?? '?'} of the token's ${sessions.cap} (the anchor session and a quarter of the cap stay free); the default sessions: 4 gives ${sessions.defaultPoolSize}`;
+      : `at most ${sessions.brokerPoolLimit ?? '?'} of the token's ${sessions.cap} (the anchor session and a quarter of the cap stay free); the default sessions: ${DEFAULT_SESSIONS} gives ${sessions.defaultPoolSize}`;
   return [
     ['max sessions', capText(sessions.maxSessions)],
     ['max rw sessions', capText(sessions.maxRwSessions)],

@@ -8,6 +8,10 @@ import {
   type RuleViolation,
 } from '../config-schema.ts';
 
+/** `sessions`: the default, and the most the broker ever pools (what hsm-probe reports against). */
+export const DEFAULT_SESSIONS = 4;
+export const MAX_SESSIONS = 64;
+
 export const PKCS11_MECHANISMS = ['aes-gcm', 'aes-gcm-hsm-iv', 'aes-kwp', 'rsa-oaep'] as const;
 
 export const pkcs11BackendSchema = Type.Object(
@@ -35,7 +39,7 @@ export const pkcs11BackendSchema = Type.Object(
     /** aes-kwp: the token's CK_MECHANISM_TYPE for RFC 5649 (default 0x210A, CKM_AES_KEY_WRAP_PAD). */
     kwpMechanism: Type.Optional(Type.Integer({ minimum: 1, maximum: 0xffffffff })),
     /** Sessions used for crypto; SoftHSM runs one operation per session at a time. */
-    sessions: Type.Integer({ minimum: 1, maximum: 64, default: 4 }),
+    sessions: Type.Integer({ minimum: 1, maximum: MAX_SESSIONS, default: DEFAULT_SESSIONS }),
   },
   strict,
 );

@@ -7,12 +7,12 @@ import type { SecretReader } from '../../../secrets.ts';
 import { findUnwrapKeys } from '../key-objects.ts';
 import { offeredMechanisms } from '../mechanisms/offered.ts';
 import { loadModule } from '../module-cache.ts';
-import type { Pkcs11BackendConfig } from '../pkcs11-schema.ts';
+import { DEFAULT_SESSIONS, type Pkcs11BackendConfig } from '../pkcs11-schema.ts';
 import { closeQuietly, findSlot, openLoggedIn } from '../token-session.ts';
 import { gcmIvBehaviour, hints, type GcmIvBehaviour } from './hints.ts';
 import { runTrials, type TrialResult } from './mechanism-trials.ts';
 import { recommend, targetBlock, type ProbeTarget, type Recommendation } from './recommend.ts';
-import { DEFAULT_SESSIONS, tokenReport, type TokenReport } from './token-report.ts';
+import { tokenReport, type TokenReport } from './token-report.ts';
 
 export interface ProbeResult {
   readonly token: TokenReport;

@@ -6,11 +6,7 @@ import type { OfferedMechanism } from '../mechanisms/offered.ts';
 import pkcs11js from 'pkcs11js';
 import { CKM_AES_KEY_WRAP_KWP } from '../mechanisms/catalog.ts';
 import { CK_UNAVAILABLE_INFORMATION, poolSizeFor } from '../session-limit.ts';
-
-/** The `sessions` default of a pkcs11 backend (pkcs11-schema.ts). */
-export const DEFAULT_SESSIONS = 4;
-/** The largest `sessions` the schema allows: the most the broker could ever pool. */
-const MAX_CONFIGURED_SESSIONS = 64;
+import { DEFAULT_SESSIONS, MAX_SESSIONS } from '../pkcs11-schema.ts';
 
 /** The mechanisms the broker's wraps use, by CK_MECHANISM_TYPE; listed first in reports. */
 export const RELEVANT_MECHANISMS: ReadonlyMap<number, string> = new Map([
@@ -118,7 +114,7 @@ const counted = (count: number) => (count >= CK_UNAVAILABLE_INFORMATION ? null :
 
 function sessionsOf(token: graphene.Token): SessionReport {
   const caps = { maxSessionCount: token.maxSessionCount, maxRwSessionCount: token.maxRwSessionCount };
-  const limit = poolSizeFor(MAX_CONFIGURED_SESSIONS, caps);
+  const limit = poolSizeFor(MAX_SESSIONS, caps);
   return {
     maxSessions: token.maxSessionCount,
     maxRwSessions: token.maxRwSessionCount,
