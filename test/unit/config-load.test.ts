@@ -100,14 +100,23 @@ describe('config loading', () => {
   it('keeps values that are set instead of the defaults', () => {
     const raw = minimal();
     Object.assign(raw, { socketMode: '0660', log: { level: 'debug' }, timeouts: { callMs: 1000 } });
-    Object.assign(firstBackend(raw), { sessions: 8, generateIfMissing: true });
+    Object.assign(firstBackend(raw), { sessions: 8, threads: 3, generateIfMissing: true });
     const config = validateConfig(raw);
     assert.equal(config.socketMode, '0660');
     assert.equal(config.log.level, 'debug');
     assert.deepEqual(config.timeouts, { callMs: 1000, shutdownGraceMs: 10000 });
     const backend = config.backends[0] as Pkcs11BackendConfig;
     assert.equal(backend.sessions, 8);
+    assert.equal(backend.threads, 3);
     assert.equal(backend.generateIfMissing, true);
+  });
+
+  it('takes 1 to 64 crypto threads for a PKCS#11 backend', () => {
+    for (const threads of [0, 65, 1.5]) {
+      const raw = minimal();
+      Object.assign(firstBackend(raw), { threads });
+      assert.throws(() => validateConfig(raw), brokerError('CONFIG_INVALID', 'backends[0].threads'));
+    }
   });
 
   it('returns a deeply frozen config', () => {

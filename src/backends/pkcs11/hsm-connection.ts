@@ -2,6 +2,7 @@
 // and the pool of crypto sessions, and recovery when a session, the login or the device is
 // lost. Every HSM call runs through withSession (crypto), withAnchor (everything else) or
 // probe, so probes drive recovery in the background while no call arrives.
+import { availableParallelism } from 'node:os';
 import type graphene from 'graphene-pk11';
 import type { Pkcs11BackendConfig } from './pkcs11-schema.ts';
 import type { SecretReader } from '../../secrets.ts';
@@ -21,8 +22,17 @@ import { SessionPool } from './session-pool.ts';
 import { fitPoolToToken } from './session-limit.ts';
 import { loadModule, type LoadedModule } from './module-cache.ts';
 import { assertTokenUsable, closeQuietly, findSlot, openLoggedIn, openSession } from './token-session.ts';
+import type { SessionLane } from './mechanisms/mechanism.ts';
 
 const MAX_QUEUED_CALLS = 4096;
+
+/**
+ * A crypto thread per core, up to the session pool: more threads than cores only contend
+ * on a CPU-bound token, and a call never needs more threads than it has sessions.
+ */
+function defaultThreads(sessions: number): number {
+  return Math.min(sessions, availableParallelism());
+}
 
 type Purpose = 'wrap' | 'unwrap' | 'token';
 
@@ -76,7 +86,10 @@ export class HsmConnection {
 
   /** Loads the library and connects; a failed open leaves nothing loaded, so it can be tried again. */
   open(): void {
-    this.#module = loadModule(this.#config.module);
+    this.#module = loadModule(
+      this.#config.module,
+      this.#config.threads ?? defaultThreads(this.#config.sessions),
+    );
     try {
       this.#connect();
       this.#deps.checkToken(this.#slot as graphene.Slot);
@@ -88,18 +101,23 @@ export class HsmConnection {
     }
   }
 
-  /** Runs one crypto operation on a pooled session. */
+  /** Runs one crypto operation on a pooled session, its cipher calls on the crypto threads. */
   withSession<T>(
     deadline: Deadline,
     purpose: 'wrap' | 'unwrap',
-    operation: (session: graphene.Session) => Promise<T>,
+    operation: (lane: SessionLane) => Promise<T>,
   ): Promise<T> {
     return this.#run(deadline, purpose, async () => {
       // Opening a pooled session can itself fail when the token or library was lost.
       const lease = await this.#pool.acquire(deadline.signal);
+      const { session } = lease;
+      const threads = this.#requireModule().threads;
       let failed = true;
       try {
-        const result = await operation(lease.session);
+        const result = await operation({
+          session,
+          cipher: op => threads.run({ ...op, session: session.handle }, deadline.signal),
+        });
         failed = false;
         return result;
       } catch (error) {

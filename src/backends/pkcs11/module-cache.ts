@@ -1,13 +1,16 @@
 // One loaded, initialized PKCS#11 library per path per process: C_Initialize is process-
 // wide, so two backends on the same library (two tokens) must share it, and only the last
-// user may finalize it.
+// user may finalize it. Its crypto threads are the library's too: started with it, started
+// anew when it is reset, stopped when the last user releases it.
 import { setTimeout as delay } from 'node:timers/promises';
 import graphene from 'graphene-pk11';
 import pkcs11js from 'pkcs11js';
 import { BrokerError } from '../../errors.ts';
+import { CryptoThreads } from './threads/crypto-threads.ts';
 
 export interface LoadedModule {
   readonly module: graphene.Module;
+  readonly threads: CryptoThreads;
   /**
    * Finalize and initialize again after a device error, once in-flight calls are done.
    * False when it was not done: another backend uses the library, or calls stayed in flight.
@@ -18,6 +21,7 @@ export interface LoadedModule {
 
 interface Entry {
   module: graphene.Module;
+  threads: CryptoThreads;
   users: number;
 }
 
@@ -26,7 +30,11 @@ const loaded = new Map<string, Entry>();
 export const RESET_IDLE_WAIT_MS = 3000;
 const RESET_POLL_MS = 10;
 
-export function loadModule(path: string): LoadedModule {
+/**
+ * Loads the library, or shares it, with at least `threads` crypto threads: none for a user
+ * that only manages objects or runs its calls itself (hsm-probe, tests).
+ */
+export function loadModule(path: string, threads = 0): LoadedModule {
   let entry = loaded.get(path);
   if (entry === undefined) {
     let module: graphene.Module;
@@ -41,14 +49,16 @@ export function loadModule(path: string): LoadedModule {
         `cannot load PKCS#11 module ${path}: ${(error as Error).message.split('\n')[0]}`,
       );
     }
-    entry = { module, users: 0 };
+    entry = { module, threads: new CryptoThreads(path, threads), users: 0 };
     loaded.set(path, entry);
   }
+  entry.threads.grow(threads);
   entry.users++;
   const shared = entry;
   let released = false;
   return {
     module: shared.module,
+    threads: shared.threads,
     async reset(isIdle) {
       // Finalizing under another user, or with an operation in flight, crashes some
       // libraries; in those cases only sessions are re-opened.
@@ -63,6 +73,7 @@ export function loadModule(path: string): LoadedModule {
       }
       // Throws while the token's storage is still away; the next attempt initializes again.
       shared.module.initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+      shared.threads.restart();
       return true;
     },
     release() {
@@ -71,6 +82,7 @@ export function loadModule(path: string): LoadedModule {
       shared.users--;
       if (shared.users > 0) return;
       loaded.delete(path);
+      shared.threads.close();
       try {
         shared.module.finalize();
       } catch {

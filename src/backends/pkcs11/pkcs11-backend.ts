@@ -66,18 +66,18 @@ export class Pkcs11Backend implements KekBackend {
 
   wrap(request: WrapRequest): Promise<Buffer> {
     const mechanism = this.#mechanisms.write;
-    return this.#hsm.withSession(request.deadline, 'wrap', session => {
-      const key = this.#versions.keyFor(session, request.keyVersion, mechanism, 'seal');
-      return mechanism.seal(session, key, request.plaintext, request.aad);
+    return this.#hsm.withSession(request.deadline, 'wrap', lane => {
+      const key = this.#versions.keyFor(lane.session, request.keyVersion, mechanism, 'seal');
+      return mechanism.seal(lane, key, request.plaintext, request.aad);
     });
   }
 
   unwrap(request: UnwrapRequest): Promise<Buffer> {
     const mechanism = this.#readable(request);
     if (mechanism instanceof BrokerError) return Promise.reject(mechanism);
-    return this.#hsm.withSession(request.deadline, 'unwrap', session => {
-      const key = this.#versions.keyFor(session, request.keyVersion, mechanism, 'open');
-      return mechanism.open(session, key, request.wrapped, request.aad);
+    return this.#hsm.withSession(request.deadline, 'unwrap', lane => {
+      const key = this.#versions.keyFor(lane.session, request.keyVersion, mechanism, 'open');
+      return mechanism.open(lane, key, request.wrapped, request.aad);
     });
   }
 

@@ -5,11 +5,19 @@
 // back. Both objects are destroyed at once, also on failure. The mechanism constant differs
 // by vendor: CKM_AES_KEY_WRAP_PAD (v2.40, SoftHSM), CKM_AES_KEY_WRAP_KWP (v3.0), or a
 // vendor's own; the wrapped bytes are RFC 5649's whichever constant names them.
+// It stays on the event loop, off the crypto threads: C_WrapKey and C_UnwrapKey have no init
+// step, and pkcs11js already runs them on libuv's pool.
 import graphene from 'graphene-pk11';
 import pkcs11js from 'pkcs11js';
 import { BrokerError } from '../../../errors.ts';
 import { bindHeader, unbindHeader, HEADER_DIGEST_BYTES } from '../../header-digest.ts';
-import { destroyQuietly, settle, type Pkcs11Mechanism, type VersionKey } from './mechanism.ts';
+import {
+  destroyQuietly,
+  settle,
+  type Pkcs11Mechanism,
+  type SessionLane,
+  type VersionKey,
+} from './mechanism.ts';
 
 const { ObjectClass, KeyType } = graphene;
 /** RFC 5649 adds one 64-bit block; the payload holds at least a byte and the digest. */
@@ -58,7 +66,7 @@ export function aesKwp(mechanismType: number): Pkcs11Mechanism {
     requires: { type: mechanismType, flags: pkcs11js.CKF_WRAP | pkcs11js.CKF_UNWRAP },
     minWrappedBytes: MIN_WRAPPED_BYTES,
 
-    async seal(session: graphene.Session, key: VersionKey, seed: Buffer, header: Buffer) {
+    async seal({ session }: SessionLane, key: VersionKey, seed: Buffer, header: Buffer) {
       const kek = key.sealKey ?? key.key;
       const payload = session
         .create({ ...PAYLOAD_OBJECT, value: bindHeader(seed, header) })
@@ -70,7 +78,7 @@ export function aesKwp(mechanismType: number): Pkcs11Mechanism {
       }
     },
 
-    async open(session: graphene.Session, key: VersionKey, wrapped: Buffer, header: Buffer) {
+    async open({ session }: SessionLane, key: VersionKey, wrapped: Buffer, header: Buffer) {
       const payload = await unwrapKey(session, mechanismType, key.key, wrapped);
       let seed: Buffer | undefined;
       try {

@@ -2,6 +2,7 @@
 // the config for new wraps and by the name each envelope records for reading, so a backend
 // whose config switches mechanism still reads everything written before.
 import type graphene from 'graphene-pk11';
+import { performCipher, type CipherOp, type CipherResult } from '../threads/cipher-call.ts';
 
 export type KeyKind = 'aes' | 'rsa';
 
@@ -25,6 +26,24 @@ export interface VersionKey {
   readonly openUsage: KeyUsage;
 }
 
+/**
+ * A leased session and the way its cipher calls run: on the module's crypto threads in the
+ * backend, in the calling thread for hsm-probe. Other calls (C_WrapKey, objects) use the session.
+ */
+export interface SessionLane {
+  readonly session: graphene.Session;
+  cipher(op: CipherOp): Promise<CipherResult>;
+}
+
+/** A lane whose cipher calls run in this thread, synchronously. */
+export function inThreadLane(session: graphene.Session): SessionLane {
+  return {
+    session,
+    cipher: op =>
+      new Promise(resolve => resolve(performCipher(session.lib, { ...op, session: session.handle }))),
+  };
+}
+
 export interface Pkcs11Mechanism {
   /** The name recorded (and authenticated) in each envelope header. */
   readonly name: string;
@@ -36,9 +55,9 @@ export interface Pkcs11Mechanism {
   readonly requires: { readonly type: number; readonly flags: number };
   /** A wrap shorter than this cannot be one of this mechanism's. */
   readonly minWrappedBytes: number;
-  seal(session: graphene.Session, key: VersionKey, seed: Buffer, header: Buffer): Promise<Buffer>;
+  seal(lane: SessionLane, key: VersionKey, seed: Buffer, header: Buffer): Promise<Buffer>;
   /** The seed; a wrap that fails authentication throws (INVALID_CIPHERTEXT or the token's error). */
-  open(session: graphene.Session, key: VersionKey, wrapped: Buffer, header: Buffer): Promise<Buffer>;
+  open(lane: SessionLane, key: VersionKey, wrapped: Buffer, header: Buffer): Promise<Buffer>;
 }
 
 /** Whether `key` can seal (`direction` 'seal') or open with `mechanism`. */
@@ -47,22 +66,6 @@ export function keyFits(key: VersionKey, mechanism: Pkcs11Mechanism, direction: 
   return direction === 'seal'
     ? key.sealKey !== undefined && key.sealUsage[mechanism.sealsWith]
     : key.openUsage[mechanism.opensWith];
-}
-
-/** Runs one single-part graphene cipher (C_Encrypt or C_Decrypt) off the event loop. */
-export function runOnce(
-  operation: graphene.Cipher | graphene.Decipher,
-  input: Buffer,
-  outputBytes: number,
-): Promise<Buffer> {
-  const output = Buffer.alloc(outputBytes);
-  return new Promise<Buffer>((resolve, reject) =>
-    operation.once(
-      input,
-      output,
-      settle(data => resolve(Buffer.from(data)), reject),
-    ),
-  );
 }
 
 /** A graphene callback that settles a promise; a missing result counts as the token's failure. */

@@ -8,7 +8,8 @@ import pkcs11js from 'pkcs11js';
 import { BrokerError } from '../../../errors.ts';
 import { bindHeader, unbindHeader } from '../../header-digest.ts';
 import { ckrName } from '../pkcs11-errors.ts';
-import { runOnce, type Pkcs11Mechanism, type VersionKey } from './mechanism.ts';
+import type { CipherOp } from '../threads/cipher-call.ts';
+import type { Pkcs11Mechanism, SessionLane, VersionKey } from './mechanism.ts';
 
 export type OaepHash = 'sha256' | 'sha1';
 
@@ -26,7 +27,15 @@ export const OAEP_MECHANISM_NAMES: readonly string[] = Object.values(HASHES).map
 
 export function rsaOaep(hashName: OaepHash): Pkcs11Mechanism {
   const { name, hash, mgf } = HASHES[hashName];
-  const algorithm = { name: 'RSA_PKCS_OAEP', params: new graphene.RsaOaepParams(hash, mgf) };
+  const params = { kind: 'oaep', hashAlg: hash, mgf } as const;
+  const call = (direction: CipherOp['direction'], key: graphene.Key, input: Buffer, outputBytes: number) => ({
+    direction,
+    key: key.handle,
+    mechanism: pkcs11js.CKM_RSA_PKCS_OAEP,
+    params,
+    input,
+    outputBytes,
+  });
 
   /** A token that refuses this hash says so with a parameter error: name the fix. */
   function explained(error: unknown): unknown {
@@ -51,21 +60,21 @@ export function rsaOaep(hashName: OaepHash): Pkcs11Mechanism {
     requires: { type: pkcs11js.CKM_RSA_PKCS_OAEP, flags: pkcs11js.CKF_ENCRYPT | pkcs11js.CKF_DECRYPT },
     minWrappedBytes: MIN_WRAPPED_BYTES,
 
-    async seal(session: graphene.Session, key: VersionKey, seed: Buffer, header: Buffer) {
+    async seal(lane: SessionLane, key: VersionKey, seed: Buffer, header: Buffer) {
       if (key.sealKey === undefined) throw new Error('CKR_KEY_HANDLE_INVALID: no public key');
       const modulusBytes = (key.sealKey.getAttribute('modulus') as Buffer).length;
       try {
-        const cipher = session.createCipher(algorithm, key.sealKey);
-        return await runOnce(cipher, bindHeader(seed, header), modulusBytes);
+        return (await lane.cipher(call('encrypt', key.sealKey, bindHeader(seed, header), modulusBytes)))
+          .output;
       } catch (error) {
         throw explained(error);
       }
     },
 
-    async open(session: graphene.Session, key: VersionKey, wrapped: Buffer, header: Buffer) {
+    async open(lane: SessionLane, key: VersionKey, wrapped: Buffer, header: Buffer) {
       let payload: Buffer;
       try {
-        payload = await runOnce(session.createDecipher(algorithm, key.key), wrapped, wrapped.length);
+        payload = (await lane.cipher(call('decrypt', key.key, wrapped, wrapped.length))).output;
       } catch (error) {
         throw explained(error);
       }

@@ -8,11 +8,10 @@
 // The first wrap tries them in that order; the one that works is kept for the token. A token
 // that leaves the field zero and appends nothing did not draw an IV: it used the zeros, and
 // that ciphertext is thrown away, never stored.
-import type graphene from 'graphene-pk11';
 import { BrokerError } from '../../../errors.ts';
 import { ckrName } from '../pkcs11-errors.ts';
-import { gcmParams, IV_BYTES, noIvParams, TAG_BYTES } from './gcm-params.ts';
-import { runOnce } from './mechanism.ts';
+import { gcmCall, gcmParams, IV_BYTES, noIvParams, TAG_BYTES } from './gcm-params.ts';
+import type { SessionLane, VersionKey } from './mechanism.ts';
 
 export const TOKEN_IV_LENGTHS: readonly number[] = [12, 16];
 /** How a token says it will not take these parameters. */
@@ -23,18 +22,18 @@ export type IvConvention = 'in-params' | 'appended';
 class NoTokenIv extends Error {}
 
 async function sealOnce(
-  session: graphene.Session,
-  key: graphene.Key,
+  lane: SessionLane,
+  key: VersionKey,
   seed: Buffer,
   header: Buffer,
   convention: IvConvention,
 ): Promise<{ iv: Buffer; sealed: Buffer }> {
-  // Buffer.alloc never comes from the shared pool: the token may write into this one.
-  const field = Buffer.alloc(IV_BYTES);
-  const params = convention === 'in-params' ? gcmParams(field, header) : noIvParams(header);
-  const cipher = session.createCipher({ name: 'AES_GCM', params }, key);
+  const params = convention === 'in-params' ? gcmParams(Buffer.alloc(IV_BYTES), header) : noIvParams(header);
   // Room for an appended IV of the longest kind.
-  const output = await runOnce(cipher, seed, seed.length + TAG_BYTES + 16);
+  const result = await lane.cipher(gcmCall('encrypt', key, params, seed, seed.length + TAG_BYTES + 16));
+  const { output } = result;
+  // The IV field as the token left it: zero unless it wrote its IV there.
+  const field = result.ivField ?? Buffer.alloc(0);
   const appended = output.length - seed.length - TAG_BYTES;
   if (appended === 0 && convention === 'in-params' && field.some(byte => byte !== 0))
     return { iv: field, sealed: output };
@@ -49,8 +48,8 @@ async function sealOnce(
 
 /** Seals with the token's IV, by the convention learned for this token or by trying both. */
 export async function sealWithTokenIv(
-  session: graphene.Session,
-  key: graphene.Key,
+  lane: SessionLane,
+  key: VersionKey,
   seed: Buffer,
   header: Buffer,
   learned: { convention?: IvConvention },
@@ -59,7 +58,7 @@ export async function sealWithTokenIv(
   const answers: string[] = [];
   for (const convention of conventions) {
     try {
-      const result = await sealOnce(session, key, seed, header, convention);
+      const result = await sealOnce(lane, key, seed, header, convention);
       learned.convention = convention;
       return result;
     } catch (error) {

@@ -11,7 +11,12 @@ import { isBrokerError } from '../../../errors.ts';
 import { generateFor, versionKey } from '../key-objects.ts';
 import { aesGcm, aesGcmHsmIv } from '../mechanisms/aes-gcm.ts';
 import { aesKwp } from '../mechanisms/aes-kwp.ts';
-import { destroyQuietly, type Pkcs11Mechanism, type VersionKey } from '../mechanisms/mechanism.ts';
+import {
+  destroyQuietly,
+  inThreadLane,
+  type Pkcs11Mechanism,
+  type VersionKey,
+} from '../mechanisms/mechanism.ts';
 import { CKM_AES_KEY_WRAP_KWP, DEFAULT_KWP_MECHANISM } from '../mechanisms/catalog.ts';
 import { offers, type OfferedMechanism } from '../mechanisms/offered.ts';
 import { rsaOaep, type OaepHash } from '../mechanisms/rsa-oaep.ts';
@@ -63,16 +68,18 @@ async function roundTrip(
   const seed = randomBytes(32);
   const started = performance.now();
   const took = () => Math.round((performance.now() - started) * 10) / 10;
+  // The probe runs its calls in its own thread: a CLI command needs no crypto threads.
+  const lane = inThreadLane(session);
   let wrapped: Buffer;
   let opened: Buffer;
   try {
-    wrapped = await mechanism.seal(session, key, seed, HEADER);
-    opened = await mechanism.open(session, key, wrapped, HEADER);
+    wrapped = await mechanism.seal(lane, key, seed, HEADER);
+    opened = await mechanism.open(lane, key, wrapped, HEADER);
   } catch (error) {
     return { ...name, outcome: 'refused', reason: reasonOf(error), ms: took() };
   }
   if (!opened.equals(seed)) return { ...name, outcome: 'failed', reason: 'OPENED_ANOTHER_SEED', ms: took() };
-  const bound = await mechanism.open(session, key, wrapped, OTHER_HEADER).then(
+  const bound = await mechanism.open(lane, key, wrapped, OTHER_HEADER).then(
     () => false,
     () => true,
   );

@@ -1,0 +1,179 @@
+// The crypto threads of one loaded PKCS#11 module. SoftHSM does most of an operation's work
+// in C_EncryptInit/C_DecryptInit, which pkcs11js runs synchronously, so on the event loop
+// they stall every other call; here each call runs, init and crypto both, on a worker
+// thread. Each thread has a lane of shared memory: the event loop writes the call and
+// flips the state word, the thread (blocked in Atomics.wait) runs it and flips it back, and
+// Atomics.waitAsync wakes the event loop. A call waits for a free lane in FIFO order.
+import { Worker } from 'node:worker_threads';
+import { deadlineExceeded } from '../../../deadline.ts';
+import type { CipherCall, CipherResult } from './cipher-call.ts';
+import type { CryptoWorkerData } from './crypto-worker.ts';
+import {
+  allocateLane,
+  laneMemory,
+  LaneState,
+  readResult,
+  STATE_INDEX,
+  writeCall,
+  type LaneMemory,
+} from './lane-codec.ts';
+
+// Beside this module: crypto-worker.ts under src/ (type stripping), .js in dist/.
+const WORKER_URL = new URL(
+  `./crypto-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`,
+  import.meta.url,
+);
+/** A thread holds a few buffers per call: a small heap is plenty, and keeps its RSS small. */
+const WORKER_LIMITS = { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 };
+
+class CryptoLane {
+  readonly #modulePath: string;
+  readonly #workerUrl: URL;
+  readonly #shared = allocateLane();
+  readonly #memory: LaneMemory = laneMemory(this.#shared);
+  #worker: Worker | undefined;
+  /** Settles when the current worker exits: a call in flight then fails instead of waiting forever. */
+  #exited: Promise<string> = Promise.resolve('');
+
+  constructor(modulePath: string, workerUrl: URL) {
+    this.#modulePath = modulePath;
+    this.#workerUrl = workerUrl;
+    this.#worker = this.#spawn();
+  }
+
+  async run(call: CipherCall): Promise<CipherResult> {
+    const { control, data } = this.#memory;
+    writeCall(data, call);
+    const worker = (this.#worker ??= this.#spawn());
+    // Referenced only while a call is in flight: an idle thread never keeps the process alive.
+    worker.ref();
+    Atomics.store(control, STATE_INDEX, LaneState.request);
+    Atomics.notify(control, STATE_INDEX);
+    const wait = Atomics.waitAsync(control, STATE_INDEX, LaneState.request);
+    const stopped = await (wait.async
+      ? Promise.race([wait.value.then(() => undefined), this.#exited])
+      : undefined);
+    worker.unref();
+    if (stopped !== undefined) {
+      Atomics.store(control, STATE_INDEX, LaneState.idle);
+      throw new Error(`CKR_DEVICE_ERROR: the crypto thread stopped${stopped ? ` (${stopped})` : ''}`);
+    }
+    try {
+      return readResult(data, call);
+    } finally {
+      Atomics.store(control, STATE_INDEX, LaneState.idle);
+    }
+  }
+
+  /** A new thread in place of the current one; only while no call is in flight. */
+  restart(): void {
+    this.stop();
+    this.#worker = this.#spawn();
+  }
+
+  /** Stops the thread; a call after this starts a new one. Only while no call is in flight. */
+  stop(): void {
+    const worker = this.#worker;
+    if (worker === undefined) return;
+    this.#worker = undefined;
+    Atomics.store(this.#memory.control, STATE_INDEX, LaneState.stop);
+    Atomics.notify(this.#memory.control, STATE_INDEX);
+    // It leaves its loop on its own; terminate only ends what is left of it sooner.
+    void worker.terminate();
+  }
+
+  #spawn(): Worker {
+    Atomics.store(this.#memory.control, STATE_INDEX, LaneState.idle);
+    const workerData: CryptoWorkerData = { modulePath: this.#modulePath, lane: this.#shared };
+    const worker = new Worker(this.#workerUrl, { workerData, resourceLimits: WORKER_LIMITS });
+    worker.unref();
+    let failure = '';
+    worker.on('error', (error: Error) => {
+      failure = error.message.split('\n')[0] ?? '';
+    });
+    this.#exited = new Promise(resolve =>
+      worker.once('exit', code => {
+        if (this.#worker === worker) this.#worker = undefined;
+        resolve(failure || `exit code ${code}`);
+      }),
+    );
+    return worker;
+  }
+}
+
+interface Waiter {
+  readonly resolve: (lane: CryptoLane) => void;
+}
+
+export class CryptoThreads {
+  readonly #modulePath: string;
+  readonly #workerUrl: URL;
+  readonly #lanes: CryptoLane[] = [];
+  readonly #free: CryptoLane[] = [];
+  readonly #waiting: Waiter[] = [];
+
+  /** `workerUrl`: the thread's script, for tests that need a thread that fails. */
+  constructor(modulePath: string, count: number, workerUrl = WORKER_URL) {
+    this.#modulePath = modulePath;
+    this.#workerUrl = workerUrl;
+    this.grow(count);
+  }
+
+  get size(): number {
+    return this.#lanes.length;
+  }
+
+  /** At least `count` threads: a second backend on the same module may ask for more. */
+  grow(count: number): void {
+    while (this.#lanes.length < count) {
+      const lane = new CryptoLane(this.#modulePath, this.#workerUrl);
+      this.#lanes.push(lane);
+      this.#release(lane);
+    }
+  }
+
+  /** Runs the call on the next free thread; gives up waiting for one when `signal` fires. */
+  async run(call: CipherCall, signal: AbortSignal): Promise<CipherResult> {
+    if (this.#lanes.length === 0)
+      throw new Error('CKR_FUNCTION_FAILED: the module was loaded without crypto threads');
+    const lane = this.#free.pop() ?? (await this.#nextFree(signal));
+    try {
+      return await lane.run(call);
+    } finally {
+      this.#release(lane);
+    }
+  }
+
+  /** New threads after the module was finalized and initialized again (a device reset). */
+  restart(): void {
+    for (const lane of this.#lanes) lane.restart();
+  }
+
+  close(): void {
+    for (const lane of this.#lanes) lane.stop();
+  }
+
+  #nextFree(signal: AbortSignal): Promise<CryptoLane> {
+    if (signal.aborted) return Promise.reject(deadlineExceeded());
+    return new Promise<CryptoLane>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve: lane => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(lane);
+        },
+      };
+      const onAbort = () => {
+        this.#waiting.splice(this.#waiting.indexOf(waiter), 1);
+        reject(deadlineExceeded());
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#waiting.push(waiter);
+    });
+  }
+
+  #release(lane: CryptoLane): void {
+    const waiter = this.#waiting.shift();
+    if (waiter === undefined) this.#free.push(lane);
+    else waiter.resolve(lane);
+  }
+}
