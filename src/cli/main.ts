@@ -5,7 +5,7 @@
 // restart can mend it, 5 (status) serving but degraded, 6 (migrate, rotate --complete) the
 // apiservers have not picked up the key_id yet.
 import { Command, CommanderError, Option } from 'commander';
-import { toBrokerError, type BrokerError, type ErrorCode } from '../errors.ts';
+import { atStartOf, toBrokerError, type BrokerError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { UnreachableError } from './unreachable.ts';
 import type { OutputOptions, ReadOptions } from './admin-commands.ts';
@@ -38,26 +38,13 @@ const EXIT_UNREACHABLE = 3;
 /**
  * `serve` failed for a reason no restart can mend: a supervisor should stop restarting
  * (systemd: RestartPreventExitStatus=4). A wrong PIN retried on every restart can lock an
- * HSM token for good; a corrupt state file or a bad config only fill the logs.
+ * HSM token for good; a corrupt state file or a bad config only fill the logs. Which errors
+ * those are, the error catalog says (`atStart: 'needs-operator'`, src/errors.ts).
  */
 const EXIT_NEEDS_OPERATOR = 4;
-const needsOperator: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  'HSM_LOGIN_FAILED',
-  'HSM_MECHANISM_UNSUPPORTED',
-  'HSM_KEY_UNSAFE',
-  'KEY_MECHANISM_MISMATCH',
-  'CONFIG_INVALID',
-  'STATE_CORRUPT',
-  'STATE_MISMATCH',
-  'STATE_WRITE_FAILED',
-  'SOCKET_PATH_INVALID',
-]);
-/** A full disk may be freed by others (log rotation, a cleanup): a restart later may write the state. */
-const mayPass: ReadonlySet<string> = new Set(['ENOSPC', 'EDQUOT']);
 
 function exitCodeOf(error: BrokerError): number {
-  if (!serving || !needsOperator.has(error.code)) return 1;
-  return error.code === 'STATE_WRITE_FAILED' && mayPass.has(error.causeName ?? '') ? 1 : EXIT_NEEDS_OPERATOR;
+  return serving && atStartOf(error) === 'needs-operator' ? EXIT_NEEDS_OPERATOR : 1;
 }
 
 // A reader that stops early (`kms-broker verify | head -c1`) wants no more output; it is no
