@@ -18,10 +18,29 @@ export const GrpcCode = {
 } as const;
 export type GrpcCode = (typeof GrpcCode)[keyof typeof GrpcCode];
 
+/**
+ * What an error means when it stops `serve` from starting. The CLI reads it for its exit code,
+ * the broker for a backend that fails to connect at start (src/broker/joining-backend.ts).
+ * - `needs-operator`: no retry and no restart mends it. A backend failing so at start stops
+ *   start-up instead of joining later (a wrong PIN must never be tried twice: tokens lock or
+ *   wipe), and `serve` exits 4 so that a supervisor stops restarting it.
+ * - `fatal`: a backend failing so at start stops start-up too (a bug is not served around),
+ *   but a restart may pass it: `serve` exits 1.
+ * Absent: it may mend itself (a backend or etcd back, a socket freed). A backend failing so
+ * at start joins when a probe reaches it; `serve` exits 1 and its supervisor restarts it.
+ */
+export type AtStart = 'needs-operator' | 'fatal';
+
 interface CatalogEntry {
   readonly grpc: GrpcCode;
   readonly http: number;
   readonly title: string;
+  readonly atStart?: AtStart;
+  /**
+   * Causes (errno names) that make a `needs-operator` error `fatal`: the failure may pass
+   * without an operator after all (a full disk that log rotation or a cleanup frees).
+   */
+  readonly mayPassOn?: readonly string[];
 }
 
 export const errorCatalog = {
@@ -53,7 +72,13 @@ export const errorCatalog = {
   },
   UNAUTHORIZED: { grpc: GrpcCode.UNAUTHENTICATED, http: 401, title: 'Missing or unknown bearer token' },
   FORBIDDEN: { grpc: GrpcCode.PERMISSION_DENIED, http: 403, title: 'The token may not do this' },
-  STATE_WRITE_FAILED: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'The state file could not be written' },
+  STATE_WRITE_FAILED: {
+    grpc: GrpcCode.UNAVAILABLE,
+    http: 503,
+    title: 'The state file could not be written',
+    atStart: 'needs-operator',
+    mayPassOn: ['ENOSPC', 'EDQUOT'],
+  },
   INVALID_REQUEST: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, title: 'Request violates a limit' },
   // The admin listener's own refusals of a request it cannot or will not read; HTTP only.
   URI_TOO_LONG: { grpc: GrpcCode.INVALID_ARGUMENT, http: 414, title: 'A path segment is too long' },
@@ -98,30 +123,49 @@ export const errorCatalog = {
   },
   BACKEND_AUTH_FAILED: { grpc: GrpcCode.UNAUTHENTICATED, http: 500, title: 'Key backend refused the login' },
   DEADLINE_EXCEEDED: { grpc: GrpcCode.DEADLINE_EXCEEDED, http: 504, title: 'Deadline exceeded' },
-  CONFIG_INVALID: { grpc: GrpcCode.INVALID_ARGUMENT, http: 400, title: 'Configuration is invalid' },
+  CONFIG_INVALID: {
+    grpc: GrpcCode.INVALID_ARGUMENT,
+    http: 400,
+    title: 'Configuration is invalid',
+    atStart: 'needs-operator',
+  },
   SECRET_UNREADABLE: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'A secret could not be read' },
-  STATE_CORRUPT: { grpc: GrpcCode.INTERNAL, http: 500, title: 'State file is corrupt' },
+  STATE_CORRUPT: {
+    grpc: GrpcCode.INTERNAL,
+    http: 500,
+    title: 'State file is corrupt',
+    atStart: 'needs-operator',
+  },
   STATE_MISMATCH: {
     grpc: GrpcCode.FAILED_PRECONDITION,
     http: 500,
     title: 'State does not match what the backend holds',
+    atStart: 'needs-operator',
   },
-  HSM_LOGIN_FAILED: { grpc: GrpcCode.UNAUTHENTICATED, http: 500, title: 'HSM login failed' },
+  HSM_LOGIN_FAILED: {
+    grpc: GrpcCode.UNAUTHENTICATED,
+    http: 500,
+    title: 'HSM login failed',
+    atStart: 'needs-operator',
+  },
   HSM_TOKEN_NOT_FOUND: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'HSM token not found' },
   HSM_MECHANISM_UNSUPPORTED: {
     grpc: GrpcCode.FAILED_PRECONDITION,
     http: 500,
     title: 'The token does not offer the configured mechanism',
+    atStart: 'needs-operator',
   },
   HSM_KEY_UNSAFE: {
     grpc: GrpcCode.FAILED_PRECONDITION,
     http: 500,
     title: 'A key in the token could leave it (extractable or not sensitive)',
+    atStart: 'needs-operator',
   },
   KEY_MECHANISM_MISMATCH: {
     grpc: GrpcCode.FAILED_PRECONDITION,
     http: 500,
     title: 'The write key version was made for another mechanism',
+    atStart: 'needs-operator',
   },
   KEY_MISSING: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'Backend holds no key version' },
   SOCKET_IN_USE: {
@@ -129,7 +173,12 @@ export const errorCatalog = {
     http: 500,
     title: 'Socket is served by another process',
   },
-  SOCKET_PATH_INVALID: { grpc: GrpcCode.FAILED_PRECONDITION, http: 500, title: 'Socket path is not usable' },
+  SOCKET_PATH_INVALID: {
+    grpc: GrpcCode.FAILED_PRECONDITION,
+    http: 500,
+    title: 'Socket path is not usable',
+    atStart: 'needs-operator',
+  },
   // etcd, read by `kms-broker usage` and by the shared state store; these never travel over
   // gRPC or HTTP.
   ETCD_UNREACHABLE: { grpc: GrpcCode.UNAVAILABLE, http: 503, title: 'etcd could not be reached' },
@@ -261,7 +310,7 @@ export const errorCatalog = {
     http: 500,
     title: 'Recovered objects cannot be written there safely',
   },
-  INTERNAL: { grpc: GrpcCode.INTERNAL, http: 500, title: 'Internal error' },
+  INTERNAL: { grpc: GrpcCode.INTERNAL, http: 500, title: 'Internal error', atStart: 'fatal' },
 } as const satisfies Record<string, CatalogEntry>;
 
 export type ErrorCode = keyof typeof errorCatalog;
@@ -289,6 +338,17 @@ export class BrokerError extends Error {
   get httpStatus(): number {
     return errorCatalog[this.code].http;
   }
+}
+
+/**
+ * What `error` means at start (see AtStart), its cause considered: a cause its catalog entry
+ * names in `mayPassOn` makes a `needs-operator` error `fatal`.
+ */
+export function atStartOf(error: BrokerError): AtStart | undefined {
+  const entry: CatalogEntry = errorCatalog[error.code];
+  if (entry.atStart === 'needs-operator' && entry.mayPassOn?.includes(error.causeName ?? '') === true)
+    return 'fatal';
+  return entry.atStart;
 }
 
 export function isBrokerError(value: unknown): value is BrokerError {

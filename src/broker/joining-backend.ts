@@ -5,7 +5,7 @@
 // fast as UNAVAILABLE, and each health probe tries to connect it instead.
 import type { KekBackend, KeyVersionInfo, UnwrapRequest, WrapRequest } from '../backends/kek.ts';
 import { within, type Deadline } from '../deadline.ts';
-import { BrokerError, toBrokerError } from '../errors.ts';
+import { atStartOf, BrokerError, toBrokerError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Listing } from './state/reconcile.ts';
 
@@ -124,21 +124,9 @@ export class JoiningBackend implements KekBackend {
 }
 
 /**
- * Start-up failures that no retry mends: a wrong PIN must never be tried twice (tokens lock);
- * a token without the configured mechanism, or with a key that could leave it, needs an operator.
- */
-const fatalAtStart: ReadonlySet<string> = new Set([
-  'HSM_LOGIN_FAILED',
-  'HSM_MECHANISM_UNSUPPORTED',
-  'HSM_KEY_UNSAFE',
-  'CONFIG_INVALID',
-  'INTERNAL',
-]);
-
-/**
  * Connects every backend it can, in parallel, each within `budgetMs`. A backend that cannot
  * be reached is left to join later, and said so; start-up fails only when none answers or
- * when a failure no retry mends (a wrong PIN) happens on any.
+ * when a failure that stops start-up (the catalog's `atStart`: a wrong PIN, a bug) happens on any.
  */
 export async function connectReachable(
   backends: readonly JoiningBackend[],
@@ -163,7 +151,7 @@ export async function connectReachable(
       'backend unreachable at start; serving without it until it answers',
     );
   });
-  const fatal = failures.find(error => fatalAtStart.has(error.code));
+  const fatal = failures.find(error => atStartOf(error) !== undefined);
   if (fatal !== undefined) throw fatal;
   if (listings.size === 0 && failures[0] !== undefined) throw failures[0];
   return listings;
