@@ -26,78 +26,82 @@ const WORKER_URL = new URL(
 /** A thread holds a few buffers per call: a small heap is plenty, and keeps its RSS small. */
 const WORKER_LIMITS = { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 2 };
 
+/** One worker and its own lane memory: a replaced worker never sees its successor's calls. */
+interface Thread {
+  readonly worker: Worker;
+  readonly memory: LaneMemory;
+  /** Why it stopped, once it did: its error, or its exit code. */
+  stopped: string | undefined;
+}
+
 class CryptoLane {
   readonly #modulePath: string;
   readonly #workerUrl: URL;
-  readonly #shared = allocateLane();
-  readonly #memory: LaneMemory = laneMemory(this.#shared);
-  #worker: Worker | undefined;
-  /** Settles when the current worker exits: a call in flight then fails instead of waiting forever. */
-  #exited: Promise<string> = Promise.resolve('');
+  #thread: Thread | undefined;
 
   constructor(modulePath: string, workerUrl: URL) {
     this.#modulePath = modulePath;
     this.#workerUrl = workerUrl;
-    this.#worker = this.#spawn();
+    this.#thread = this.#spawn();
   }
 
   async run(call: CipherCall): Promise<CipherResult> {
-    const { control, data } = this.#memory;
+    const thread = (this.#thread ??= this.#spawn());
+    const { control, data } = thread.memory;
     writeCall(data, call);
-    const worker = (this.#worker ??= this.#spawn());
     // Referenced only while a call is in flight: an idle thread never keeps the process alive.
-    worker.ref();
+    thread.worker.ref();
     Atomics.store(control, STATE_INDEX, LaneState.request);
     Atomics.notify(control, STATE_INDEX);
     const wait = Atomics.waitAsync(control, STATE_INDEX, LaneState.request);
-    const stopped = await (wait.async
-      ? Promise.race([wait.value.then(() => undefined), this.#exited])
-      : undefined);
-    worker.unref();
-    if (stopped !== undefined) {
-      Atomics.store(control, STATE_INDEX, LaneState.idle);
-      throw new Error(`CKR_DEVICE_ERROR: the crypto thread stopped${stopped ? ` (${stopped})` : ''}`);
-    }
-    try {
-      return readResult(data, call);
-    } finally {
-      Atomics.store(control, STATE_INDEX, LaneState.idle);
-    }
+    if (wait.async) await wait.value;
+    thread.worker.unref();
+    // Woken by the thread's answer, or by its exit (see #spawn).
+    const answered = Atomics.load(control, STATE_INDEX) === LaneState.done;
+    Atomics.store(control, STATE_INDEX, LaneState.idle);
+    if (!answered)
+      throw new Error(`CKR_DEVICE_ERROR: the crypto thread stopped (${thread.stopped ?? 'stopped'})`);
+    return readResult(data, call);
   }
 
   /** A new thread in place of the current one; only while no call is in flight. */
   restart(): void {
     this.stop();
-    this.#worker = this.#spawn();
+    this.#thread = this.#spawn();
   }
 
   /** Stops the thread; a call after this starts a new one. Only while no call is in flight. */
   stop(): void {
-    const worker = this.#worker;
-    if (worker === undefined) return;
-    this.#worker = undefined;
-    Atomics.store(this.#memory.control, STATE_INDEX, LaneState.stop);
-    Atomics.notify(this.#memory.control, STATE_INDEX);
+    const thread = this.#thread;
+    if (thread === undefined) return;
+    this.#thread = undefined;
+    Atomics.store(thread.memory.control, STATE_INDEX, LaneState.stop);
+    Atomics.notify(thread.memory.control, STATE_INDEX);
     // It leaves its loop on its own; terminate only ends what is left of it sooner.
-    void worker.terminate();
+    void thread.worker.terminate();
   }
 
-  #spawn(): Worker {
-    Atomics.store(this.#memory.control, STATE_INDEX, LaneState.idle);
-    const workerData: CryptoWorkerData = { modulePath: this.#modulePath, lane: this.#shared };
+  #spawn(): Thread {
+    const lane = allocateLane();
+    const workerData: CryptoWorkerData = { modulePath: this.#modulePath, lane };
     const worker = new Worker(this.#workerUrl, { workerData, resourceLimits: WORKER_LIMITS });
     worker.unref();
+    const thread: Thread = { worker, memory: laneMemory(lane), stopped: undefined };
     let failure = '';
     worker.on('error', (error: Error) => {
       failure = error.message.split('\n')[0] ?? '';
     });
-    this.#exited = new Promise(resolve =>
-      worker.once('exit', code => {
-        if (this.#worker === worker) this.#worker = undefined;
-        resolve(failure || `exit code ${code}`);
-      }),
-    );
-    return worker;
+    worker.once('exit', code => {
+      thread.stopped = failure || `exit code ${code}`;
+      if (this.#thread === thread) this.#thread = undefined;
+      // A call in flight on it would wait forever: wake it, unanswered.
+      const { control } = thread.memory;
+      if (Atomics.load(control, STATE_INDEX) === LaneState.request) {
+        Atomics.store(control, STATE_INDEX, LaneState.idle);
+        Atomics.notify(control, STATE_INDEX);
+      }
+    });
+    return thread;
   }
 }
 
