@@ -1,10 +1,13 @@
 // The crypto threads on a real SoftHSM token: a call runs the same on a thread as in the
 // calling thread, the token's errors come back by their CKR_ names, a call waiting for a
-// thread keeps its deadline, and a thread that dies fails its call instead of hanging it.
+// thread keeps its deadline, a network HSM's round trips leave the event loop free, and a
+// thread that dies fails its call instead of hanging it.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
+import { execFileSync } from 'node:child_process';
+import { setTimeout as delay } from 'node:timers/promises';
 import graphene from 'graphene-pk11';
 import pkcs11js from 'pkcs11js';
 import { loadModule, type LoadedModule } from '../../src/backends/pkcs11/module-cache.ts';
@@ -15,6 +18,7 @@ import { gcmParams } from '../../src/backends/pkcs11/mechanisms/gcm-params.ts';
 import { createToken, SOFTHSM_MODULE, type SoftHsmToken } from '../helpers/softhsm.ts';
 
 const DYING_WORKER = new URL('../helpers/dying-crypto-worker.ts', import.meta.url);
+const SHIM = new URL('../../.cache/pkcs11-shim/libkms-broker-shim.so', import.meta.url).pathname;
 const never = new AbortController().signal;
 
 describe('PKCS#11 crypto threads on SoftHSM', () => {
@@ -35,23 +39,33 @@ describe('PKCS#11 crypto threads on SoftHSM', () => {
       outputBytes: input.length + 16,
     }) satisfies CipherCall;
 
-  before(() => {
-    token = createToken();
-    process.env.SOFTHSM2_CONF = token.conf;
-    library = loadModule(SOFTHSM_MODULE);
-    const slots = library.module.getSlots(true);
-    const slot = Array.from({ length: slots.length }, (_, index) => slots.items(index)).find(
+  const slotOf = (module: graphene.Module) => {
+    const slots = module.getSlots(true);
+    return Array.from({ length: slots.length }, (_, index) => slots.items(index)).find(
       candidate => candidate.getToken().label.trim() === token.label,
     ) as graphene.Slot;
-    session = slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION);
-    session.login(readFileSync(token.pinFile, 'utf8').trim(), graphene.UserType.USER);
-    key = session.generateKey(graphene.KeyGenMechanism.AES, {
+  };
+  const aesKey = (on: graphene.Session) =>
+    on.generateKey(graphene.KeyGenMechanism.AES, {
       keyType: graphene.KeyType.AES,
       valueLen: 32,
       token: false,
       encrypt: true,
       decrypt: true,
     });
+
+  before(() => {
+    execFileSync('bash', [new URL('../../scripts/build-pkcs11-shim.sh', import.meta.url).pathname], {
+      stdio: 'pipe',
+    });
+    token = createToken();
+    process.env.SOFTHSM2_CONF = token.conf;
+    library = loadModule(SOFTHSM_MODULE);
+    session = slotOf(library.module).open(
+      graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION,
+    );
+    session.login(readFileSync(token.pinFile, 'utf8').trim(), graphene.UserType.USER);
+    key = aesKey(session);
     threads = new CryptoThreads(SOFTHSM_MODULE, 2);
   });
 
@@ -142,6 +156,56 @@ describe('PKCS#11 crypto threads on SoftHSM', () => {
     const iv = randomBytes(12);
     const sealed = await Promise.all([1, 2, 3, 4].map(() => threads.run(gcm('encrypt', iv, seed), never)));
     for (const result of sealed) assert.deepEqual(result.output, sealed[0]?.output);
+  });
+
+  it('keeps the event loop free while a network HSM answers calls on every thread', async () => {
+    const latencyMs = 50;
+    // The shim (a second copy of SoftHSM, loaded beside the real one) waits a round trip on
+    // every session call; it reads its settings at C_Initialize.
+    process.env.KMS_BROKER_SHIM_LATENCY_US = String(latencyMs * 1000);
+    const shim = loadModule(SHIM, 4);
+    delete process.env.KMS_BROKER_SHIM_LATENCY_US;
+    const sessions: graphene.Session[] = [];
+    try {
+      const slot = slotOf(shim.module);
+      const anchor = slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION);
+      sessions.push(anchor);
+      anchor.login(readFileSync(token.pinFile, 'utf8').trim(), graphene.UserType.USER);
+      const shimKey = aesKey(anchor);
+      for (let index = 0; index < 4; index++)
+        sessions.push(slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION));
+      let ticks = 0;
+      let calling = true;
+      const ticking = (async () => {
+        for (let turn = 0; calling && turn < 10_000; turn++) {
+          await delay(5);
+          ticks++;
+        }
+      })();
+      const started = performance.now();
+      const iv = randomBytes(12);
+      const seed = randomBytes(32);
+      const results = await Promise.all(
+        sessions
+          .slice(1)
+          .map(session =>
+            shim.threads.run(
+              { ...gcm('encrypt', iv, seed), session: session.handle, key: shimKey.handle },
+              never,
+            ),
+          ),
+      );
+      const tookMs = performance.now() - started;
+      calling = false;
+      await ticking;
+      for (const result of results) assert.deepEqual(result.output, results[0]?.output);
+      // Each call is two round trips (init, then encrypt), all of them off the event loop.
+      assert.ok(tookMs >= 2 * latencyMs, `took ${tookMs} ms`);
+      assert.ok(ticks >= 5, `the event loop ran ${ticks} timers in ${Math.round(tookMs)} ms`);
+    } finally {
+      for (const session of sessions) session.close();
+      shim.release();
+    }
   });
 
   it('fails a call whose thread dies with CKR_DEVICE_ERROR, and the next call too, without hanging', async () => {

@@ -17,6 +17,7 @@ const SHIM_VARIABLES = [
   'KMS_BROKER_SHIM_MAX_SESSIONS',
   'KMS_BROKER_SHIM_IDLE_MS',
   'KMS_BROKER_SHIM_IDLE_CALLS',
+  'KMS_BROKER_SHIM_LATENCY_US',
   'KMS_BROKER_SHIM_LABEL',
   'KMS_BROKER_SHIM_SERIAL',
 ] as const;
@@ -264,6 +265,22 @@ describe('pkcs11 shim: session limit (KMS_BROKER_SHIM_MAX_SESSIONS)', () => {
       assert.equal(shim.p11.C_GetTokenInfo(shim.slot).sessionCount, 2);
       const reopened = shim.open();
       assert.ok(shim.p11.C_GetSessionInfo(reopened));
+    } finally {
+      shim.close();
+    }
+  });
+});
+
+describe('pkcs11 shim: a network HSM (KMS_BROKER_SHIM_LATENCY_US)', () => {
+  it('makes every call on a session wait a round trip first', () => {
+    const latencyMs = 40;
+    const shim = loadShim({ KMS_BROKER_SHIM_LATENCY_US: String(latencyMs * 1000) });
+    try {
+      const session = shim.open();
+      const started = performance.now();
+      shim.p11.C_GetSessionInfo(session);
+      shim.p11.C_GetSessionInfo(session);
+      assert.ok(performance.now() - started >= 2 * latencyMs, 'two calls, two round trips');
     } finally {
       shim.close();
     }

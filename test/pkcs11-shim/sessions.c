@@ -2,6 +2,7 @@
  * (KMS_BROKER_SHIM_MAX_SESSIONS) and idle reclaim (KMS_BROKER_SHIM_IDLE_MS / _IDLE_CALLS).
  * Every call on a session goes through session_enter/session_leave, so "idle" means no call at
  * all, and a session with a call in flight is never reclaimed. See shim.c for the whole picture. */
+#include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <time.h>
@@ -67,8 +68,20 @@ static void reclaim_idle(void) {
 /* ---- the table's interface (each takes `lock` itself) ---- */
 
 /* Start of a call on `handle`: reclaims idle sessions, counts the call against the others. */
+/* A network HSM: every call on a session is a round trip to the appliance. Outside the lock,
+ * so calls on different sessions overlap as they would on the wire. */
+static void network_round_trip(void) {
+  struct timespec wait;
+  if (config.latency_us == 0) return;
+  wait.tv_sec = (time_t)(config.latency_us / 1000000);
+  wait.tv_nsec = (long)(config.latency_us % 1000000) * 1000;
+  while (nanosleep(&wait, &wait) != 0 && errno == EINTR) {
+  }
+}
+
 CK_RV session_enter(CK_SESSION_HANDLE handle) {
   struct session *s;
+  network_round_trip();
   pthread_mutex_lock(&lock);
   reclaim_idle();
   s = find_session(handle);

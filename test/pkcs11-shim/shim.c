@@ -18,6 +18,9 @@
  *       it answer CKR_SESSION_HANDLE_INVALID.
  *   KMS_BROKER_SHIM_IDLE_CALLS=K   The same, measured deterministically for tests: a session
  *       is reclaimed once K calls on other sessions happened since its last use.
+ *   KMS_BROKER_SHIM_LATENCY_US=U   A network HSM (Luna, CloudHSM): every call on a session
+ *       first waits U microseconds, as a round trip to the appliance would; calls on different
+ *       sessions wait in parallel. A crypto call is two of them (init, then the operation).
  *   KMS_BROKER_SHIM_LABEL / KMS_BROKER_SHIM_SERIAL
  *       Token model / serial number reported by C_GetTokenInfo (the model also becomes the
  *       library description in C_GetInfo). The model defaults to the shim's own file name
@@ -97,7 +100,8 @@ static CK_RV read_config(void) {
   }
   if (read_count("KMS_BROKER_SHIM_MAX_SESSIONS", &config.max_sessions) ||
       read_count("KMS_BROKER_SHIM_IDLE_MS", &config.idle_ms) ||
-      read_count("KMS_BROKER_SHIM_IDLE_CALLS", &config.idle_calls))
+      read_count("KMS_BROKER_SHIM_IDLE_CALLS", &config.idle_calls) ||
+      read_count("KMS_BROKER_SHIM_LATENCY_US", &config.latency_us))
     return CKR_ARGUMENTS_BAD;
   if (label != NULL && *label != '\0') pad_copy(config.model, sizeof config.model, label);
   else default_model(config.model, sizeof config.model);

@@ -12,6 +12,7 @@ struct config {
   unsigned long max_sessions; /* 0: no limit of the shim's own */
   unsigned long idle_ms;      /* 0: no reclaim by time */
   unsigned long idle_calls;   /* 0: no reclaim by call count */
+  unsigned long latency_us;   /* 0: no round trip added to session calls */
   char model[16];             /* blank padded, as CK_TOKEN_INFO wants */
   char serial[16];
   int has_serial;
