@@ -5,6 +5,15 @@ import type { CliStartResult } from './cli-start.ts';
 import type { LoadResult } from './load.ts';
 import type { Heap } from './measures.ts';
 
+/** The broker on a network HSM (the test shim with a round trip per call), and the Go plugin on it. */
+export const NETWORK_HSM = 'network hsm';
+export const NETWORK_REFERENCE = 'go reference, network hsm';
+/** Which Go reference run a broker group is set beside. */
+export const REFERENCE_OF: Readonly<Record<string, string>> = {
+  softhsm: 'go reference',
+  [NETWORK_HSM]: NETWORK_REFERENCE,
+};
+
 export interface CaseResult extends LoadResult {
   readonly group: string;
   readonly operation: string;

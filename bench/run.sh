@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 bash scripts/build.sh
+bash scripts/build-pkcs11-shim.sh
 bash bench/build-reference-plugin.sh
 exec node_modules/node/bin/node bench/run.ts "$@"

@@ -17,6 +17,7 @@ import { adminGet, CleanUp, startClient, startService, waitUntil, type Client } 
 import type { CaseResult, IdleResult, Report, StormResult } from './report.ts';
 import { runStorm, type StormRun } from './storm.ts';
 import { printReport } from './tables.ts';
+import { NETWORK_HSM, NETWORK_REFERENCE } from './report.ts';
 import { judge } from './targets.ts';
 import { measureIdle, runCase, type CaseOutcome } from './usage.ts';
 
@@ -27,6 +28,10 @@ const WARMUP_CALLS = quick ? 32 : 256;
 /** A long-lived cluster's seeds (per the upstream discussion of issue 19), and issue 8's 1,000. */
 const STORM_DEKS: readonly number[] = [50, 1000];
 const OPERATIONS: readonly Operation[] = ['status', 'encrypt', 'decrypt'];
+const HSM_OPERATIONS: readonly Operation[] = ['encrypt', 'decrypt'];
+/** A network HSM (Luna, CloudHSM) as the test shim plays it: each PKCS#11 call a 1 ms round trip. */
+const NETWORK_ROUND_TRIP_US = 1000;
+const SHIM = join(new URL('..', import.meta.url).pathname, '.cache/pkcs11-shim/libkms-broker-shim.so');
 const CONCURRENCIES: readonly number[] = [1, 64];
 const ROOT = new URL('..', import.meta.url).pathname;
 const CLI = join(ROOT, 'bin/kms-broker');
@@ -106,6 +111,9 @@ async function main(): Promise<Report> {
       ...(profileDir === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` }),
     };
     const hsm = pkcs11Backend(token);
+    // The same token behind the test shim, every call a round trip away: a network HSM.
+    const networkHsm = pkcs11Backend(token, { module: SHIM });
+    const networkEnv = { ...env, KMS_BROKER_SHIM_LATENCY_US: String(NETWORK_ROUND_TRIP_US) };
     // The dev server's root token: a benchmark measures calls, not least privilege.
     const vault = vaultBackend(bao.address, { method: 'token', tokenFile: baoTokenFile });
     // An escrow wrap beside the HSM's on every seed: what the offline recovery key costs.
@@ -126,11 +134,12 @@ async function main(): Promise<Report> {
     });
 
     const brokers = [
-      { group: 'softhsm', backends: [hsm], wrap: 'first', storm: true, v1: true },
-      { group: 'openbao', backends: [vault], wrap: 'first', storm: true, v1: false },
-      { group: 'first:hsm,vault', backends: [hsm, vault], wrap: 'first', storm: false, v1: false },
-      { group: 'all:hsm,vault', backends: [hsm, vault], wrap: 'all', storm: false, v1: false },
-      { group: 'first:hsm+escrow', backends: [hsm, escrow], wrap: 'first', storm: false, v1: false },
+      { group: 'softhsm', backends: [hsm], wrap: 'first', storm: true, v1: true, env },
+      { group: 'openbao', backends: [vault], wrap: 'first', storm: true, v1: false, env },
+      { group: 'first:hsm,vault', backends: [hsm, vault], wrap: 'first', storm: false, v1: false, env },
+      { group: 'all:hsm,vault', backends: [hsm, vault], wrap: 'all', storm: false, v1: false, env },
+      { group: 'first:hsm+escrow', backends: [hsm, escrow], wrap: 'first', storm: false, v1: false, env },
+      { group: NETWORK_HSM, backends: [networkHsm], wrap: 'first', storm: false, v1: false, env: networkEnv },
     ];
     for (const broker of brokers) {
       await phase(cleanUp, async scope => {
@@ -149,7 +158,7 @@ async function main(): Promise<Report> {
           dir,
         );
         const service = await startService(scope, CLI, ['serve', '--config', config.path], {
-          env,
+          env: broker.env,
           logFile: join(dir, 'broker.log'),
           socket: config.socket,
         });
@@ -180,7 +189,8 @@ async function main(): Promise<Report> {
             process.stderr.write(`bench: cli ${cli.command}: median ${cli.medianMs} ms\n`);
         }
         const target: Target = { kind: 'kms-v2', socket: config.socket, connections: 1 };
-        await sweep(broker.group, startClient(scope, target, env), pid);
+        const operations = broker.group === NETWORK_HSM ? HSM_OPERATIONS : OPERATIONS;
+        await sweep(broker.group, startClient(scope, target, env), pid, operations);
         if (broker.v1) {
           const v1 = startClient(scope, { kind: 'kms-v1', socket: config.socket, connections: 1 }, env);
           record(broker.group, 'v1beta1 encrypt', 64, await runCase(v1, spec('encrypt', 64), pid));
@@ -212,31 +222,43 @@ async function main(): Promise<Report> {
       await sweep('bare transit', transitClient, undefined, ['encrypt', 'decrypt'], [1, 32]);
     });
 
+    const references = [
+      { group: 'go reference', module: SOFTHSM_MODULE, env, storm: true },
+      { group: NETWORK_REFERENCE, module: SHIM, env: networkEnv, storm: false },
+    ];
     if (existsSync(REFERENCE_PLUGIN)) {
-      await phase(cleanUp, async scope => {
-        const socket = join(runDir, 'reference.sock');
-        const reference = await startService(
-          scope,
-          REFERENCE_PLUGIN,
-          [
-            '-socket',
-            socket,
-            '-token-label',
-            token.label,
-            '-pin-file',
-            token.pinFile,
-            '-module',
-            SOFTHSM_MODULE,
-          ],
-          { env, logFile: join(runDir, 'reference.log'), socket },
-        );
-        const pid = reference.child.pid as number;
-        await idleOf('go reference', pid);
-        // In the brokers' order: idle, storms, then the cases.
-        await stormsOf(scope, { group: 'go reference', pid, socket, env });
-        const target: Target = { kind: 'kms-v2', socket, connections: 1 };
-        await sweep('go reference', startClient(scope, target, env), pid);
-      });
+      for (const ref of references)
+        await phase(cleanUp, async scope => {
+          const socket = join(runDir, `${ref.group.replace(/[^a-z]/g, '-')}.sock`);
+          const reference = await startService(
+            scope,
+            REFERENCE_PLUGIN,
+            [
+              '-socket',
+              socket,
+              '-token-label',
+              token.label,
+              '-pin-file',
+              token.pinFile,
+              '-module',
+              ref.module,
+            ],
+            { env: ref.env, logFile: join(runDir, 'reference.log'), socket },
+          );
+          const pid = reference.child.pid as number;
+          if (ref.storm) {
+            await idleOf(ref.group, pid);
+            // In the brokers' order: idle, storms, then the cases.
+            await stormsOf(scope, { group: ref.group, pid, socket, env });
+          }
+          const target: Target = { kind: 'kms-v2', socket, connections: 1 };
+          await sweep(
+            ref.group,
+            startClient(scope, target, env),
+            pid,
+            ref.storm ? OPERATIONS : HSM_OPERATIONS,
+          );
+        });
     } else {
       notes.push(
         `Go reference plugin not run: ${REFERENCE_PLUGIN} was not built (see bench/build-reference-plugin.sh output).`,

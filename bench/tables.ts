@@ -1,6 +1,15 @@
 // The run as text tables: the cases beside their limits and the Go reference, the startup
 // storms, memory at idle and at the storms' peaks, the CLI's start, and the targets.
-import { find, fixed, limitOf, ratio, type Report, type StormResult, type Target } from './report.ts';
+import {
+  find,
+  fixed,
+  limitOf,
+  ratio,
+  REFERENCE_OF,
+  type Report,
+  type StormResult,
+  type Target,
+} from './report.ts';
 
 const orBlank = (value: number | undefined, format = (n: number) => String(n)) =>
   value === undefined ? '' : format(value);
@@ -60,10 +69,11 @@ function printCases(report: Report): void {
   ];
   const rows = report.cases.map(row => {
     const limit = limitOf(report.cases, row);
+    const referenceGroup = REFERENCE_OF[row.group];
     const reference =
-      row.group === 'softhsm'
-        ? find(report.cases, 'go reference', row.operation, row.concurrency)
-        : undefined;
+      referenceGroup === undefined
+        ? undefined
+        : find(report.cases, referenceGroup, row.operation, row.concurrency);
     const bare = row.group === 'transport' || row.group.startsWith('bare');
     return [
       row.group,

@@ -134,6 +134,7 @@ describe('PKCS#11 crypto threads on SoftHSM', () => {
       gaveUp.abort();
       await assert.rejects(abandoned, { code: 'DEADLINE_EXCEEDED' });
       const sealed = await Promise.all([first, second]);
+      assert.equal(one.size, 1, 'never more threads than allowed');
       for (const [index, result] of sealed.entries())
         assert.deepEqual(performCipher(session.lib, gcm('decrypt', iv, result.output)).output, seeds[index]);
       const aborted = AbortSignal.abort();
@@ -158,7 +159,7 @@ describe('PKCS#11 crypto threads on SoftHSM', () => {
     for (const result of sealed) assert.deepEqual(result.output, sealed[0]?.output);
   });
 
-  it('keeps the event loop free while a network HSM answers calls on every thread', async () => {
+  it('starts threads as calls need them, and keeps the event loop free while a network HSM answers', async () => {
     const latencyMs = 50;
     // The shim (a second copy of SoftHSM, loaded beside the real one) waits a round trip on
     // every session call; it reads its settings at C_Initialize.
@@ -174,6 +175,7 @@ describe('PKCS#11 crypto threads on SoftHSM', () => {
       const shimKey = aesKey(anchor);
       for (let index = 0; index < 4; index++)
         sessions.push(slot.open(graphene.SessionFlag.SERIAL_SESSION | graphene.SessionFlag.RW_SESSION));
+      assert.equal(shim.threads.size, 1, 'one thread until calls need more');
       let ticks = 0;
       let calling = true;
       const ticking = (async () => {
@@ -199,6 +201,7 @@ describe('PKCS#11 crypto threads on SoftHSM', () => {
       calling = false;
       await ticking;
       for (const result of results) assert.deepEqual(result.output, results[0]?.output);
+      assert.equal(shim.threads.size, 4, 'a thread for each call in flight, up to the most allowed');
       // Each call is two round trips (init, then encrypt), all of them off the event loop.
       assert.ok(tookMs >= 2 * latencyMs, `took ${tookMs} ms`);
       assert.ok(ticks >= 5, `the event loop ran ${ticks} timers in ${Math.round(tookMs)} ms`);

@@ -2,7 +2,6 @@
 // and the pool of crypto sessions, and recovery when a session, the login or the device is
 // lost. Every HSM call runs through withSession (crypto), withAnchor (everything else) or
 // probe, so probes drive recovery in the background while no call arrives.
-import { availableParallelism } from 'node:os';
 import type graphene from 'graphene-pk11';
 import type { Pkcs11BackendConfig } from './pkcs11-schema.ts';
 import type { SecretReader } from '../../secrets.ts';
@@ -25,14 +24,6 @@ import { assertTokenUsable, closeQuietly, findSlot, openLoggedIn, openSession } 
 import type { SessionLane } from './mechanisms/mechanism.ts';
 
 const MAX_QUEUED_CALLS = 4096;
-
-/**
- * A crypto thread per core, up to the session pool: more threads than cores only contend
- * on a CPU-bound token, and a call never needs more threads than it has sessions.
- */
-function defaultThreads(sessions: number): number {
-  return Math.min(sessions, availableParallelism());
-}
 
 type Purpose = 'wrap' | 'unwrap' | 'token';
 
@@ -86,10 +77,8 @@ export class HsmConnection {
 
   /** Loads the library and connects; a failed open leaves nothing loaded, so it can be tried again. */
   open(): void {
-    this.#module = loadModule(
-      this.#config.module,
-      this.#config.threads ?? defaultThreads(this.#config.sessions),
-    );
+    // A thread per session by default: a network HSM's calls wait on the wire, not on a core.
+    this.#module = loadModule(this.#config.module, this.#config.threads ?? this.#config.sessions);
     try {
       this.#connect();
       this.#deps.checkToken(this.#slot as graphene.Slot);

@@ -3,7 +3,9 @@
 // they stall every other call; here each call runs, init and crypto both, on a worker
 // thread. Each thread has a lane of shared memory: the event loop writes the call and
 // flips the state word, the thread (blocked in Atomics.wait) runs it and flips it back, and
-// Atomics.waitAsync wakes the event loop. A call waits for a free lane in FIFO order.
+// Atomics.waitAsync wakes the event loop. The first thread starts with the module, more as
+// calls would otherwise wait, up to the most allowed; beyond that a call waits for a free
+// lane in FIFO order.
 import { Worker } from 'node:worker_threads';
 import { deadlineExceeded } from '../../../deadline.ts';
 import type { CipherCall, CipherResult } from './cipher-call.ts';
@@ -115,32 +117,35 @@ export class CryptoThreads {
   readonly #lanes: CryptoLane[] = [];
   readonly #free: CryptoLane[] = [];
   readonly #waiting: Waiter[] = [];
+  #max = 0;
 
   /** `workerUrl`: the thread's script, for tests that need a thread that fails. */
-  constructor(modulePath: string, count: number, workerUrl = WORKER_URL) {
+  constructor(modulePath: string, max: number, workerUrl = WORKER_URL) {
     this.#modulePath = modulePath;
     this.#workerUrl = workerUrl;
-    this.grow(count);
+    this.grow(max);
   }
 
+  /** Threads started so far. */
   get size(): number {
     return this.#lanes.length;
   }
 
-  /** At least `count` threads: a second backend on the same module may ask for more. */
-  grow(count: number): void {
-    while (this.#lanes.length < count) {
-      const lane = new CryptoLane(this.#modulePath, this.#workerUrl);
-      this.#lanes.push(lane);
-      this.#release(lane);
-    }
+  /** Up to `max` threads (a second backend on the module may ask for more); the first starts now. */
+  grow(max: number): void {
+    this.#max = Math.max(this.#max, max);
+    if (this.#lanes.length === 0 && this.#max > 0) this.#free.push(this.#startLane());
   }
 
-  /** Runs the call on the next free thread; gives up waiting for one when `signal` fires. */
+  /**
+   * Runs the call on a free thread, on a new one while fewer than the most allowed run (so an
+   * idle or lightly used broker holds one), or on the next to come free; gives up waiting
+   * for one when `signal` fires.
+   */
   async run(call: CipherCall, signal: AbortSignal): Promise<CipherResult> {
-    if (this.#lanes.length === 0)
-      throw new Error('CKR_FUNCTION_FAILED: the module was loaded without crypto threads');
-    const lane = this.#free.pop() ?? (await this.#nextFree(signal));
+    if (this.#max === 0) throw new Error('CKR_FUNCTION_FAILED: the module was loaded without crypto threads');
+    const lane =
+      this.#free.pop() ?? (this.#lanes.length < this.#max ? this.#startLane() : await this.#nextFree(signal));
     try {
       return await lane.run(call);
     } finally {
@@ -173,6 +178,12 @@ export class CryptoThreads {
       signal.addEventListener('abort', onAbort, { once: true });
       this.#waiting.push(waiter);
     });
+  }
+
+  #startLane(): CryptoLane {
+    const lane = new CryptoLane(this.#modulePath, this.#workerUrl);
+    this.#lanes.push(lane);
+    return lane;
   }
 
   #release(lane: CryptoLane): void {
