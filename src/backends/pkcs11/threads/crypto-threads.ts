@@ -3,8 +3,8 @@
 // they stall every other call; here each call runs, init and crypto both, on a worker
 // thread. Each thread has a lane of shared memory: the event loop writes the call and
 // flips the state word, the thread (blocked in Atomics.wait) runs it and flips it back, and
-// Atomics.waitAsync wakes the event loop. The first thread starts with the module, more as
-// calls would otherwise wait, up to the most allowed; beyond that a call waits for a free
+// Atomics.waitAsync wakes the event loop. Threads start as calls would otherwise wait (each
+// costs about 10 MB of RSS), up to the most allowed; beyond that a call waits for a free
 // lane in FIFO order.
 import { Worker } from 'node:worker_threads';
 import { deadlineExceeded } from '../../../deadline.ts';
@@ -131,16 +131,15 @@ export class CryptoThreads {
     return this.#lanes.length;
   }
 
-  /** Up to `max` threads (a second backend on the module may ask for more); the first starts now. */
+  /** Up to `max` threads: a second backend on the module may ask for more. */
   grow(max: number): void {
     this.#max = Math.max(this.#max, max);
-    if (this.#lanes.length === 0 && this.#max > 0) this.#free.push(this.#startLane());
   }
 
   /**
-   * Runs the call on a free thread, on a new one while fewer than the most allowed run (so an
-   * idle or lightly used broker holds one), or on the next to come free; gives up waiting
-   * for one when `signal` fires.
+   * Runs the call on a free thread, on a new one while fewer than the most allowed run (an
+   * idle broker holds none, a lightly used one one), or on the next to come free; gives up
+   * waiting for one when `signal` fires.
    */
   async run(call: CipherCall, signal: AbortSignal): Promise<CipherResult> {
     if (this.#max === 0) throw new Error('CKR_FUNCTION_FAILED: the module was loaded without crypto threads');
