@@ -2,6 +2,7 @@ import { startApp } from '../app.ts';
 import { exposedSecretFiles } from '../config/config-files.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { createLogger } from '../log.ts';
+import { releaseStartupMemory } from '../startup-memory.ts';
 
 /** Runs until SIGTERM or SIGINT, then drains and exits. */
 export async function serveCommand(configPath: string): Promise<void> {
@@ -34,6 +35,8 @@ export async function serveCommand(configPath: string): Promise<void> {
     );
   }
   const app = await startApp(config, { logger, readFile });
+  // Serving from here on: what only start-up needed goes back (about 10 MB idle RSS).
+  logger.debug({ pauseMs: releaseStartupMemory() ?? null }, 'start-up memory released');
   logger.info({ signal: await stopRequested }, 'signal received');
   await app.shutdown();
   logger.flush();

@@ -1,6 +1,6 @@
 // bin/kms-broker runs the compiled dist/ only while it is current, so that a checkout edited
 // or pulled after its build never runs the stale build; and the build in this checkout, when
-// current, holds everything src/ ships (tests that start brokers run it).
+// current, holds everything src/ ships as one bundle (tests that start brokers run it).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import {
@@ -8,6 +8,7 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readFileSync,
   readdirSync,
   rmSync,
   statSync,
@@ -119,17 +120,65 @@ describe('the build in this checkout', () => {
     );
 
   it(
-    'has a JavaScript file with a source map for every module and every asset src/ reads beside itself',
+    'is one bundle with source maps that point at the sources, and every asset src/ reads beside itself',
     { skip: current ? false : 'no current build (npm run build)' },
     () => {
-      const dist = new Set(filesUnder(join(root, 'dist')));
-      const missing = filesUnder(join(root, 'src'))
-        .filter(file => !file.endsWith('tsconfig.json'))
-        .flatMap(file =>
-          file.endsWith('.ts') ? [file.replace(/\.ts$/, '.js'), file.replace(/\.ts$/, '.js.map')] : [file],
-        )
-        .filter(file => !dist.has(file));
-      assert.deepEqual(missing, [], `missing from ${relative(process.cwd(), join(root, 'dist'))}`);
+      const dist = filesUnder(join(root, 'dist'));
+      const scripts = dist.filter(file => file.endsWith('.js') && file.startsWith('cli/'));
+      assert.ok(scripts.includes('cli/main.js'), 'dist/cli/main.js, what bin/kms-broker runs');
+      for (const script of scripts) {
+        const map = JSON.parse(readFileSync(join(root, 'dist', `${script}.map`), 'utf8')) as {
+          sources: string[];
+        };
+        const ours = map.sources.filter(source => source.startsWith('../../src/'));
+        for (const source of ours)
+          assert.ok(
+            existsSync(join(root, 'dist/cli', source)),
+            `${script}.map names ${source}, which exists`,
+          );
+      }
+      // The locations build.sh gives packages that read files beside themselves (__dirname).
+      for (const script of scripts) {
+        const text = readFileSync(join(root, 'dist', script), 'utf8');
+        for (const [, location] of text.matchAll(/__kbLocation\("([^"]+)"\)/g))
+          assert.ok(existsSync(join(root, 'dist/cli', location!)), `${script}: ${location} exists`);
+      }
+      const assets = filesUnder(join(root, 'src')).filter(
+        file => !file.endsWith('.ts') && !file.endsWith('tsconfig.json'),
+      );
+      assert.deepEqual(
+        assets.filter(file => !dist.includes(file)),
+        [],
+        `assets missing from ${relative(process.cwd(), join(root, 'dist'))}`,
+      );
+    },
+  );
+
+  it(
+    'finds proto/ and package.json from inside the bundle, as the modules did from src/',
+    { skip: current ? false : 'no current build (npm run build)' },
+    () => {
+      const node = join(root, 'node_modules/node/bin/node');
+      const version = spawnSync(node, [join(root, 'dist/cli/main.js'), '--version'], { encoding: 'utf8' });
+      const { version: expected } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+        version: string;
+      };
+      assert.equal(version.stdout.trim(), expected);
+      // Loads the KMS v2 service from proto/ through the module that does at serve.
+      const proto = spawnSync(
+        node,
+        [
+          '--input-type=module',
+          '-e',
+          `const main = ${JSON.stringify(join(root, 'dist/cli/main.js'))};` +
+            `const { readdirSync } = await import('node:fs');` +
+            `for (const f of readdirSync(new URL('.', 'file://' + main))) if (f.endsWith('.js')) {` +
+            `const m = await import(new URL(f, 'file://' + main).href);` +
+            `if (typeof m.loadService === 'function') { console.log(Object.keys(m.loadService('kms-v2.proto', 'v2.KeyManagementService')).sort().join(',')); break; } }`,
+        ],
+        { encoding: 'utf8' },
+      );
+      assert.equal(proto.stdout.trim(), 'Decrypt,Encrypt,Status', proto.stderr);
     },
   );
 });
