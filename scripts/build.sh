@@ -21,7 +21,8 @@ node=node_modules/node/bin/node
 "$node" node_modules/typescript/bin/tsc -p tsconfig.build.json
 "$node" --input-type=module - <<'JS'
 // esbuild bundles the CLI and what it imports into dist/cli/: main.js, one chunk per lazily
-// imported part (each command, each backend kind, the admin API) and the chunks they share.
+// imported part (each command, each backend kind, the admin API) and the chunks they share;
+// and the PKCS#11 crypto thread's script, which runs in a worker of its own.
 // Whitespace and syntax are minified (the source text V8 keeps of every loaded module is
 // RSS); names are kept, so a stack trace stays readable without the source maps.
 import { build } from 'esbuild';
@@ -94,7 +95,12 @@ const external = [
 ];
 
 await build({
-  entryPoints: { 'cli/main': 'src/cli/main.ts' },
+  entryPoints: {
+    'cli/main': 'src/cli/main.ts',
+    // A PKCS#11 crypto thread's script, loaded by path (crypto-threads.ts) where the module
+    // it sat beside would have been: dist/backends/pkcs11/threads/.
+    'backends/pkcs11/threads/crypto-worker': 'src/backends/pkcs11/threads/crypto-worker.ts',
+  },
   outdir: 'dist',
   chunkNames: 'cli/[name]-[hash]',
   bundle: true,
