@@ -1,4 +1,5 @@
 // A small KMS v2 client over the unix socket, for `kms-broker verify`, tests and bench.
+import { resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import {
   loadService,
@@ -30,8 +31,9 @@ export function createKmsV2Client(socketPath: string, timeoutMs = 3000): KmsV2Cl
     loadService('kms-v2.proto', 'v2.KeyManagementService'),
     'KeyManagementService',
   );
-  // Like the apiserver since 1.32: authority "localhost" on a unix socket.
-  const client = new Client(`unix://${socketPath}`, grpc.credentials.createInsecure(), {
+  // Like the apiserver since 1.32: authority "localhost" on a unix socket. The path made
+  // absolute: in unix://run/kms.sock gRPC reads "run" as the authority, not a folder.
+  const client = new Client(`unix://${resolve(socketPath)}`, grpc.credentials.createInsecure(), {
     'grpc.default_authority': 'localhost',
   });
   const call = <T>(method: string, request: unknown): Promise<T> =>

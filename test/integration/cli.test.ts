@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { adminClient } from '../helpers/admin-http.ts';
@@ -175,6 +175,18 @@ describe('kms-broker CLI over the admin API', () => {
     const full = await cli(['verify', '--socket', config.socket]);
     assert.equal(full.code, 0, full.stderr);
     assert.match(full.stdout, /^ok {3}status: .*\nok {3}encrypt: .*\nok {3}decrypt: plaintext matches\n$/);
+    // A relative path names the socket under the working folder (gRPC would read its first
+    // segment as an authority).
+    const folder = dirname(dirname(config.socket));
+    const relativeRun = await new Promise<CliRun>(resolve =>
+      execFile(
+        CLI,
+        ['verify', '--socket', relative(folder, config.socket)],
+        { cwd: folder, timeout: 30000 },
+        (error, stdout, stderr) => resolve({ code: error === null ? 0 : Number(error.code), stdout, stderr }),
+      ),
+    );
+    assert.equal(relativeRun.code, 0, relativeRun.stderr);
     // A reader gone before the first line is written, and one that leaves after one byte.
     for (const reader of ['true', 'head -c1']) {
       const script = `"$0" verify --socket "$1" | ${reader} >/dev/null; exit "\${PIPESTATUS[0]}"`;
