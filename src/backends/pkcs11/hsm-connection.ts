@@ -24,6 +24,13 @@ import { assertTokenUsable, closeQuietly, findSlot, openLoggedIn, openSession } 
 import type { SessionLane } from './mechanisms/mechanism.ts';
 
 const MAX_QUEUED_CALLS = 4096;
+/** About 10 MB of RSS each: 16 fit the static Pod's 512 MiB limit with room to spare. */
+const MAX_DEFAULT_THREADS = 16;
+
+/** A thread per session by default: a network HSM's calls wait on the wire, not on a core. */
+function defaultThreads(sessions: number): number {
+  return Math.min(sessions, MAX_DEFAULT_THREADS);
+}
 
 type Purpose = 'wrap' | 'unwrap' | 'token';
 
@@ -77,8 +84,10 @@ export class HsmConnection {
 
   /** Loads the library and connects; a failed open leaves nothing loaded, so it can be tried again. */
   open(): void {
-    // A thread per session by default: a network HSM's calls wait on the wire, not on a core.
-    this.#module = loadModule(this.#config.module, this.#config.threads ?? this.#config.sessions);
+    this.#module = loadModule(
+      this.#config.module,
+      this.#config.threads ?? defaultThreads(this.#config.sessions),
+    );
     try {
       this.#connect();
       this.#deps.checkToken(this.#slot as graphene.Slot);
