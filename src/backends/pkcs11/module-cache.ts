@@ -1,7 +1,8 @@
 // One loaded, initialized PKCS#11 library per path per process: C_Initialize is process-
 // wide, so two backends on the same library (two tokens) must share it, and only the last
-// user may finalize it. Its crypto threads are the library's too: started with it, started
-// anew when it is reset, stopped when the last user releases it.
+// user may finalize it. Its crypto threads are the library's too: up to the most any user asks
+// for, started as calls need them, stopped when it is reset (new ones start as calls need
+// them) and when the last user releases it.
 import { setTimeout as delay } from 'node:timers/promises';
 import graphene from 'graphene-pk11';
 import pkcs11js from 'pkcs11js';

@@ -40,7 +40,7 @@ export const pkcs11BackendSchema = Type.Object(
     kwpMechanism: Type.Optional(Type.Integer({ minimum: 1, maximum: 0xffffffff })),
     /** Sessions used for crypto; SoftHSM runs one operation per session at a time. */
     sessions: Type.Integer({ minimum: 1, maximum: MAX_SESSIONS, default: DEFAULT_SESSIONS }),
-    /** Crypto threads of the module (shared by backends on it); default: one per core, at most `sessions`. */
+    /** The most crypto threads of the module (shared by backends on it); default `sessions`, at most 16. */
     threads: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SESSIONS })),
   },
   strict,

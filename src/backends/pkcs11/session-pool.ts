@@ -1,6 +1,6 @@
-// A pool of HSM sessions. PKCS#11 allows one active operation per session, so concurrency to
-// the token is exactly the pool size; callers beyond it wait in a bounded FIFO queue and give
-// up when their deadline fires. The size is the config's until the token states a lower cap
+// A pool of HSM sessions (and of the crypto threads that run their calls, threads/). PKCS#11
+// allows one active operation per session, so concurrency to the token is exactly the pool
+// size; callers beyond it wait in a bounded FIFO queue and give up when their deadline fires. The size is the config's until the token states a lower cap
 // (resize), and idle sessions are touched by the health probe so that tokens which reclaim
 // idle sessions (a YubiHSM 2 after 30 s) keep them.
 import { BrokerError } from '../../errors.ts';
@@ -37,6 +37,11 @@ export class SessionPool<T> {
 
   get size(): number {
     return this.#size;
+  }
+
+  /** Items made and not destroyed: leased and idle. */
+  get held(): number {
+    return this.#leased + this.#idle.length;
   }
 
   /** Sets the size; sessions above a smaller size are closed as they come back idle. */

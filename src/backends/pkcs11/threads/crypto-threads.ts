@@ -7,7 +7,7 @@
 // costs about 10 MB of RSS), up to the most allowed; beyond that a call waits for a free
 // lane in FIFO order.
 import { Worker } from 'node:worker_threads';
-import { deadlineExceeded } from '../../../deadline.ts';
+import { SessionPool } from '../session-pool.ts';
 import type { CipherCall, CipherResult } from './cipher-call.ts';
 import type { CryptoWorkerData } from './crypto-worker.ts';
 import {
@@ -66,12 +66,6 @@ class CryptoLane {
     return readResult(data, call);
   }
 
-  /** A new thread in place of the current one; only while no call is in flight. */
-  restart(): void {
-    this.stop();
-    this.#thread = this.#spawn();
-  }
-
   /** Stops the thread; a call after this starts a new one. Only while no call is in flight. */
   stop(): void {
     const thread = this.#thread;
@@ -107,33 +101,32 @@ class CryptoLane {
   }
 }
 
-interface Waiter {
-  readonly resolve: (lane: CryptoLane) => void;
-}
-
+/**
+ * The threads of one module as a pool of lanes (the project's SessionPool): a lane is made
+ * when a call finds none free and fewer than the most allowed exist, a call beyond them waits
+ * in FIFO order until its deadline, and a discarded lane stops its thread.
+ */
 export class CryptoThreads {
-  readonly #modulePath: string;
-  readonly #workerUrl: URL;
-  readonly #lanes: CryptoLane[] = [];
-  readonly #free: CryptoLane[] = [];
-  readonly #waiting: Waiter[] = [];
-  #max = 0;
+  readonly #pool: SessionPool<CryptoLane>;
 
   /** `workerUrl`: the thread's script, for tests that need a thread that fails. */
   constructor(modulePath: string, max: number, workerUrl = WORKER_URL) {
-    this.#modulePath = modulePath;
-    this.#workerUrl = workerUrl;
-    this.grow(max);
+    this.#pool = new SessionPool<CryptoLane>(
+      { create: () => new CryptoLane(modulePath, workerUrl), destroy: lane => lane.stop() },
+      max,
+      // Every waiting call holds an HSM session, which its backend's pool bounds already.
+      Number.POSITIVE_INFINITY,
+    );
   }
 
-  /** Threads started so far. */
+  /** Threads started and not stopped. */
   get size(): number {
-    return this.#lanes.length;
+    return this.#pool.held;
   }
 
   /** Up to `max` threads: a second backend on the module may ask for more. */
   grow(max: number): void {
-    this.#max = Math.max(this.#max, max);
+    if (max > this.#pool.size) this.#pool.resize(max);
   }
 
   /**
@@ -142,52 +135,25 @@ export class CryptoThreads {
    * waiting for one when `signal` fires.
    */
   async run(call: CipherCall, signal: AbortSignal): Promise<CipherResult> {
-    if (this.#max === 0) throw new Error('CKR_FUNCTION_FAILED: the module was loaded without crypto threads');
-    const lane =
-      this.#free.pop() ?? (this.#lanes.length < this.#max ? this.#startLane() : await this.#nextFree(signal));
+    if (this.#pool.size === 0)
+      throw new Error('CKR_FUNCTION_FAILED: the module was loaded without crypto threads');
+    const lane = await this.#pool.acquire(signal);
     try {
       return await lane.run(call);
     } finally {
-      this.#release(lane);
+      this.#pool.release(lane);
     }
   }
 
-  /** New threads after the module was finalized and initialized again (a device reset). */
+  /**
+   * After the module was finalized and initialized again (a device reset, with no call in
+   * flight): the threads stop, and new ones start as calls need them.
+   */
   restart(): void {
-    for (const lane of this.#lanes) lane.restart();
+    this.#pool.discardIdle();
   }
 
   close(): void {
-    for (const lane of this.#lanes) lane.stop();
-  }
-
-  #nextFree(signal: AbortSignal): Promise<CryptoLane> {
-    if (signal.aborted) return Promise.reject(deadlineExceeded());
-    return new Promise<CryptoLane>((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve: lane => {
-          signal.removeEventListener('abort', onAbort);
-          resolve(lane);
-        },
-      };
-      const onAbort = () => {
-        this.#waiting.splice(this.#waiting.indexOf(waiter), 1);
-        reject(deadlineExceeded());
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#waiting.push(waiter);
-    });
-  }
-
-  #startLane(): CryptoLane {
-    const lane = new CryptoLane(this.#modulePath, this.#workerUrl);
-    this.#lanes.push(lane);
-    return lane;
-  }
-
-  #release(lane: CryptoLane): void {
-    const waiter = this.#waiting.shift();
-    if (waiter === undefined) this.#free.push(lane);
-    else waiter.resolve(lane);
+    this.#pool.close();
   }
 }
