@@ -63,6 +63,9 @@ export function versionKey(session: graphene.Session, key: graphene.Key): Versio
     sealKey: publicKey,
     sealUsage: publicKey === undefined ? NO_USAGE : usageOf(publicKey, ['encrypt', 'wrap']),
     openUsage: usageOf(key, ['decrypt', 'unwrap']),
+    ...(publicKey === undefined
+      ? {}
+      : { modulusBytes: (publicKey.getAttribute('modulus') as Buffer).length }),
   };
 }
 

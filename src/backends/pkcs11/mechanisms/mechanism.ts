@@ -24,6 +24,8 @@ export interface VersionKey {
   /** For sealing, the sealing object's usage; for opening, the unwrapping object's. */
   readonly sealUsage: KeyUsage;
   readonly openUsage: KeyUsage;
+  /** RSA: the modulus length in bytes, which a wrap's is; read once with the key, not per wrap. */
+  readonly modulusBytes?: number;
 }
 
 /**

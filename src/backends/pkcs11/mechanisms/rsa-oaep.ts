@@ -61,11 +61,11 @@ export function rsaOaep(hashName: OaepHash): Pkcs11Mechanism {
     minWrappedBytes: MIN_WRAPPED_BYTES,
 
     async seal(lane: SessionLane, key: VersionKey, seed: Buffer, header: Buffer) {
-      if (key.sealKey === undefined) throw new Error('CKR_KEY_HANDLE_INVALID: no public key');
-      const modulusBytes = (key.sealKey.getAttribute('modulus') as Buffer).length;
+      const { sealKey, modulusBytes } = key;
+      if (sealKey === undefined || modulusBytes === undefined)
+        throw new Error('CKR_KEY_HANDLE_INVALID: no public key');
       try {
-        return (await lane.cipher(call('encrypt', key.sealKey, bindHeader(seed, header), modulusBytes)))
-          .output;
+        return (await lane.cipher(call('encrypt', sealKey, bindHeader(seed, header), modulusBytes))).output;
       } catch (error) {
         throw explained(error);
       }
